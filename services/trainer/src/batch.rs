@@ -1,0 +1,87 @@
+//! Turning encoded texts into tensors: padding, masks, bag weights and targets, built on the
+//! host in one allocation per tensor and moved to the device once per batch.
+
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+
+use lexmesh_preprocessor::Encoded;
+
+/// One batch on the device.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// Token or feature ids, `[batch, length]`, padded with 0.
+    pub ids: Tensor<2, Int>,
+    /// Bag weights, `[batch, length]` (0 at padding); only for bag features.
+    pub weights: Option<Tensor<2>>,
+    /// `true` at padding, `[batch, length]`.
+    pub padding: Tensor<2, Bool>,
+    /// 1.0 at real tokens, 0.0 at padding, `[batch, length, 1]`.
+    pub keep: Tensor<3>,
+    /// Real tokens per row, at least 1, `[batch, 1]`.
+    pub lengths: Tensor<2>,
+    /// Class ids, `[batch]`, when known.
+    pub targets: Option<Tensor<1, Int>>,
+}
+
+impl Batch {
+    /// Builds a batch padded to the longest row, and to at least `min_length` (a CNN needs rows
+    /// at least as long as its widest kernel). Rows with no ids get one padding id.
+    pub fn new(
+        rows: &[&Encoded],
+        targets: Option<&[usize]>,
+        min_length: usize,
+        device: &Device,
+    ) -> Self {
+        let n = rows.len();
+        let length = rows
+            .iter()
+            .map(|r| r.ids.len())
+            .max()
+            .unwrap_or(0)
+            .max(min_length)
+            .max(1);
+        let with_weights = rows.iter().any(|r| !r.weights.is_empty());
+        let mut ids = vec![0i64; n * length];
+        let mut weights = if with_weights {
+            vec![0f32; n * length]
+        } else {
+            Vec::new()
+        };
+        let mut keep = vec![0f32; n * length];
+        let mut padding = vec![true; n * length];
+        let mut lengths = vec![0f32; n];
+        for (r, row) in rows.iter().enumerate() {
+            let base = r * length;
+            for (j, &id) in row.ids.iter().enumerate() {
+                ids[base + j] = i64::from(id);
+                keep[base + j] = 1.0;
+                padding[base + j] = false;
+            }
+            if with_weights {
+                weights[base..base + row.weights.len()].copy_from_slice(&row.weights);
+            }
+            lengths[r] = row.ids.len().max(1) as f32;
+        }
+        Self {
+            ids: Tensor::from_data(TensorData::new(ids, [n, length]), device),
+            weights: with_weights
+                .then(|| Tensor::from_data(TensorData::new(weights, [n, length]), device)),
+            padding: Tensor::from_data(TensorData::new(padding, [n, length]), device),
+            keep: Tensor::from_data(TensorData::new(keep, [n, length, 1]), device),
+            lengths: Tensor::from_data(TensorData::new(lengths, [n, 1]), device),
+            targets: targets.map(|t| {
+                let t: Vec<i64> = t.iter().map(|&c| c as i64).collect();
+                Tensor::from_data(TensorData::new(t, [n]), device)
+            }),
+        }
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.ids.dims()[0]
+    }
+
+    /// Whether the batch has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,57 @@
+//! Choosing the compute device and thread count. libtorch (burn-tch) is the default backend;
+//! a build with only the `flex` feature runs burn's pure-Rust CPU backend instead.
+
+use burn::tensor::Device;
+
+use crate::config::DeviceChoice;
+use crate::error::TrainError;
+
+/// The device for a choice, without autodiff (add it with `.autodiff()` for training).
+#[allow(deprecated)] // burn marks burn-tch deprecated; it is still the fastest CPU path here.
+pub fn select_device(choice: DeviceChoice) -> Result<Device, TrainError> {
+    #[cfg(feature = "tch")]
+    {
+        let cuda = tch::Cuda::is_available();
+        match choice {
+            DeviceChoice::Cpu => Ok(Device::libtorch()),
+            DeviceChoice::Auto if cuda => Ok(Device::libtorch_cuda(0)),
+            DeviceChoice::Auto => Ok(Device::libtorch()),
+            DeviceChoice::Cuda if cuda => Ok(Device::libtorch_cuda(0)),
+            DeviceChoice::Cuda => Err(TrainError::Device(
+                "CUDA asked for, but this libtorch has no CUDA support or no GPU is visible".into(),
+            )),
+        }
+    }
+    #[cfg(all(feature = "flex", not(feature = "tch")))]
+    {
+        match choice {
+            DeviceChoice::Cpu | DeviceChoice::Auto => Ok(Device::flex()),
+            DeviceChoice::Cuda => Err(TrainError::Device(
+                "this build has only the pure-Rust CPU backend (feature `flex`); build with `tch` for CUDA".into(),
+            )),
+        }
+    }
+    #[cfg(not(any(feature = "tch", feature = "flex")))]
+    {
+        let _ = choice;
+        Err(TrainError::Device(
+            "built without a backend: enable feature `tch` or `flex`".into(),
+        ))
+    }
+}
+
+/// Sets the compute thread count (0 = leave the backend's default: all cores). Process-wide.
+pub fn set_compute_threads(threads: usize) {
+    #[cfg(feature = "tch")]
+    if threads > 0 {
+        tch::set_num_threads(threads as i32);
+        tch::set_num_interop_threads(1);
+    }
+    #[cfg(not(feature = "tch"))]
+    let _ = threads;
+}
+
+/// A short name of the backend in this build, for reports.
+pub fn backend_name(device: &Device) -> String {
+    format!("{device:?}")
+}

@@ -1,0 +1,446 @@
+//! The training loop: Adam on cross-entropy (optionally class-weighted), validation macro-F1
+//! after every epoch, early stopping that keeps the best epoch's weights, a checkpoint after
+//! every epoch, cancellation after every batch.
+//!
+//! Reproducibility: every random choice of epoch `e` (shuffle order, dropout masks) is drawn
+//! from a seed derived from `(seed, e)`, so a run resumed from the checkpoint of epoch `k`
+//! draws exactly what the uninterrupted run drew in epochs `k+1..`.
+
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use burn::grad_clipping::GradientClippingConfig;
+use burn::module::Module;
+use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::Device;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+use lexmesh_evaluator::ConfusionMatrix;
+use lexmesh_preprocessor::Encoded;
+
+use crate::batch::Batch;
+use crate::checkpoint::{CheckpointDir, LoopState};
+use crate::config::{ClassWeighting, ExperimentConfig};
+use crate::device::{select_device, set_compute_threads};
+use crate::error::TrainError;
+use crate::model::TextClassifier;
+use crate::progress::{
+    BatchProgress, CancelToken, EpochProgress, ProgressSink, StopReason, TrainingEnded,
+    TrainingStarted,
+};
+
+/// Encoded training and validation sets with class ids.
+#[derive(Debug, Clone)]
+pub struct TrainingData {
+    /// Training inputs.
+    pub train: Vec<Encoded>,
+    /// Their class ids.
+    pub train_labels: Vec<usize>,
+    /// Validation inputs.
+    pub validation: Vec<Encoded>,
+    /// Their class ids.
+    pub validation_labels: Vec<usize>,
+}
+
+/// One training run.
+#[derive(Debug, Clone)]
+pub struct TrainingRun {
+    /// Settings.
+    pub config: ExperimentConfig,
+    /// Number of classes.
+    pub classes: usize,
+    /// Size of the id space (vocabulary plus n-gram buckets).
+    pub feature_space: usize,
+    /// The data.
+    pub data: TrainingData,
+    /// Where checkpoints go (none: no checkpoints).
+    pub checkpoints: Option<CheckpointDir>,
+    /// Continue from the latest checkpoint instead of starting fresh.
+    pub resume: bool,
+    /// Identifies settings + preprocessing + data; stored in checkpoints and checked on resume.
+    pub fingerprint: String,
+}
+
+/// What a run produced.
+pub struct TrainingOutcome {
+    /// The kept weights (best validation macro-F1), on the plain (non-autodiff) device.
+    pub model: TextClassifier,
+    /// Why it stopped.
+    pub reason: StopReason,
+    /// Epoch of the kept weights (0 if no epoch finished).
+    pub best_epoch: usize,
+    /// Every finished epoch, resumed ones included.
+    pub history: Vec<EpochProgress>,
+    /// Validation confusion matrix of the kept weights.
+    pub validation: ConfusionMatrix,
+    /// The device it ran on.
+    pub device: Device,
+}
+
+/// Runs [`train`] on a thread of its own, so an async runtime or a UI thread is never blocked.
+pub fn spawn(
+    run: TrainingRun,
+    mut sink: Box<dyn ProgressSink>,
+    cancel: CancelToken,
+) -> Result<JoinHandle<Result<TrainingOutcome, TrainError>>, TrainError> {
+    std::thread::Builder::new()
+        .name("lexmesh-train".into())
+        .spawn(move || train(&run, sink.as_mut(), &cancel))
+        .map_err(|e| TrainError::Panicked(format!("cannot start the training thread: {e}")))
+}
+
+/// A seed for epoch `epoch` derived from the run's seed (SplitMix64 of both).
+fn epoch_seed(seed: u64, epoch: usize) -> u64 {
+    let mut z = seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Loss weights per class for the configured weighting.
+pub fn class_weights(
+    weighting: ClassWeighting,
+    labels: &[usize],
+    classes: usize,
+) -> Option<Vec<f32>> {
+    match weighting {
+        ClassWeighting::None => None,
+        ClassWeighting::Balanced => {
+            let mut counts = vec![0usize; classes];
+            for &l in labels {
+                if l < classes {
+                    counts[l] += 1;
+                }
+            }
+            let n = labels.len() as f32;
+            Some(
+                counts
+                    .iter()
+                    .map(|&c| {
+                        if c == 0 {
+                            0.0
+                        } else {
+                            n / (classes as f32 * c as f32)
+                        }
+                    })
+                    .collect(),
+            )
+        }
+    }
+}
+
+fn build_optimizer(config: &ExperimentConfig) -> ModuleOptimizer {
+    let t = &config.training;
+    let mut adam = AdamConfig::new().with_epsilon(t.adam_epsilon);
+    if t.weight_decay > 0.0 {
+        adam = adam.with_weight_decay(Some(WeightDecayConfig::new(t.weight_decay)));
+    }
+    if t.gradient_clip > 0.0 {
+        adam = adam.with_grad_clipping(Some(GradientClippingConfig::Norm(t.gradient_clip)));
+    }
+    adam.init()
+}
+
+/// Trains on the calling thread. See the module doc for what is reproducible.
+pub fn train(
+    run: &TrainingRun,
+    sink: &mut dyn ProgressSink,
+    cancel: &CancelToken,
+) -> Result<TrainingOutcome, TrainError> {
+    let config = &run.config;
+    config.validate()?;
+    let t = &config.training;
+    let data = &run.data;
+    if data.train.is_empty() || data.validation.is_empty() {
+        return Err(TrainError::Config(
+            "training and validation sets must not be empty".into(),
+        ));
+    }
+    if data.train.len() != data.train_labels.len()
+        || data.validation.len() != data.validation_labels.len()
+    {
+        return Err(TrainError::Config("every example needs a label".into()));
+    }
+    if run.classes < 2 {
+        return Err(TrainError::Config(
+            "training needs at least two classes".into(),
+        ));
+    }
+    set_compute_threads(t.threads);
+    let plain = select_device(t.device)?;
+    let device = plain.clone().autodiff();
+    plain.seed(t.seed);
+    let max_length = config.max_sequence_length();
+    let fresh = |d: &Device| {
+        TextClassifier::new(&config.model, run.feature_space, run.classes, max_length, d)
+    };
+
+    let mut model = fresh(&device);
+    let mut optimizer = build_optimizer(config);
+    let mut best = model.valid();
+    let mut state = LoopState {
+        fingerprint: run.fingerprint.clone(),
+        epochs_completed: 0,
+        best_epoch: 0,
+        best_score: f64::NEG_INFINITY,
+        epochs_without_improvement: 0,
+        history: Vec::new(),
+    };
+    if run.resume {
+        let dir = run
+            .checkpoints
+            .as_ref()
+            .ok_or_else(|| TrainError::Config("resume needs a checkpoint directory".into()))?;
+        let restored =
+            dir.load(model, optimizer, fresh(&plain))?
+                .ok_or_else(|| TrainError::Resume {
+                    path: dir.path().to_path_buf(),
+                    reason: "no checkpoint there".into(),
+                })?;
+        if restored.state.fingerprint != run.fingerprint {
+            return Err(TrainError::Resume {
+                path: dir.path().to_path_buf(),
+                reason: "it was made with other settings or data".into(),
+            });
+        }
+        model = restored.model;
+        optimizer = restored.optimizer;
+        best = restored.best;
+        state = restored.state;
+    }
+
+    let weights = class_weights(t.class_weights, &data.train_labels, run.classes);
+    let loss_fn = CrossEntropyLossConfig::new()
+        .with_weights(weights)
+        .init(&device);
+    let validation_loss_fn = CrossEntropyLossConfig::new().init(&plain);
+    let min_len = config.min_sequence_length();
+    let n_train = data.train.len();
+    let batches = n_train.div_ceil(t.batch_size);
+    let total_epochs = t.epochs;
+    sink.on_start(&TrainingStarted {
+        model: config.model.kind.name().to_string(),
+        total_epochs,
+        start_epoch: state.epochs_completed + 1,
+        batches_per_epoch: batches,
+        train_examples: n_train,
+        validation_examples: data.validation.len(),
+        parameters: model.num_params(),
+    });
+
+    let started = Instant::now();
+    let mut batches_done_here = 0usize;
+    let mut reason = StopReason::Completed;
+    let patience_exhausted = |s: &LoopState| {
+        t.patience > 0 && s.best_epoch > 0 && s.epochs_without_improvement >= t.patience
+    };
+    if patience_exhausted(&state) {
+        reason = StopReason::EarlyStopped;
+    }
+    let first_epoch = state.epochs_completed + 1;
+    'epochs: for epoch in first_epoch..=total_epochs {
+        if reason != StopReason::Completed {
+            break;
+        }
+        let epoch_started = Instant::now();
+        let seed = epoch_seed(t.seed, epoch);
+        plain.seed(seed);
+        let mut order: Vec<usize> = (0..n_train).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+        let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
+        for (b, chunk) in order.chunks(t.batch_size).enumerate() {
+            let rows: Vec<&Encoded> = chunk.iter().map(|&i| &data.train[i]).collect();
+            let targets: Vec<usize> = chunk.iter().map(|&i| data.train_labels[i]).collect();
+            let batch = Batch::new(&rows, Some(&targets), min_len, &device);
+            let (loss, batch_correct) = train_step(&model, &batch, &loss_fn);
+            let loss_value: f32 = loss.clone().into_scalar();
+            if !loss_value.is_finite() {
+                return Err(TrainError::Diverged {
+                    epoch,
+                    batch: b + 1,
+                    loss: loss_value,
+                });
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optimizer.step(t.learning_rate, model, grads);
+            loss_sum += f64::from(loss_value) * chunk.len() as f64;
+            correct += batch_correct;
+            seen += chunk.len();
+            batches_done_here += 1;
+            let done = (epoch - 1) * batches + b + 1;
+            let per_batch = started.elapsed().as_secs_f64() / batches_done_here as f64;
+            sink.on_batch(&BatchProgress {
+                epoch,
+                total_epochs,
+                batch: b + 1,
+                total_batches: batches,
+                loss: loss_sum / seen as f64,
+                accuracy: correct as f64 / seen as f64,
+                examples_per_sec: seen as f64 / epoch_started.elapsed().as_secs_f64().max(1e-9),
+                percent: 100.0 * done as f64 / (total_epochs * batches) as f64,
+                eta_secs: per_batch * (total_epochs * batches - done) as f64,
+            });
+            if cancel.is_cancelled() {
+                reason = StopReason::Cancelled;
+                break 'epochs;
+            }
+        }
+        let train_seconds = epoch_started.elapsed().as_secs_f64();
+        let snapshot = model.valid();
+        let (validation_loss, confusion) = evaluate(
+            &snapshot,
+            &data.validation,
+            &data.validation_labels,
+            run.classes,
+            min_len,
+            &plain,
+            &validation_loss_fn,
+        )?;
+        let macro_f1 = confusion.macro_f1();
+        let improved = macro_f1 > state.best_score + 1e-12;
+        if improved {
+            best = snapshot;
+            state.best_epoch = epoch;
+            state.best_score = macro_f1;
+            state.epochs_without_improvement = 0;
+        } else {
+            state.epochs_without_improvement += 1;
+        }
+        state.epochs_completed = epoch;
+        let done = epoch * batches;
+        let per_batch = started.elapsed().as_secs_f64() / batches_done_here.max(1) as f64;
+        let progress = EpochProgress {
+            epoch,
+            total_epochs,
+            loss: loss_sum / seen.max(1) as f64,
+            accuracy: correct as f64 / seen.max(1) as f64,
+            validation_loss,
+            validation_accuracy: confusion.accuracy(),
+            validation_macro_f1: macro_f1,
+            improved,
+            examples_per_sec: seen as f64 / train_seconds.max(1e-9),
+            seconds: epoch_started.elapsed().as_secs_f64(),
+            percent: 100.0 * done as f64 / (total_epochs * batches) as f64,
+            eta_secs: per_batch * (total_epochs * batches - done) as f64,
+        };
+        state.history.push(progress.clone());
+        if let Some(dir) = &run.checkpoints {
+            dir.save(&state, &model, &optimizer, &best)?;
+        }
+        sink.on_epoch(&progress);
+        if patience_exhausted(&state) {
+            reason = StopReason::EarlyStopped;
+        }
+    }
+
+    let model = if state.best_epoch > 0 {
+        best
+    } else {
+        model.valid()
+    };
+    let (_, validation) = evaluate(
+        &model,
+        &data.validation,
+        &data.validation_labels,
+        run.classes,
+        min_len,
+        &plain,
+        &validation_loss_fn,
+    )?;
+    sink.on_end(&TrainingEnded {
+        reason,
+        epochs_completed: state.epochs_completed,
+        best_epoch: state.best_epoch,
+        best_validation_macro_f1: if state.best_epoch > 0 {
+            state.best_score
+        } else {
+            0.0
+        },
+        seconds: started.elapsed().as_secs_f64(),
+    });
+    Ok(TrainingOutcome {
+        model,
+        reason,
+        best_epoch: state.best_epoch,
+        history: state.history,
+        validation,
+        device: plain,
+    })
+}
+
+/// Forward pass and loss of one batch; returns the loss tensor and the number of correct
+/// predictions.
+fn train_step(
+    model: &TextClassifier,
+    batch: &Batch,
+    loss_fn: &CrossEntropyLoss,
+) -> (burn::tensor::Tensor<1>, usize) {
+    let logits = model.forward(batch);
+    let Some(targets) = batch.targets.clone() else {
+        unreachable!("training batches carry targets")
+    };
+    let predicted = logits.clone().detach().argmax(1).squeeze_dim::<1>(1);
+    let correct: i64 = predicted.equal(targets.clone()).int().sum().into_scalar();
+    (loss_fn.forward(logits, targets), correct.max(0) as usize)
+}
+
+/// Mean unweighted cross-entropy and the confusion matrix of `model` on a labelled set.
+pub fn evaluate(
+    model: &TextClassifier,
+    inputs: &[Encoded],
+    labels: &[usize],
+    classes: usize,
+    min_len: usize,
+    device: &Device,
+    loss_fn: &CrossEntropyLoss,
+) -> Result<(f64, ConfusionMatrix), TrainError> {
+    let mut confusion =
+        ConfusionMatrix::new(classes).map_err(|e| TrainError::Config(e.to_string()))?;
+    let mut loss_sum = 0f64;
+    const EVAL_BATCH: usize = 64;
+    for (rows, targets) in inputs.chunks(EVAL_BATCH).zip(labels.chunks(EVAL_BATCH)) {
+        let rows: Vec<&Encoded> = rows.iter().collect();
+        let batch = Batch::new(&rows, Some(targets), min_len, device);
+        let logits = model.forward(&batch);
+        let Some(target_tensor) = batch.targets.clone() else {
+            unreachable!("evaluation batches carry targets")
+        };
+        let loss: f32 = loss_fn.forward(logits.clone(), target_tensor).into_scalar();
+        loss_sum += f64::from(loss) * rows.len() as f64;
+        let predicted: Vec<i64> = logits
+            .argmax(1)
+            .into_data()
+            .try_into_vec()
+            .map_err(|e| TrainError::Config(format!("reading predictions: {e:?}")))?;
+        for (&gold, &p) in targets.iter().zip(&predicted) {
+            confusion
+                .record(gold, p.max(0) as usize)
+                .map_err(|e| TrainError::Config(e.to_string()))?;
+        }
+    }
+    Ok((loss_sum / inputs.len().max(1) as f64, confusion))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn balanced_weights_follow_sklearn() {
+        // 3 of class 0, 1 of class 1: n / (k * count) = 4/6 and 4/2.
+        let w = class_weights(ClassWeighting::Balanced, &[0, 0, 0, 1], 2).unwrap();
+        assert!((w[0] - 4.0 / 6.0).abs() < 1e-6 && (w[1] - 2.0).abs() < 1e-6);
+        assert!(class_weights(ClassWeighting::None, &[0, 1], 2).is_none());
+    }
+
+    #[test]
+    fn epoch_seeds_differ_and_are_stable() {
+        assert_ne!(epoch_seed(42, 1), epoch_seed(42, 2));
+        assert_ne!(epoch_seed(42, 1), epoch_seed(43, 1));
+        assert_eq!(epoch_seed(42, 3), epoch_seed(42, 3));
+    }
+}

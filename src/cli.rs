@@ -1,0 +1,193 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Train, evaluate and use text classifiers for Persian legal documents.
+#[derive(Debug, Parser)]
+#[command(name = "lexmesh", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train a model on a labelled file (JSON Lines or CSV/TSV) and print its validation report.
+    Train(Box<TrainArgs>),
+    /// Evaluate a trained model on a labelled file.
+    Evaluate(EvaluateArgs),
+    /// Predict labels of texts given as arguments, or of JSON Lines on stdin.
+    Predict(PredictArgs),
+}
+
+/// Model architectures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModelArg {
+    /// Embedding bag + MLP over words, bigrams and character n-grams (fastText-like).
+    Bow,
+    /// Kim-style CNN.
+    Cnn,
+    /// Bidirectional GRU (or LSTM with --cell lstm).
+    Bigru,
+    /// Small Transformer encoder.
+    Transformer,
+}
+
+/// Loss weighting of classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ClassWeightsArg {
+    /// Every example counts the same.
+    None,
+    /// Inverse class frequency.
+    Balanced,
+}
+
+/// Compute device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeviceArg {
+    /// CUDA when available, else CPU.
+    Auto,
+    /// CPU.
+    Cpu,
+    /// CUDA GPU 0.
+    Cuda,
+}
+
+/// Recurrent cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CellArg {
+    /// GRU.
+    Gru,
+    /// LSTM.
+    Lstm,
+}
+
+/// Report format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// Human-readable.
+    Text,
+    /// One JSON object (evaluate) or one per line (predict).
+    Json,
+}
+
+/// `lexmesh train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Training data (.jsonl/.ndjson/.json, .csv, .tsv).
+    #[arg(long, required_unless_present = "resume")]
+    pub data: Option<PathBuf>,
+    /// Validation data; without it a stratified, seeded split of --data is made.
+    #[arg(long)]
+    pub validation: Option<PathBuf>,
+    /// Architecture (default: bow, or the config file's model.kind).
+    #[arg(long, value_enum)]
+    pub model: Option<ModelArg>,
+    /// Output model directory.
+    #[arg(long, required_unless_present = "resume")]
+    pub out: Option<PathBuf>,
+    /// Continue the run in this model directory from its latest checkpoint (same data and
+    /// settings are read back from the directory).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["data", "validation", "out", "config", "model"])]
+    pub resume: Option<PathBuf>,
+    /// TOML file with [model], [training], [normalizer], [features] tables; flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Field (JSON) or column (CSV) holding the text.
+    #[arg(long, default_value = "text")]
+    pub text_field: String,
+    /// Field or column holding the label.
+    #[arg(long, default_value = "label")]
+    pub label_field: String,
+    /// Epochs (upper bound with early stopping).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Examples per batch.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Adam learning rate.
+    #[arg(long)]
+    pub learning_rate: Option<f64>,
+    /// Embedding dimension.
+    #[arg(long)]
+    pub embedding_dim: Option<usize>,
+    /// Hidden size.
+    #[arg(long)]
+    pub hidden: Option<usize>,
+    /// Dropout probability.
+    #[arg(long)]
+    pub dropout: Option<f64>,
+    /// Longest input kept (tokens, or distinct features for bow).
+    #[arg(long)]
+    pub max_length: Option<usize>,
+    /// Random seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Early-stopping patience in epochs (0 = off).
+    #[arg(long)]
+    pub patience: Option<usize>,
+    /// Class weighting of the loss.
+    #[arg(long, value_enum)]
+    pub class_weights: Option<ClassWeightsArg>,
+    /// Recurrent cell of bigru.
+    #[arg(long, value_enum)]
+    pub cell: Option<CellArg>,
+    /// Compute threads (0 = all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Compute device.
+    #[arg(long, value_enum)]
+    pub device: Option<DeviceArg>,
+    /// Print only the final report.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Print one JSON object per progress event on stdout (and the report as the last line).
+    #[arg(long, conflicts_with = "quiet")]
+    pub json_progress: bool,
+}
+
+/// `lexmesh evaluate`.
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    /// Model directory written by `lexmesh train`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Labelled test data.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Field or column holding the text (default: the one the model was trained with).
+    #[arg(long)]
+    pub text_field: Option<String>,
+    /// Field or column holding the label (default: the one the model was trained with).
+    #[arg(long)]
+    pub label_field: Option<String>,
+    /// Report format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: FormatArg,
+    /// Compute device.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceArg,
+}
+
+/// `lexmesh predict`.
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// Model directory written by `lexmesh train`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Texts to classify; without any, JSON Lines are read from stdin.
+    pub texts: Vec<String>,
+    /// Field holding the text in stdin's JSON Lines.
+    #[arg(long, default_value = "text")]
+    pub text_field: String,
+    /// Output format: JSON Lines or a text table.
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: FormatArg,
+    /// Compute device.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceArg,
+}

@@ -258,6 +258,11 @@ fn read_records(
             path: path.to_path_buf(),
             source,
         })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
     let records = match format {
         DatasetFormat::JsonLines => read_json_lines(path, &bytes, fields, need_label)?,
         DatasetFormat::Csv => read_delimited(path, &bytes, b',', fields, need_label)?,

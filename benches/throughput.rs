@@ -1,0 +1,252 @@
+//! Throughput benchmark: lexmesh against the PyTorch reference in one run, same machine, same
+//! thread count (`cargo bench --bench throughput`). Prints examples/second of both and their
+//! ratio for the two reference models, and Persian preprocessing throughput against hazm.
+//!
+//! The architectures and data shapes are those documented in `bench/pytorch_reference.py`:
+//! batch 64, length 128, vocabulary 20,000, embedding 128, 10 classes; `bow` with an MLP of
+//! 256, `cnn` with kernels 3/4/5 × 100 filters and dropout 0.5; Adam lr 1e-3, eps 1e-8.
+//! lexmesh runs its real training loop ([`lexmesh_trainer::training::train`]) on 16 distinct
+//! synthetic batches per epoch; the first epoch is warm-up, the median of the rest is reported.
+//!
+//! Options (after `--`): `--threads N` (2), `--epochs N` (5), `--data FILE` (the rulings train
+//! split), `--python PATH` (`.tools/bench-venv/bin/python`), `--skip-reference`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use lexmesh_preprocessor::{
+    Dataset, Encoded, FieldNames, Normalizer, NormalizerConfig, Tokenizer, WordTokenizer,
+};
+use lexmesh_trainer::progress::{ProgressEvent, RecordingSink};
+use lexmesh_trainer::training::{TrainingData, TrainingRun, train};
+use lexmesh_trainer::{CancelToken, ClassWeighting, ExperimentConfig, ModelKind};
+use rand::{RngExt, SeedableRng};
+
+const BATCH: usize = 64;
+const LENGTH: usize = 128;
+const VOCAB: usize = 20_000;
+const DIM: usize = 128;
+const HIDDEN: usize = 256;
+const CLASSES: usize = 10;
+const BATCHES_PER_EPOCH: usize = 16;
+
+struct Options {
+    threads: usize,
+    epochs: usize,
+    data: PathBuf,
+    python: PathBuf,
+    reference: bool,
+}
+
+fn options() -> Options {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut o = Options {
+        threads: 2,
+        epochs: 5,
+        data: root.join("../shared/data/iran-court-rulings/train.jsonl"),
+        python: root.join(".tools/bench-venv/bin/python"),
+        reference: true,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--threads" => {
+                o.threads = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(o.threads)
+            }
+            "--epochs" => o.epochs = args.next().and_then(|v| v.parse().ok()).unwrap_or(o.epochs),
+            "--data" => o.data = args.next().map(PathBuf::from).unwrap_or(o.data),
+            "--python" => o.python = args.next().map(PathBuf::from).unwrap_or(o.python),
+            "--skip-reference" => o.reference = false,
+            _ => {} // cargo bench passes --bench
+        }
+    }
+    o
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+/// Synthetic examples: ids uniform in [1, VOCAB), labels uniform, as the reference draws them.
+fn synthetic(n: usize, bag: bool, seed: u64) -> (Vec<Encoded>, Vec<usize>) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut inputs = Vec::with_capacity(n);
+    let mut labels = Vec::with_capacity(n);
+    for _ in 0..n {
+        let ids: Vec<u32> = (0..LENGTH)
+            .map(|_| rng.random_range(1..VOCAB as u32))
+            .collect();
+        let weights = if bag {
+            vec![1.0 / LENGTH as f32; LENGTH]
+        } else {
+            Vec::new()
+        };
+        inputs.push(Encoded { ids, weights });
+        labels.push(rng.random_range(0..CLASSES));
+    }
+    (inputs, labels)
+}
+
+fn lexmesh_examples_per_sec(kind: ModelKind, o: &Options) -> f64 {
+    let mut config = ExperimentConfig::for_kind(kind);
+    config.model.embedding_dim = DIM;
+    config.model.hidden = HIDDEN;
+    config.model.dropout = if kind == ModelKind::Cnn { 0.5 } else { 0.0 };
+    config.model.kernel_sizes = vec![3, 4, 5];
+    config.model.filters = 100;
+    config.features.max_length = LENGTH;
+    let t = &mut config.training;
+    t.epochs = o.epochs;
+    t.batch_size = BATCH;
+    t.learning_rate = 1e-3;
+    t.adam_epsilon = 1e-8;
+    t.patience = 0;
+    t.class_weights = ClassWeighting::None;
+    t.threads = o.threads;
+    let bag = kind == ModelKind::Bow;
+    let (train_x, train_y) = synthetic(BATCH * BATCHES_PER_EPOCH, bag, 1);
+    let (val_x, val_y) = synthetic(BATCH, bag, 2);
+    let run = TrainingRun {
+        config,
+        classes: CLASSES,
+        feature_space: VOCAB,
+        data: TrainingData {
+            train: train_x,
+            train_labels: train_y,
+            validation: val_x,
+            validation_labels: val_y,
+        },
+        checkpoints: None,
+        resume: false,
+        fingerprint: String::new(),
+    };
+    let mut sink = RecordingSink::default();
+    if let Err(e) = train(&run, &mut sink, &CancelToken::new()) {
+        eprintln!("lexmesh {kind:?} failed: {e}");
+        return f64::NAN;
+    }
+    let per_epoch: Vec<f64> = sink
+        .0
+        .iter()
+        .filter_map(|e| match e {
+            ProgressEvent::Epoch(p) if p.epoch > 1 => Some(p.examples_per_sec),
+            _ => None,
+        })
+        .collect();
+    median(per_epoch)
+}
+
+fn reference(o: &Options, script: &str, args: &[&str]) -> Option<serde_json::Value> {
+    if !o.reference {
+        return None;
+    }
+    if !o.python.exists() {
+        eprintln!(
+            "(no {}: run bench/setup-pytorch for the reference figures)",
+            o.python.display()
+        );
+        return None;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("bench")
+        .join(script);
+    let out = Command::new(&o.python)
+        .arg(script)
+        .args(args)
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!("reference failed: {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+}
+
+fn preprocessing_mb_per_sec(data: &Path) -> Option<(f64, f64, f64)> {
+    let dataset = Dataset::load(data, &FieldNames::default()).ok()?;
+    let texts: Vec<&str> = dataset.examples.iter().map(|e| e.text.as_str()).collect();
+    let mb = texts.iter().map(|t| t.len()).sum::<usize>() as f64 / 1e6;
+    let normalizer = Normalizer::new(NormalizerConfig::default());
+    let mut runs = Vec::new();
+    let mut tokens = 0usize;
+    for _ in 0..5 {
+        let start = Instant::now();
+        tokens = 0;
+        let mut out = Vec::new();
+        for t in &texts {
+            let n = normalizer.normalize(t);
+            out.clear();
+            WordTokenizer.tokenize(&n, &mut out);
+            tokens += out.len();
+        }
+        runs.push(mb / start.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(tokens);
+    Some((mb, median(runs), tokens as f64))
+}
+
+fn main() {
+    let o = options();
+    println!(
+        "lexmesh throughput benchmark (threads {}, epochs {} of {} batches, first is warm-up)",
+        o.threads, o.epochs, BATCHES_PER_EPOCH
+    );
+    println!(
+        "shape: batch {BATCH}, length {LENGTH}, vocab {VOCAB}, dim {DIM}, hidden {HIDDEN}, classes {CLASSES}"
+    );
+    println!();
+    println!(
+        "{:<6} {:>16} {:>16} {:>8}",
+        "model", "lexmesh ex/s", "pytorch ex/s", "ratio"
+    );
+    let threads = o.threads.to_string();
+    for (kind, name) in [(ModelKind::Bow, "bow"), (ModelKind::Cnn, "cnn")] {
+        let ours = lexmesh_examples_per_sec(kind, &o);
+        let theirs = reference(
+            &o,
+            "pytorch_reference.py",
+            &["--model", name, "--threads", &threads, "--steps", "50"],
+        )
+        .and_then(|v| v["examples_per_sec"].as_f64());
+        match theirs {
+            Some(p) => println!("{name:<6} {ours:>16.0} {p:>16.0} {:>7.2}x", ours / p),
+            None => println!("{name:<6} {ours:>16.0} {:>16} {:>8}", "-", "-"),
+        }
+    }
+    println!();
+    match preprocessing_mb_per_sec(&o.data) {
+        Some((mb, ours, tokens)) => {
+            let hazm = reference(
+                &o,
+                "hazm_reference.py",
+                &["--data", &o.data.to_string_lossy()],
+            )
+            .and_then(|v| v["mb_per_sec"].as_f64());
+            println!(
+                "preprocessing (normalise + word-tokenise, one core) of {} ({mb:.2} MB, {tokens:.0} tokens):",
+                o.data.display()
+            );
+            match hazm {
+                Some(h) => println!(
+                    "  lexmesh {ours:.1} MB/s, hazm {h:.2} MB/s: {:.1}x",
+                    ours / h
+                ),
+                None => println!("  lexmesh {ours:.1} MB/s (hazm not measured)"),
+            }
+        }
+        None => println!("preprocessing: cannot read {}", o.data.display()),
+    }
+}

@@ -4,6 +4,13 @@
 use indicatif::{ProgressBar, ProgressStyle};
 use lexmesh_trainer::ProgressEvent;
 
+/// Prints a line on stdout; a reader that went away (closed pipe) does not stop training.
+pub fn print_line(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RenderMode {
@@ -33,7 +40,7 @@ impl Renderer {
             RenderMode::Quiet => {}
             RenderMode::Json => {
                 if let Ok(line) = serde_json::to_string(event) {
-                    println!("{line}");
+                    print_line(&line);
                 }
             }
             RenderMode::Bar => self.show_bar(event),

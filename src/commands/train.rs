@@ -18,7 +18,7 @@ use lexmesh_trainer::{
 };
 
 use crate::cli::{CellArg, ClassWeightsArg, ModelArg, TrainArgs};
-use crate::render::{RenderMode, Renderer};
+use crate::render::{RenderMode, Renderer, print_line};
 
 /// Where a run's data came from: `run.json` in the model directory, read back by `--resume`
 /// and by `evaluate` (for the field names).
@@ -126,9 +126,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     });
     dir.write_outputs(&outcome.model, &metrics, &outcome.history)?;
     match mode {
-        RenderMode::Json => println!(
-            "{}",
-            serde_json::json!({"event": "report", "model_dir": dir.path(), "best_epoch": outcome.best_epoch, "validation": report})
+        RenderMode::Json => print_line(
+            &serde_json::json!({"event": "report", "model_dir": dir.path(), "best_epoch": outcome.best_epoch, "validation": report})
+                .to_string(),
         ),
         RenderMode::Bar | RenderMode::Quiet => {
             println!(

@@ -185,10 +185,9 @@ fn preprocessing_mb_per_sec(data: &Path) -> Option<(f64, f64, f64)> {
     for _ in 0..5 {
         let start = Instant::now();
         tokens = 0;
-        let mut out = Vec::new();
         for t in &texts {
             let n = normalizer.normalize(t);
-            out.clear();
+            let mut out = Vec::new();
             WordTokenizer.tokenize(&n, &mut out);
             tokens += out.len();
         }

@@ -44,8 +44,11 @@ pub fn select_device(choice: DeviceChoice) -> Result<Device, TrainError> {
 pub fn set_compute_threads(threads: usize) {
     #[cfg(feature = "tch")]
     if threads > 0 {
+        // libtorch accepts the inter-op pool size only before its first parallel work, and tch
+        // panics on a second call: set it once per process.
+        static INTEROP: std::sync::Once = std::sync::Once::new();
+        INTEROP.call_once(|| tch::set_num_interop_threads(1));
         tch::set_num_threads(threads as i32);
-        tch::set_num_interop_threads(1);
     }
     #[cfg(not(feature = "tch"))]
     let _ = threads;

@@ -1,4 +1,5 @@
 //! Every bad-input case of the CLI: non-zero exit and a message naming the file and line.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a test stops at its first failed step
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Reproducibility and checkpoints: the same seed gives the same metrics; a run killed after an
 //! epoch and resumed with `--resume` ends exactly like the uninterrupted run; Ctrl-C stops
 //! cleanly after a batch and leaves the last checkpoint.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a test stops at its first failed step
 
 mod common;
 
@@ -64,6 +65,8 @@ fn run_until_epoch(out: &Path, config: &Path, epoch: u64) -> Child {
             return child;
         }
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("the run ended before epoch {epoch}");
 }
 

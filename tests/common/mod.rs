@@ -1,5 +1,5 @@
 //! Helpers shared by the CLI tests: the built binary, the sample data, small configurations.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

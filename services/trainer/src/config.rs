@@ -153,7 +153,7 @@ impl ModelConfig {
                 if self.heads == 0
                     || self.layers == 0
                     || self.hidden == 0
-                    || self.embedding_dim % self.heads != 0 =>
+                    || !self.embedding_dim.is_multiple_of(self.heads) =>
             {
                 bad(format!(
                     "transformer needs layers >= 1, hidden >= 1 and heads dividing embedding_dim ({} / {})",

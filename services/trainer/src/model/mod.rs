@@ -16,6 +16,8 @@ use crate::batch::Batch;
 use crate::config::{ModelConfig, ModelKind};
 
 /// A text classifier of any supported kind.
+// A handful of these exist per process; burn's Module derive needs the variants inline.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum TextClassifier {
     /// Embedding bag + MLP.

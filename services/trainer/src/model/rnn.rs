@@ -11,6 +11,8 @@ use crate::batch::Batch;
 use crate::config::{ModelConfig, RnnCell};
 
 /// The recurrent layer.
+// A handful of these exist per process; burn's Module derive needs the variants inline.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Recurrent {
     /// Bidirectional GRU.

@@ -258,11 +258,6 @@ fn read_records(
             path: path.to_path_buf(),
             source,
         })?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(DataError::Empty {
-            path: path.to_path_buf(),
-        });
-    }
     let records = match format {
         DatasetFormat::JsonLines => read_json_lines(path, &bytes, fields, need_label)?,
         DatasetFormat::Csv => read_delimited(path, &bytes, b',', fields, need_label)?,
@@ -411,7 +406,8 @@ fn read_delimited(
                 })
         })
         .collect::<Result<_, _>>()?;
-    if headers.len() == 1 && headers[0].is_empty() {
+    // An empty file has no header at all; a blank first line has one empty column.
+    if headers.iter().all(String::is_empty) {
         return Err(DataError::Empty {
             path: path.to_path_buf(),
         });

@@ -53,8 +53,3 @@ pub fn set_compute_threads(threads: usize) {
     #[cfg(not(feature = "tch"))]
     let _ = threads;
 }
-
-/// A short name of the backend in this build, for reports.
-pub fn backend_name(device: &Device) -> String {
-    format!("{device:?}")
-}

@@ -8,7 +8,7 @@
 //! lexmesh runs its real training loop ([`lexmesh_trainer::training::train`]) on 16 distinct
 //! synthetic batches per epoch; the first epoch is warm-up, the median of the rest is reported.
 //!
-//! Options (after `--`): `--threads N` (2), `--epochs N` (5), `--data FILE` (the rulings train
+//! Options (after `--`): `--threads N` (2), `--epochs N` (5), `--rounds N` (3), `--data FILE` (the rulings train
 //! split), `--python PATH` (`.tools/bench-venv/bin/python`), `--skip-reference`.
 
 use std::path::{Path, PathBuf};
@@ -37,6 +37,7 @@ struct Options {
     data: PathBuf,
     python: PathBuf,
     reference: bool,
+    rounds: usize,
 }
 
 fn options() -> Options {
@@ -47,6 +48,7 @@ fn options() -> Options {
         data: root.join("../shared/data/iran-court-rulings/train.jsonl"),
         python: root.join(".tools/bench-venv/bin/python"),
         reference: true,
+        rounds: 3,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -61,6 +63,13 @@ fn options() -> Options {
             "--data" => o.data = args.next().map(PathBuf::from).unwrap_or(o.data),
             "--python" => o.python = args.next().map(PathBuf::from).unwrap_or(o.python),
             "--skip-reference" => o.reference = false,
+            "--rounds" => {
+                o.rounds = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(o.rounds)
+                    .max(1)
+            }
             _ => {} // cargo bench passes --bench
         }
     }
@@ -145,7 +154,7 @@ fn lexmesh_examples_per_sec(kind: ModelKind, o: &Options) -> f64 {
     median(per_epoch)
 }
 
-fn reference(o: &Options, script: &str, args: &[&str]) -> Option<serde_json::Value> {
+fn reference(o: &Options, script: &str, args: &[&str], top_pad: bool) -> Option<serde_json::Value> {
     if !o.reference {
         return None;
     }
@@ -159,11 +168,16 @@ fn reference(o: &Options, script: &str, args: &[&str]) -> Option<serde_json::Val
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("bench")
         .join(script);
-    let out = Command::new(&o.python)
-        .arg(script)
-        .args(args)
-        .output()
-        .ok()?;
+    let mut cmd = Command::new(&o.python);
+    if top_pad {
+        // The allocator setting lexmesh applies to itself (device::tune_allocator), given to
+        // PyTorch too, so that comparison is like for like.
+        cmd.env(
+            "MALLOC_TOP_PAD_",
+            lexmesh_trainer::device::ALLOCATOR_TOP_PAD.to_string(),
+        );
+    }
+    let out = cmd.arg(script).args(args).output().ok()?;
     if !out.status.success() {
         eprintln!("reference failed: {}", String::from_utf8_lossy(&out.stderr));
         return None;
@@ -208,22 +222,32 @@ fn main() {
     );
     println!();
     println!(
-        "{:<6} {:>16} {:>16} {:>8}",
-        "model", "lexmesh ex/s", "pytorch ex/s", "ratio"
+        "{:<6} {:>13} {:>13} {:>7} {:>16} {:>7}   (medians of {} interleaved rounds)",
+        "model", "lexmesh ex/s", "pytorch ex/s", "ratio", "pytorch+top-pad", "ratio", o.rounds
     );
     let threads = o.threads.to_string();
     for (kind, name) in [(ModelKind::Bow, "bow"), (ModelKind::Cnn, "cnn")] {
-        let ours = lexmesh_examples_per_sec(kind, &o);
-        let theirs = reference(
-            &o,
-            "pytorch_reference.py",
-            &["--model", name, "--threads", &threads, "--steps", "50"],
-        )
-        .and_then(|v| v["examples_per_sec"].as_f64());
-        match theirs {
-            Some(p) => println!("{name:<6} {ours:>16.0} {p:>16.0} {:>7.2}x", ours / p),
-            None => println!("{name:<6} {ours:>16.0} {:>16} {:>8}", "-", "-"),
+        let args = ["--model", name, "--threads", &threads, "--steps", "50"];
+        let torch = |top_pad: bool| {
+            reference(&o, "pytorch_reference.py", &args, top_pad)
+                .and_then(|v| v["examples_per_sec"].as_f64())
+        };
+        let (mut ours, mut plain, mut padded) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..o.rounds {
+            ours.push(lexmesh_examples_per_sec(kind, &o));
+            plain.extend(torch(false));
+            padded.extend(torch(true));
         }
+        let ours = median(ours);
+        let cell = |v: Vec<f64>| match v.is_empty() {
+            false => {
+                let p = median(v);
+                (format!("{p:.0}"), format!("{:.2}x", ours / p))
+            }
+            true => ("-".to_string(), "-".to_string()),
+        };
+        let ((p1, r1), (p2, r2)) = (cell(plain), cell(padded));
+        println!("{name:<6} {ours:>13.0} {p1:>13} {r1:>7} {p2:>16} {r2:>7}");
     }
     println!();
     match preprocessing_mb_per_sec(&o.data) {
@@ -232,6 +256,7 @@ fn main() {
                 &o,
                 "hazm_reference.py",
                 &["--data", &o.data.to_string_lossy()],
+                false,
             )
             .and_then(|v| v["mb_per_sec"].as_f64());
             println!(

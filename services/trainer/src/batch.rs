@@ -75,6 +75,11 @@ impl Batch {
         }
     }
 
+    /// Mean over the real positions of `[batch, length, dim]` activations: `[batch, dim]`.
+    pub fn masked_mean(&self, x: Tensor<3>) -> Tensor<2> {
+        (x * self.keep.clone()).sum_dim(1).squeeze_dim::<2>(1) / self.lengths.clone()
+    }
+
     /// Number of rows.
     pub fn len(&self) -> usize {
         self.ids.dims()[0]

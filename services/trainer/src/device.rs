@@ -53,3 +53,31 @@ pub fn set_compute_threads(threads: usize) {
     #[cfg(not(feature = "tch"))]
     let _ = threads;
 }
+
+/// Heap growth kept beyond each request (glibc `M_TOP_PAD`), see [`tune_allocator`].
+pub const ALLOCATOR_TOP_PAD: usize = 256 << 20;
+
+/// Makes glibc keep freed heap memory instead of returning it to the kernel after every step.
+///
+/// Training allocates and frees the same large buffers (gradients, optimizer temporaries: tens
+/// of MB each) every batch. With glibc's defaults the top of the heap is trimmed and regrown
+/// each time, and every regrowth page-faults the memory in again: measured on the bow benchmark
+/// model, the optimizer step took 7.4–9.7 ms instead of 3.7 ms. Keeping 256 MB of top pad
+/// removes that churn; the pad is address space, resident only once used. Called once per
+/// process; a `MALLOC_TOP_PAD_` set in the environment wins.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static TUNED: std::sync::Once = std::sync::Once::new();
+        TUNED.call_once(|| {
+            if std::env::var_os("MALLOC_TOP_PAD_").is_none() {
+                // SAFETY: mallopt only changes allocator parameters; it is thread-safe in glibc
+                // and takes no pointers.
+                #[allow(unsafe_code)]
+                unsafe {
+                    libc::mallopt(libc::M_TOP_PAD, ALLOCATOR_TOP_PAD as libc::c_int);
+                }
+            }
+        });
+    }
+}

@@ -25,7 +25,7 @@ use lexmesh_preprocessor::Encoded;
 use crate::batch::Batch;
 use crate::checkpoint::{CheckpointDir, LoopState};
 use crate::config::{ClassWeighting, ExperimentConfig};
-use crate::device::{select_device, set_compute_threads};
+use crate::device::{select_device, set_compute_threads, tune_allocator};
 use crate::error::TrainError;
 use crate::model::TextClassifier;
 use crate::progress::{
@@ -171,6 +171,7 @@ pub fn train(
         ));
     }
     set_compute_threads(t.threads);
+    tune_allocator();
     let plain = select_device(t.device)?;
     let device = plain.clone().autodiff();
     plain.seed(t.seed);

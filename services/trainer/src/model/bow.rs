@@ -58,12 +58,7 @@ impl BowModel {
                 .unsqueeze_dim::<3>(1)
                 .matmul(embedded)
                 .squeeze_dim::<2>(1),
-            None => {
-                (embedded * batch.keep.clone())
-                    .sum_dim(1)
-                    .squeeze_dim::<2>(1)
-                    / batch.lengths.clone()
-            }
+            None => batch.masked_mean(embedded),
         };
         let mut x = self.dropout.forward(pooled);
         if let Some(hidden) = &self.hidden {

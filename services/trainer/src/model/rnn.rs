@@ -57,8 +57,7 @@ impl RnnModel {
             Recurrent::Gru(gru) => gru.forward(x, None).0,
             Recurrent::Lstm(lstm) => lstm.forward(x, None).0,
         }; // [B, L, 2H]
-        let pooled =
-            (out * batch.keep.clone()).sum_dim(1).squeeze_dim::<2>(1) / batch.lengths.clone();
+        let pooled = batch.masked_mean(out);
         self.output.forward(self.dropout.forward(pooled))
     }
 }

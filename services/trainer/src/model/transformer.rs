@@ -54,10 +54,7 @@ impl TransformerModel {
         let encoded = self
             .encoder
             .forward(TransformerEncoderInput::new(x).mask_pad(batch.padding.clone()));
-        let pooled = (encoded * batch.keep.clone())
-            .sum_dim(1)
-            .squeeze_dim::<2>(1)
-            / batch.lengths.clone();
+        let pooled = batch.masked_mean(encoded);
         self.output.forward(self.dropout.forward(pooled))
     }
 }

@@ -8,7 +8,7 @@
 //! lexmesh runs its real training loop ([`lexmesh_trainer::training::train`]) on 16 distinct
 //! synthetic batches per epoch; the first epoch is warm-up, the median of the rest is reported.
 //!
-//! Options (after `--`): `--threads N` (2), `--epochs N` (5), `--rounds N` (3), `--data FILE` (the rulings train
+//! Options (after `--`): `--threads N` (2), `--epochs N` (5), `--rounds N` (3), `--preprocessing-only`, `--data FILE` (the rulings train
 //! split), `--python PATH` (`.tools/bench-venv/bin/python`), `--skip-reference`.
 
 use std::path::{Path, PathBuf};
@@ -38,6 +38,7 @@ struct Options {
     python: PathBuf,
     reference: bool,
     rounds: usize,
+    training: bool,
 }
 
 fn options() -> Options {
@@ -49,6 +50,7 @@ fn options() -> Options {
         python: root.join(".tools/bench-venv/bin/python"),
         reference: true,
         rounds: 3,
+        training: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -63,6 +65,7 @@ fn options() -> Options {
             "--data" => o.data = args.next().map(PathBuf::from).unwrap_or(o.data),
             "--python" => o.python = args.next().map(PathBuf::from).unwrap_or(o.python),
             "--skip-reference" => o.reference = false,
+            "--preprocessing-only" => o.training = false,
             "--rounds" => {
                 o.rounds = args
                     .next()
@@ -226,7 +229,12 @@ fn main() {
         "model", "lexmesh ex/s", "pytorch ex/s", "ratio", "pytorch+top-pad", "ratio", o.rounds
     );
     let threads = o.threads.to_string();
-    for (kind, name) in [(ModelKind::Bow, "bow"), (ModelKind::Cnn, "cnn")] {
+    let kinds = if o.training {
+        &[(ModelKind::Bow, "bow"), (ModelKind::Cnn, "cnn")][..]
+    } else {
+        &[]
+    };
+    for &(kind, name) in kinds {
         let args = ["--model", name, "--threads", &threads, "--steps", "50"];
         let torch = |top_pad: bool| {
             reference(&o, "pytorch_reference.py", &args, top_pad)

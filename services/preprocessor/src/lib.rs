@@ -14,6 +14,7 @@
 //! - [`pipeline`]: [`Preprocessor`], the fitted whole that is saved with a model, and
 //!   [`Encoded`], its output for one text.
 
+mod chars;
 pub mod dataset;
 pub mod error;
 pub mod normalize;

@@ -159,6 +159,9 @@ const SUFFIXES_NOT_SPLIT: &[&str] = &["ی", "ها", "های", "هایی", "ان"
 pub struct Normalizer {
     config: NormalizerConfig,
     glued: Vec<GluedPhrase>,
+    /// All glued phrases in one automaton: one scan of the text finds every (overlapping)
+    /// occurrence, instead of one substring search per phrase.
+    glued_search: aho_corasick::AhoCorasick,
 }
 
 impl Default for Normalizer {
@@ -189,8 +192,19 @@ impl Normalizer {
                     inner,
                 }
             })
-            .collect();
-        Self { config, glued }
+            .collect::<Vec<GluedPhrase>>();
+        // A DFA without prefilter: the phrases' rarest bytes are common UTF-8 lead bytes of
+        // Persian letters, so a byte prefilter only adds work.
+        let glued_search = aho_corasick::AhoCorasick::builder()
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+            .prefilter(false)
+            .build(glued.iter().map(|p| p.text.as_str()))
+            .expect("a handful of short literal phrases always build an automaton");
+        Self {
+            config,
+            glued,
+            glued_search,
+        }
     }
 
     /// The configuration this normaliser runs.
@@ -250,30 +264,27 @@ impl Normalizer {
     /// Pass 2: insert spaces around and inside the glued phrases. `None` when nothing changes.
     fn split_glued(&self, s: &str) -> Option<String> {
         let mut cuts: Vec<usize> = Vec::new();
-        for phrase in &self.glued {
-            // Overlapping matches too: `رئیس و مستشار و مستشارعلی`.
-            let mut from = 0;
-            while let Some(found) = s[from..].find(phrase.text.as_str()) {
-                let pos = from + found;
-                from = pos + s[pos..].chars().next().map_or(1, char::len_utf8);
-                if phrase.before
-                    && s[..pos]
-                        .chars()
-                        .next_back()
-                        .is_some_and(char::is_alphabetic)
-                {
-                    cuts.push(pos);
-                }
-                cuts.extend(phrase.inner.iter().map(|&off| pos + off));
-                let end = pos + phrase.text.len();
-                if phrase.after {
-                    let rest = &s[end..];
-                    let word = rest
-                        .find(|c: char| !c.is_alphabetic())
-                        .map_or(rest, |n| &rest[..n]);
-                    if !word.is_empty() && !SUFFIXES_NOT_SPLIT.contains(&word) {
-                        cuts.push(end);
-                    }
+        // Overlapping matches too: `رئیس و مستشار و مستشارعلی`.
+        for found in self.glued_search.find_overlapping_iter(s) {
+            let phrase = &self.glued[found.pattern().as_usize()];
+            let pos = found.start();
+            if phrase.before
+                && s[..pos]
+                    .chars()
+                    .next_back()
+                    .is_some_and(crate::chars::is_alphabetic)
+            {
+                cuts.push(pos);
+            }
+            cuts.extend(phrase.inner.iter().map(|&off| pos + off));
+            let end = found.end();
+            if phrase.after {
+                let rest = &s[end..];
+                let word = rest
+                    .find(|c: char| !crate::chars::is_alphabetic(c))
+                    .map_or(rest, |n| &rest[..n]);
+                if !word.is_empty() && !SUFFIXES_NOT_SPLIT.contains(&word) {
+                    cuts.push(end);
                 }
             }
         }
@@ -388,8 +399,8 @@ impl CharSink<'_> {
         if self.cfg.remove_diacritics {
             if c == TATWEEL {
                 if self.tatweel.is_none() {
-                    let after_letter =
-                        self.pending_space.is_none() && self.last.is_some_and(char::is_alphabetic);
+                    let after_letter = self.pending_space.is_none()
+                        && self.last.is_some_and(crate::chars::is_alphabetic);
                     self.tatweel = Some(after_letter);
                 }
                 return;
@@ -515,7 +526,7 @@ fn is_diacritic(c: char) -> bool {
 
 /// A character a ZWNJ may stand next to: letters (with their marks) and digits.
 fn is_word_char(c: char) -> bool {
-    c.is_alphanumeric()
+    crate::chars::is_alphanumeric(c)
 }
 
 /// A digit in any of the scripts the corpus uses.
@@ -654,7 +665,7 @@ fn joins(prev: &str, next: &str, after: Option<&str>) -> bool {
         return next
             .chars()
             .next()
-            .is_some_and(|c| c.is_alphabetic() && !c.is_ascii());
+            .is_some_and(|c| crate::chars::is_alphabetic(c) && !c.is_ascii());
     }
     if FUNCTION_WORDS.contains(&prev) {
         return false;
@@ -673,7 +684,7 @@ fn joins(prev: &str, next: &str, after: Option<&str>) -> bool {
         let mut back = prev.chars().rev();
         let last = back.next();
         let before = back.next();
-        return last.is_some_and(char::is_alphabetic)
+        return last.is_some_and(crate::chars::is_alphabetic)
             && before.is_some_and(|b| !b.is_whitespace() && !is_digit(b) && !is_punct(b));
     }
     false
@@ -690,7 +701,14 @@ fn push_splitting_heh_ha(out: &mut String, token: &str) {
     const HEH_HEH_ALEF: &str = "\u{0647}\u{0647}\u{0627}";
     let mut rest = token;
     let mut at_start = true;
-    while let Some(i) = rest.find(HEH_HEH_ALEF) {
+    // A char search first (memchr) and the rest by comparison: a substring search would set up
+    // its searcher again for every token.
+    let find = |s: &str| {
+        s.match_indices('\u{0647}')
+            .map(|(i, _)| i)
+            .find(|&i| s[i..].starts_with(HEH_HEH_ALEF))
+    };
+    while let Some(i) = find(rest) {
         let cut = i + '\u{0647}'.len_utf8();
         out.push_str(&rest[..cut]);
         if i > 0 || !at_start {

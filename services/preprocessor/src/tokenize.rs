@@ -19,7 +19,7 @@ pub struct WordTokenizer;
 const ZWNJ: char = '\u{200C}';
 
 fn is_word_char(c: char) -> bool {
-    c.is_alphanumeric() || c == ZWNJ || is_mark(c)
+    crate::chars::is_alphanumeric(c) || c == ZWNJ || is_mark(c)
 }
 
 /// Combining marks (Arabic harakat that survive when diacritic removal is off, hamza above).

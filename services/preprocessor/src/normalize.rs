@@ -195,6 +195,8 @@ impl Normalizer {
             .collect::<Vec<GluedPhrase>>();
         // A DFA without prefilter: the phrases' rarest bytes are common UTF-8 lead bytes of
         // Persian letters, so a byte prefilter only adds work.
+        // Building fails only past size limits, which sixteen short constant phrases are far from.
+        #[allow(clippy::expect_used)]
         let glued_search = aho_corasick::AhoCorasick::builder()
             .kind(Some(aho_corasick::AhoCorasickKind::DFA))
             .prefilter(false)

@@ -261,3 +261,28 @@ fn predict_from_arguments_and_stdin() {
         text(&o)
     );
 }
+
+#[test]
+fn missing_validation_file_makes_a_reported_stratified_split() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = run(lexmesh()
+        .args(["train", "--json-progress", "--epochs", "1", "--out"])
+        .arg(dir.path().join("m"))
+        .arg("--config")
+        .arg(small_bow_config(dir.path()))
+        .arg("--data")
+        .arg(sample("train.jsonl")));
+    assert!(o.status.success(), "{:?}", text(&o));
+    let first: serde_json::Value =
+        serde_json::from_str(text(&o).0.lines().next().expect("a line")).expect("JSON");
+    assert_eq!(first["event"], "split");
+    // 96 civil / 32 criminal, 20 % of each held out.
+    assert_eq!(
+        first["split"]["per_label"]["civil"],
+        serde_json::json!([77, 19])
+    );
+    assert_eq!(
+        first["split"]["per_label"]["criminal"],
+        serde_json::json!([26, 6])
+    );
+}

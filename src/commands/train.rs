@@ -235,8 +235,12 @@ fn load_data(
             let t = &experiment.training;
             let (train, validation, report) =
                 stratified_split(&all, t.validation_fraction, t.seed)?;
-            if mode == RenderMode::Bar {
-                eprintln!("no --validation given: {report}");
+            match mode {
+                RenderMode::Bar => eprintln!("no --validation given: {report}"),
+                RenderMode::Json => {
+                    print_line(&serde_json::json!({"event": "split", "split": report}).to_string())
+                }
+                RenderMode::Quiet => {}
             }
             Ok((train, validation))
         }

@@ -26,6 +26,8 @@ pub struct LoopState {
     pub best_epoch: usize,
     /// Its validation macro-F1.
     pub best_score: f64,
+    /// Its validation loss (breaks macro-F1 ties).
+    pub best_loss: f64,
     /// Epochs since the best one.
     pub epochs_without_improvement: usize,
     /// One entry per finished epoch.

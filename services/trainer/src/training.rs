@@ -188,6 +188,7 @@ pub fn train(
         epochs_completed: 0,
         best_epoch: 0,
         best_score: f64::NEG_INFINITY,
+        best_loss: f64::INFINITY,
         epochs_without_improvement: 0,
         history: Vec::new(),
     };
@@ -302,11 +303,12 @@ pub fn train(
             &validation_loss_fn,
         )?;
         let macro_f1 = confusion.macro_f1();
-        let improved = macro_f1 > state.best_score + 1e-12;
+        let improved = is_improvement(macro_f1, validation_loss, state.best_score, state.best_loss);
         if improved {
             best = snapshot;
             state.best_epoch = epoch;
             state.best_score = macro_f1;
+            state.best_loss = validation_loss;
             state.epochs_without_improvement = 0;
         } else {
             state.epochs_without_improvement += 1;
@@ -373,6 +375,15 @@ pub fn train(
     })
 }
 
+/// Whether an epoch beats the best so far: a higher validation macro-F1, or the same macro-F1
+/// with a lower validation loss. Small validation sets often give the same macro-F1 for many
+/// epochs while the model's probabilities still improve; without the tie-break early stopping
+/// would stop there and keep the first, least trained of them.
+pub fn is_improvement(macro_f1: f64, loss: f64, best_macro_f1: f64, best_loss: f64) -> bool {
+    const EPS: f64 = 1e-12;
+    macro_f1 > best_macro_f1 + EPS || (macro_f1 >= best_macro_f1 - EPS && loss < best_loss - EPS)
+}
+
 /// Forward pass and loss of one batch; returns the loss tensor and the number of correct
 /// predictions.
 fn train_step(
@@ -436,6 +447,21 @@ mod tests {
         let w = class_weights(ClassWeighting::Balanced, &[0, 0, 0, 1], 2).unwrap();
         assert!((w[0] - 4.0 / 6.0).abs() < 1e-6 && (w[1] - 2.0).abs() < 1e-6);
         assert!(class_weights(ClassWeighting::None, &[0, 1], 2).is_none());
+    }
+
+    #[test]
+    fn macro_f1_decides_and_loss_breaks_ties() {
+        assert!(is_improvement(0.9, 0.5, f64::NEG_INFINITY, f64::INFINITY));
+        assert!(
+            is_improvement(0.91, 0.9, 0.90, 0.1),
+            "higher F1 wins despite a higher loss"
+        );
+        assert!(is_improvement(0.90, 0.2, 0.90, 0.3), "same F1, lower loss");
+        assert!(!is_improvement(0.90, 0.3, 0.90, 0.3), "same F1, same loss");
+        assert!(
+            !is_improvement(0.89, 0.1, 0.90, 0.3),
+            "lower F1 loses despite a lower loss"
+        );
     }
 
     #[test]

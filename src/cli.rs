@@ -22,6 +22,19 @@ pub enum Command {
     Evaluate(EvaluateArgs),
     /// Predict labels of texts given as arguments, or of JSON Lines on stdin.
     Predict(PredictArgs),
+    /// Write the JSON Schema of every mesh message into a folder.
+    Schemas(SchemasArgs),
+}
+
+/// `lexmesh schemas`.
+#[derive(Debug, Args)]
+pub struct SchemasArgs {
+    /// Folder to write into (created if missing).
+    #[arg(long, default_value = "schemas")]
+    pub out: PathBuf,
+    /// Write nothing; exit 1 when a file is missing or differs from the types.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// Model architectures.

@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         cli::Command::Train(args) => commands::train::run(*args),
         cli::Command::Evaluate(args) => commands::evaluate::run(args),
         cli::Command::Predict(args) => commands::predict::run(args),
+        cli::Command::Schemas(args) => commands::schemas::run(args),
     };
     match result {
         Ok(code) => code,

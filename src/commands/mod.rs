@@ -2,6 +2,7 @@
 
 pub mod evaluate;
 pub mod predict;
+pub mod schemas;
 pub mod train;
 
 use crate::cli::DeviceArg;

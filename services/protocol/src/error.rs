@@ -1,0 +1,141 @@
+//! Stable error codes. A code never changes meaning; clients match on it, people read the
+//! `reason`.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Why a request failed. Serialized in `snake_case`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The payload is not JSON (or not UTF-8).
+    InvalidJson,
+    /// JSON, but not the message the subject expects: a missing or unknown field, a wrong type,
+    /// an unknown enum value (model kind, dataset source).
+    InvalidMessage,
+    /// A job id that is not 1 to 64 of `[A-Za-z0-9_-]`.
+    InvalidJobId,
+    /// A value out of range (zero epochs, a non-finite learning rate, ...).
+    InvalidValue,
+    /// The dataset holds no records.
+    EmptyDataset,
+    /// The dataset cannot be trained on or read (one class, an empty text, a bad file).
+    InvalidDataset,
+    /// The payload exceeds [`crate::MAX_MESSAGE_BYTES`].
+    PayloadTooLarge,
+    /// The `Nats-Msg-Id` header differs from the body's `job_id`.
+    JobIdMismatch,
+    /// No stored model with that id.
+    ModelNotFound,
+    /// No dataset object or prepared dataset with that name.
+    DatasetNotFound,
+    /// No job with that id.
+    JobNotFound,
+    /// The job kind has no service yet (`optimize`).
+    Unsupported,
+    /// Training itself failed (for example a model the settings cannot build).
+    TrainingFailed,
+    /// A service the job depends on did not answer in time; the job is retried.
+    Unavailable,
+    /// The job was cancelled.
+    Cancelled,
+    /// A bug or an unexpected failure inside lexmesh; the job is retried.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Whether a job that failed with this code is worth another delivery.
+    pub fn retryable(self) -> bool {
+        matches!(self, Self::Unavailable | Self::Internal)
+    }
+
+    /// The wire name, for logs and the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::InvalidJson => "invalid_json",
+            Self::InvalidMessage => "invalid_message",
+            Self::InvalidJobId => "invalid_job_id",
+            Self::InvalidValue => "invalid_value",
+            Self::EmptyDataset => "empty_dataset",
+            Self::InvalidDataset => "invalid_dataset",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::JobIdMismatch => "job_id_mismatch",
+            Self::ModelNotFound => "model_not_found",
+            Self::DatasetNotFound => "dataset_not_found",
+            Self::JobNotFound => "job_not_found",
+            Self::Unsupported => "unsupported",
+            Self::TrainingFailed => "training_failed",
+            Self::Unavailable => "unavailable",
+            Self::Cancelled => "cancelled",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A typed failure: a stable code and a readable reason.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{code}: {reason}")]
+pub struct ProtocolError {
+    /// What went wrong, for programs.
+    pub code: ErrorCode,
+    /// What went wrong, for people.
+    pub reason: String,
+}
+
+impl ProtocolError {
+    /// An error with `code` and `reason`.
+    pub fn new(code: ErrorCode, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+        }
+    }
+
+    /// Whether another attempt could succeed.
+    pub fn retryable(&self) -> bool {
+        self.code.retryable()
+    }
+}
+
+/// The reply of a request/reply endpoint that failed (`classify`, `prepare`, `cancel`,
+/// `status`). Successful replies have their own message types; an error reply always has
+/// `"error"` at the top level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorReply {
+    /// The failure.
+    pub error: ErrorBody,
+}
+
+/// Code and reason of an [`ErrorReply`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBody {
+    /// Stable code.
+    pub code: ErrorCode,
+    /// Readable reason.
+    pub reason: String,
+}
+
+impl From<&ProtocolError> for ErrorReply {
+    fn from(e: &ProtocolError) -> Self {
+        Self {
+            error: ErrorBody {
+                code: e.code,
+                reason: e.reason.clone(),
+            },
+        }
+    }
+}
+
+impl From<ErrorReply> for ProtocolError {
+    fn from(e: ErrorReply) -> Self {
+        Self::new(e.error.code, e.error.reason)
+    }
+}

@@ -1,0 +1,106 @@
+//! State kept in NATS: the job record (KV bucket `lexmesh_jobs`, key = job id) and the
+//! manifest of a stored model (object `<model>/manifest.json` in `lexmesh_models`).
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ErrorBody;
+use crate::event::JobResult;
+use crate::job::JobKind;
+
+/// Where a job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Submitted, not yet taken.
+    Queued,
+    /// A worker runs it.
+    Running,
+    /// Failed once, will be delivered again.
+    Retrying,
+    /// Finished with a result.
+    Completed,
+    /// Failed for good.
+    Failed,
+    /// Cancelled.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// Whether the job is over.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// The job record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobRecord {
+    /// The job.
+    pub job_id: String,
+    /// Its kind.
+    pub kind: JobKind,
+    /// Where it stands.
+    pub status: JobStatus,
+    /// Deliveries so far.
+    pub attempts: u32,
+    /// The instance that runs or ran it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// The model it trains or evaluates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_id: Option<String>,
+    /// Epochs finished (training).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs_completed: Option<u32>,
+    /// Planned epochs (training).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_epochs: Option<u32>,
+    /// First time a worker saw it (ms since the Unix epoch).
+    pub created_ms: f64,
+    /// Last change.
+    pub updated_ms: f64,
+    /// The result, once completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<JobResult>,
+    /// The last error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+impl crate::decode::Message for JobRecord {}
+
+/// One file of a stored model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelFile {
+    /// File name inside the model directory.
+    pub name: String,
+    /// Size in bytes.
+    pub bytes: u64,
+}
+
+/// Manifest of a stored model, written after all its files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelManifest {
+    /// The model.
+    pub model_id: String,
+    /// The job that trained it.
+    pub job_id: String,
+    /// Architecture name.
+    pub model_kind: String,
+    /// Labels in class order.
+    pub labels: Vec<String>,
+    /// Validation macro-F1 of the kept weights.
+    pub validation_macro_f1: f64,
+    /// The prepared dataset it was trained on.
+    pub dataset_id: String,
+    /// Its files.
+    pub files: Vec<ModelFile>,
+    /// When it was stored (ms since the Unix epoch).
+    pub created_ms: f64,
+}
+
+impl crate::decode::Message for ModelManifest {}

@@ -1,0 +1,124 @@
+//! JSON Schemas of every message, generated from the types. `schemas/` at the repository root
+//! holds them as files (`lexmesh schemas --out schemas/`); a test fails when a file is stale.
+
+use std::path::Path;
+
+use schemars::{JsonSchema, Schema, schema_for};
+
+use crate::PROTOCOL_VERSION;
+
+/// One message's schema.
+#[derive(Debug, Clone)]
+pub struct MessageSchema {
+    /// Message name, e.g. `train-job`.
+    pub name: &'static str,
+    /// Subject(s) it travels on, for people.
+    pub subject: &'static str,
+    /// The schema, with `$id`, `title` and `x-lexmesh-protocol-version` set.
+    pub schema: Schema,
+}
+
+impl MessageSchema {
+    /// File name: `<name>.v<version>.json`.
+    pub fn file_name(&self) -> String {
+        format!("{}.v{PROTOCOL_VERSION}.json", self.name)
+    }
+
+    /// Pretty JSON with a trailing newline, as written to disk.
+    pub fn to_file_text(&self) -> String {
+        let mut text = serde_json::to_string_pretty(&self.schema).unwrap_or_default();
+        text.push('\n');
+        text
+    }
+}
+
+fn message<T: JsonSchema>(name: &'static str, subject: &'static str) -> MessageSchema {
+    let mut schema = schema_for!(T);
+    schema.insert(
+        "$id".into(),
+        format!("https://lexmesh.dev/schemas/v{PROTOCOL_VERSION}/{name}.json").into(),
+    );
+    schema.insert("title".into(), name.into());
+    schema.insert("x-lexmesh-protocol-version".into(), PROTOCOL_VERSION.into());
+    schema.insert("x-lexmesh-subject".into(), subject.into());
+    MessageSchema {
+        name,
+        subject,
+        schema,
+    }
+}
+
+/// Every message schema, in a stable order.
+pub fn all() -> Vec<MessageSchema> {
+    use crate::{classify, control, error, event, heartbeat, job, record, status};
+    vec![
+        message::<job::TrainJob>("train-job", "lexmesh.jobs.train"),
+        message::<job::PreprocessJob>(
+            "preprocess-job",
+            "lexmesh.jobs.preprocess, lexmesh.api.preprocessor.prepare",
+        ),
+        message::<job::EvaluateJob>("evaluate-job", "lexmesh.jobs.evaluate"),
+        message::<job::OptimizeJob>("optimize-job", "lexmesh.jobs.optimize"),
+        message::<event::JobEvent>("job-event", "lexmesh.events.<job>.<event>"),
+        message::<event::PreparedSummary>(
+            "prepare-reply",
+            "reply to lexmesh.api.preprocessor.prepare",
+        ),
+        message::<control::CancelRequest>("cancel-request", "lexmesh.control.<job>.cancel"),
+        message::<control::CancelReply>("cancel-reply", "reply to lexmesh.control.<job>.cancel"),
+        message::<classify::ClassifyRequest>("classify-request", "lexmesh.api.evaluator.classify"),
+        message::<classify::ClassifyReply>(
+            "classify-reply",
+            "reply to lexmesh.api.evaluator.classify",
+        ),
+        message::<heartbeat::Heartbeat>("heartbeat", "lexmesh.heartbeat.<service>.<instance>"),
+        message::<status::WorkerStatus>("worker-status", "reply to lexmesh.api.<service>.status"),
+        message::<record::JobRecord>("job-record", "KV lexmesh_jobs, key <job>"),
+        message::<record::ModelManifest>(
+            "model-manifest",
+            "object lexmesh_models <model>/manifest.json",
+        ),
+        message::<error::ErrorReply>(
+            "error-reply",
+            "reply of any lexmesh.api endpoint that failed",
+        ),
+    ]
+}
+
+/// The schema named `name`.
+pub fn by_name(name: &str) -> Option<MessageSchema> {
+    all().into_iter().find(|m| m.name == name)
+}
+
+/// Writes every schema into `dir` (created if missing); returns the files written.
+pub fn write_all(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let mut written = Vec::new();
+    for m in all() {
+        let path = dir.join(m.file_name());
+        std::fs::write(&path, m.to_file_text())?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// Names of the schema files in `dir` that are missing or differ from the types, and files
+/// there that no message has any more.
+pub fn stale_files(dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut stale = Vec::new();
+    let expected = all();
+    for m in &expected {
+        let path = dir.join(m.file_name());
+        match std::fs::read_to_string(&path) {
+            Ok(text) if text == m.to_file_text() => {}
+            _ => stale.push(m.file_name()),
+        }
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".json") && !expected.iter().any(|m| m.file_name() == name) {
+            stale.push(name);
+        }
+    }
+    Ok(stale)
+}

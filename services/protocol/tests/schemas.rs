@@ -1,4 +1,5 @@
 //! `schemas/` matches the types, and real messages validate against it.
+#![allow(clippy::expect_used)]
 
 use std::path::PathBuf;
 

@@ -1,0 +1,246 @@
+//! Service configuration: defaults < `lexmesh.toml` < `LEXMESH_<SECTION>__<KEY>` environment
+//! variables (plus the conventional `NATS_URL`). An unknown key anywhere is an error, so a typo
+//! never silently falls back to a default.
+//!
+//! Only variables with a double underscore are configuration (`LEXMESH_JOBS__CONCURRENCY=2`);
+//! single-word ones such as `LEXMESH_NATS_SERVER` or `LEXMESH_CACHE` belong to scripts.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration of a service process.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// How to reach NATS.
+    pub nats: NatsConfig,
+    /// How jobs are taken and retried.
+    pub jobs: JobsConfig,
+    /// This instance.
+    pub service: ServiceConfig,
+}
+
+/// NATS connection settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// Server URL(s), comma-separated (`nats://a:4222,nats://b:4222`). `NATS_URL` sets it too.
+    pub url: String,
+    /// User name (with `password`).
+    pub user: Option<String>,
+    /// Password.
+    pub password: Option<String>,
+    /// Token authentication.
+    pub token: Option<String>,
+    /// NKey seed (`SU...`).
+    pub nkey_seed: Option<String>,
+    /// Credentials file (JWT + seed).
+    pub creds_file: Option<PathBuf>,
+    /// TLS settings.
+    pub tls: TlsConfig,
+    /// Give up connecting at start-up after this long.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Timeout of request/reply calls to other services.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".into(),
+            user: None,
+            password: None,
+            token: None,
+            nkey_seed: None,
+            creds_file: None,
+            tls: TlsConfig::default(),
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// TLS settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Require TLS even when the server does not ask for it.
+    pub required: bool,
+    /// CA certificate (PEM) to trust.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM), with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// Client key (PEM).
+    pub key_file: Option<PathBuf>,
+}
+
+/// Job consumption and retries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// Jobs one replica runs at once (the old system's MAX_WORKERS).
+    pub concurrency: u32,
+    /// A job not acknowledged for this long is given to another replica; a running job sends
+    /// progress acks every third of it.
+    #[serde(with = "humantime_serde")]
+    pub ack_wait: Duration,
+    /// Deliveries before a job fails for good.
+    pub max_deliver: u32,
+    /// Delay before the n-th retry of a retryable failure: `retry_delay · factorⁿ⁻¹`, capped.
+    #[serde(with = "humantime_serde")]
+    pub retry_delay: Duration,
+    /// Growth of the retry delay.
+    pub retry_factor: f64,
+    /// Largest retry delay.
+    #[serde(with = "humantime_serde")]
+    pub retry_max_delay: Duration,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 4,
+            ack_wait: Duration::from_secs(30),
+            max_deliver: 5,
+            retry_delay: Duration::from_secs(1),
+            retry_factor: 2.0,
+            retry_max_delay: Duration::from_secs(60),
+        }
+    }
+}
+
+impl JobsConfig {
+    /// The delay before redelivering a job that failed on `attempt` (from 1).
+    pub fn retry_delay_after(&self, attempt: u32) -> Duration {
+        let exp = self
+            .retry_factor
+            .max(1.0)
+            .powi(attempt.saturating_sub(1) as i32);
+        let secs = (self.retry_delay.as_secs_f64() * exp).min(self.retry_max_delay.as_secs_f64());
+        Duration::from_secs_f64(secs.max(0.0))
+    }
+}
+
+/// This instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    /// Instance id (default: `<service>-<host>-<pid>`); must be a valid subject token.
+    pub instance: Option<String>,
+    /// Seconds between heartbeats.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// Memory budget reported in heartbeats and checked by the health service, in MiB.
+    pub memory_budget_mb: u64,
+    /// Scratch folder for models and checkpoints in transit (default: the system temp folder).
+    pub work_dir: Option<PathBuf>,
+    /// Compute threads for training and inference (0 = one per core).
+    pub compute_threads: usize,
+    /// Models kept in memory by the evaluator for `classify`.
+    pub model_cache: usize,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            instance: None,
+            heartbeat_interval: Duration::from_secs(5),
+            memory_budget_mb: 512,
+            work_dir: None,
+            compute_threads: 0,
+            model_cache: 4,
+        }
+    }
+}
+
+/// A configuration that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(#[from] Box<figment::Error>);
+
+impl Config {
+    /// Defaults < `file` (or `./lexmesh.toml` when it exists) < `NATS_URL` < `LEXMESH_*__*`.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::figment(file)
+            .extract()
+            .map_err(|e| ConfigError(Box::new(e)))
+    }
+
+    /// The layered sources.
+    pub fn figment(file: Option<&Path>) -> Figment {
+        let figment = Figment::from(Serialized::defaults(Config::default()));
+        let figment = match file {
+            Some(path) => figment.merge(Toml::file_exact(path)),
+            None => figment.merge(Toml::file("lexmesh.toml")),
+        };
+        figment
+            .merge(Env::raw().only(&["NATS_URL"]).map(|_| "nats.url".into()))
+            .merge(
+                Env::prefixed("LEXMESH_")
+                    .filter(|key| key.as_str().contains("__"))
+                    .split("__"),
+            )
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_then_file_then_environment() {
+        figment::Jail::expect_with(|jail| {
+            assert_eq!(Config::load(None).unwrap(), Config::default());
+            jail.create_file(
+                "lexmesh.toml",
+                "[jobs]\nconcurrency = 2\nack_wait = \"10s\"\n[nats]\nurl = \"nats://file:4222\"\n",
+            )?;
+            let c = Config::load(None).unwrap();
+            assert_eq!(c.jobs.concurrency, 2);
+            assert_eq!(c.jobs.ack_wait, Duration::from_secs(10));
+            assert_eq!(c.nats.url, "nats://file:4222");
+            jail.set_env("NATS_URL", "nats://env:4222");
+            jail.set_env("LEXMESH_JOBS__CONCURRENCY", "3");
+            jail.set_env("LEXMESH_NATS_SERVER", "/not/config");
+            let c = Config::load(None).unwrap();
+            assert_eq!(c.jobs.concurrency, 3);
+            assert_eq!(c.nats.url, "nats://env:4222");
+            jail.set_env("LEXMESH_NATS__URL", "nats://mine:4222");
+            assert_eq!(Config::load(None).unwrap().nats.url, "nats://mine:4222");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "[jobs]\nconcurency = 2\n")?;
+            let e = Config::load(Some(Path::new("bad.toml"))).unwrap_err();
+            assert!(e.to_string().contains("concurency"), "{e}");
+            jail.create_file("bad2.toml", "[nope]\n")?;
+            let e = Config::load(Some(Path::new("bad2.toml"))).unwrap_err();
+            assert!(e.to_string().contains("nope"), "{e}");
+            let e = Config::load(Some(Path::new("missing.toml"))).unwrap_err();
+            assert!(e.to_string().contains("missing.toml"), "{e}");
+            jail.set_env("LEXMESH_JOBS__CONCURENCY", "3");
+            let e = Config::load(None).unwrap_err();
+            assert!(e.to_string().contains("concurency"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn retry_delays_grow_and_are_capped() {
+        let j = JobsConfig::default();
+        assert_eq!(j.retry_delay_after(1), Duration::from_secs(1));
+        assert_eq!(j.retry_delay_after(3), Duration::from_secs(4));
+        assert_eq!(j.retry_delay_after(30), Duration::from_secs(60));
+    }
+}

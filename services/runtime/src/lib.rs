@@ -1,0 +1,31 @@
+//! Shared plumbing of every lexmesh service, one file per concern:
+//!
+//! - [`config`]: figment configuration (defaults < `lexmesh.toml` < `LEXMESH_*__*`).
+//! - [`connection`]: NATS connection with auth, TLS and reconnects.
+//! - [`mesh`]: streams, consumers, the jobs bucket and object stores (created when missing).
+//! - [`records`]: job records with compare-and-set, cancel markers.
+//! - [`objects`]: folders to and from object stores.
+//! - [`worker`]: what an instance knows about itself (running jobs, counters, memory).
+//! - [`events`]: publishing job events.
+//! - [`job_loop`]: the shared job-consumer loop ([`job_loop::JobHandler`]).
+//! - [`service`]: a running instance: service API, status, heartbeats, cancel, shutdown.
+//! - [`nats_server`]: finding and starting a local `nats-server` (for `lexmesh up` and tests).
+
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod events;
+pub mod job_loop;
+pub mod mesh;
+pub mod nats_server;
+pub mod objects;
+pub mod records;
+pub mod service;
+pub mod worker;
+
+pub use config::Config;
+pub use error::RuntimeError;
+pub use job_loop::{JobContext, JobHandler, JobOutcome};
+pub use mesh::Mesh;
+pub use service::ServiceRuntime;
+pub use worker::Worker;

@@ -1,0 +1,192 @@
+//! The JetStream resources of the mesh: streams, the job consumers, the jobs KV bucket and the
+//! object stores. Every service creates what is missing at start-up, so the order in which
+//! services start does not matter.
+//!
+//! Works against nats-server 2.9 as well as current servers: 2.9 cannot create a KV bucket
+//! through the client (its account-info reply lacks fields the client expects), so when that
+//! fails the bucket's `KV_<bucket>` stream is created directly.
+
+use std::time::Duration;
+
+use async_nats::Client;
+use async_nats::jetstream::{self, consumer, kv, object_store, stream};
+use lexmesh_protocol::{JobKind, names, subjects};
+
+use crate::config::JobsConfig;
+use crate::error::RuntimeError;
+
+/// How long the server remembers a `Nats-Msg-Id`: a job resubmitted within this window is
+/// dropped by the server; after it, the job record stops a finished job from running again.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// How long job events are kept for replay.
+pub const EVENTS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Handles to every JetStream resource.
+#[derive(Clone)]
+pub struct Mesh {
+    /// The core client.
+    pub client: Client,
+    /// JetStream.
+    pub js: jetstream::Context,
+    /// Job records (`lexmesh_jobs`).
+    pub jobs: kv::Store,
+    /// Uploaded and prepared datasets.
+    pub datasets: object_store::ObjectStore,
+    /// Training checkpoints.
+    pub checkpoints: object_store::ObjectStore,
+    /// Trained models.
+    pub models: object_store::ObjectStore,
+}
+
+impl Mesh {
+    /// Opens (creating when missing) every stream, bucket and store.
+    pub async fn open(client: Client) -> Result<Self, RuntimeError> {
+        let js = jetstream::new(client.clone());
+        ensure_stream(
+            &js,
+            stream::Config {
+                name: names::JOBS_STREAM.into(),
+                subjects: vec![subjects::ALL_JOBS.into()],
+                retention: stream::RetentionPolicy::WorkQueue,
+                storage: stream::StorageType::File,
+                duplicate_window: DUPLICATE_WINDOW,
+                ..Default::default()
+            },
+        )
+        .await?;
+        ensure_stream(
+            &js,
+            stream::Config {
+                name: names::EVENTS_STREAM.into(),
+                subjects: vec![subjects::ALL_EVENTS.into()],
+                retention: stream::RetentionPolicy::Limits,
+                storage: stream::StorageType::File,
+                max_age: EVENTS_MAX_AGE,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let jobs = ensure_kv(&js, names::JOBS_BUCKET, 8).await?;
+        let datasets = ensure_object_store(&js, names::DATASETS_STORE).await?;
+        let checkpoints = ensure_object_store(&js, names::CHECKPOINTS_STORE).await?;
+        let models = ensure_object_store(&js, names::MODELS_STORE).await?;
+        Ok(Self {
+            client,
+            js,
+            jobs,
+            datasets,
+            checkpoints,
+            models,
+        })
+    }
+
+    /// The durable pull consumer of `kind`, shared by every replica. `max_ack_pending` bounds
+    /// the jobs in flight across replicas.
+    pub async fn job_consumer(
+        &self,
+        kind: JobKind,
+        jobs: &JobsConfig,
+        max_ack_pending: i64,
+    ) -> Result<consumer::PullConsumer, RuntimeError> {
+        let stream = self
+            .js
+            .get_stream(names::JOBS_STREAM)
+            .await
+            .map_err(RuntimeError::nats("opening the jobs stream"))?;
+        let name = names::consumer(kind);
+        let config = consumer::pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subject: subjects::jobs(kind),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: jobs.ack_wait,
+            max_deliver: i64::from(jobs.max_deliver),
+            max_ack_pending,
+            ..Default::default()
+        };
+        stream
+            .get_or_create_consumer(&name, config)
+            .await
+            .map_err(RuntimeError::nats(format!("creating consumer {name}")))
+    }
+}
+
+async fn ensure_stream(
+    js: &jetstream::Context,
+    config: stream::Config,
+) -> Result<(), RuntimeError> {
+    let name = config.name.clone();
+    js.get_or_create_stream(config)
+        .await
+        .map(|_| ())
+        .map_err(RuntimeError::nats(format!("creating stream {name}")))
+}
+
+/// Opens the KV bucket, creating it when missing (directly as a stream on servers whose
+/// replies the client's `create_key_value` cannot read).
+pub async fn ensure_kv(
+    js: &jetstream::Context,
+    bucket: &str,
+    history: i64,
+) -> Result<kv::Store, RuntimeError> {
+    if let Ok(store) = js.get_key_value(bucket).await {
+        return Ok(store);
+    }
+    let created = js
+        .create_key_value(kv::Config {
+            bucket: bucket.into(),
+            history,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await;
+    match created {
+        Ok(store) => Ok(store),
+        Err(error) => {
+            tracing::debug!("create_key_value failed ({error}); creating KV_{bucket} directly");
+            js.get_or_create_stream(stream::Config {
+                name: format!("KV_{bucket}"),
+                subjects: vec![format!("$KV.{bucket}.>")],
+                max_messages_per_subject: history,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                discard: stream::DiscardPolicy::New,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(RuntimeError::nats(format!("creating stream KV_{bucket}")))?;
+            js.get_key_value(bucket)
+                .await
+                .map_err(RuntimeError::nats(format!("opening bucket {bucket}")))
+        }
+    }
+}
+
+async fn ensure_object_store(
+    js: &jetstream::Context,
+    bucket: &str,
+) -> Result<object_store::ObjectStore, RuntimeError> {
+    if let Ok(store) = js.get_object_store(bucket).await {
+        return Ok(store);
+    }
+    match js
+        .create_object_store(object_store::Config {
+            bucket: bucket.into(),
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+    {
+        Ok(store) => Ok(store),
+        // Another replica may have created it in the meantime.
+        Err(error) => js
+            .get_object_store(bucket)
+            .await
+            .map_err(|_| RuntimeError::Nats {
+                what: format!("creating object store {bucket}"),
+                source: Box::new(error),
+            }),
+    }
+}

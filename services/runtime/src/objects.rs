@@ -1,0 +1,155 @@
+//! Files and folders in object stores: datasets, checkpoints and models travel through NATS,
+//! never through a shared disk.
+
+use std::path::{Path, PathBuf};
+
+use async_nats::jetstream::object_store::{GetErrorKind, ObjectStore};
+use futures::TryStreamExt;
+use tokio::io::AsyncReadExt;
+
+use crate::error::RuntimeError;
+
+/// Stores `bytes` under `name`, replacing what was there.
+pub async fn put_bytes(store: &ObjectStore, name: &str, bytes: &[u8]) -> Result<(), RuntimeError> {
+    let mut reader = bytes;
+    store
+        .put(name, &mut reader)
+        .await
+        .map(|_| ())
+        .map_err(RuntimeError::nats(format!("storing object {name}")))
+}
+
+/// Reads object `name`; None when there is none.
+pub async fn get_bytes(store: &ObjectStore, name: &str) -> Result<Option<Vec<u8>>, RuntimeError> {
+    let mut object = match store.get(name).await {
+        Ok(o) => o,
+        Err(e) if e.kind() == GetErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(RuntimeError::nats(format!("reading object {name}"))(e)),
+    };
+    let mut bytes = Vec::new();
+    object
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(RuntimeError::io(format!("reading object {name}")))?;
+    Ok(Some(bytes))
+}
+
+/// Names of the live objects whose name starts with `prefix`.
+pub async fn list(store: &ObjectStore, prefix: &str) -> Result<Vec<(String, u64)>, RuntimeError> {
+    let infos: Vec<_> = store
+        .list()
+        .await
+        .map_err(RuntimeError::nats("listing objects"))?
+        .try_collect()
+        .await
+        .map_err(RuntimeError::nats("listing objects"))?;
+    let mut names: Vec<(String, u64)> = infos
+        .into_iter()
+        .filter(|i| !i.deleted && i.name.starts_with(prefix))
+        .map(|i| (i.name, i.size as u64))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+fn files_under(dir: &Path) -> Result<Vec<PathBuf>, RuntimeError> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in
+            std::fs::read_dir(&d).map_err(RuntimeError::io(format!("listing {}", d.display())))?
+        {
+            let path = entry
+                .map_err(RuntimeError::io(format!("listing {}", d.display())))?
+                .path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Uploads every file under `dir` as `<prefix>/<relative path>`, the files named in `last`
+/// after all others (a pointer or manifest that must only appear once the rest is there), then
+/// deletes objects under the prefix that no longer exist locally. Returns (name, size) of each
+/// uploaded file.
+pub async fn sync_dir(
+    store: &ObjectStore,
+    prefix: &str,
+    dir: &Path,
+    last: &[&str],
+) -> Result<Vec<(String, u64)>, RuntimeError> {
+    let mut files = files_under(dir)?;
+    files.sort_by_key(|f| {
+        let rel = f
+            .strip_prefix(dir)
+            .unwrap_or(f)
+            .to_string_lossy()
+            .into_owned();
+        (last.contains(&rel.as_str()), rel)
+    });
+    let mut uploaded = Vec::new();
+    for file in &files {
+        let rel = file
+            .strip_prefix(dir)
+            .unwrap_or(file)
+            .to_string_lossy()
+            .into_owned();
+        let bytes = tokio::fs::read(file)
+            .await
+            .map_err(RuntimeError::io(format!("reading {}", file.display())))?;
+        let name = format!("{prefix}/{rel}");
+        put_bytes(store, &name, &bytes).await?;
+        uploaded.push((rel, bytes.len() as u64));
+    }
+    let wanted: Vec<String> = uploaded
+        .iter()
+        .map(|(r, _)| format!("{prefix}/{r}"))
+        .collect();
+    for (name, _) in list(store, &format!("{prefix}/")).await? {
+        if !wanted.contains(&name) {
+            store
+                .delete(&name)
+                .await
+                .map_err(RuntimeError::nats(format!("deleting object {name}")))?;
+        }
+    }
+    Ok(uploaded)
+}
+
+/// Downloads every object under `<prefix>/` into `dir`, keeping relative paths. Returns how
+/// many files were written (0: nothing stored under the prefix).
+pub async fn download_dir(
+    store: &ObjectStore,
+    prefix: &str,
+    dir: &Path,
+) -> Result<usize, RuntimeError> {
+    let mut count = 0;
+    for (name, _) in list(store, &format!("{prefix}/")).await? {
+        let rel = &name[prefix.len() + 1..];
+        if rel.split('/').any(|part| part == ".." || part.is_empty()) {
+            return Err(RuntimeError::Corrupt {
+                what: format!("object {name}"),
+                reason: "unsafe path".into(),
+            });
+        }
+        let Some(bytes) = get_bytes(store, &name).await? else {
+            continue;
+        };
+        let path = dir.join(rel);
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(RuntimeError::io(format!("creating {}", parent.display())))?;
+        }
+        tokio::fs::write(&path, bytes)
+            .await
+            .map_err(RuntimeError::io(format!("writing {}", path.display())))?;
+        count += 1;
+    }
+    Ok(count)
+}

@@ -1,0 +1,132 @@
+//! Job records in the `lexmesh_jobs` KV bucket, changed only by compare-and-set on the
+//! revision, so two writers never silently overwrite each other; and cancel markers
+//! (`<job>.cancel`) for jobs cancelled before a worker took them.
+
+use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
+use lexmesh_protocol::record::JobRecord;
+
+use crate::error::RuntimeError;
+
+/// Attempts of a compare-and-set loop before giving up.
+const CAS_ATTEMPTS: usize = 16;
+
+/// Reads a job record (None when absent or deleted).
+pub async fn read(
+    store: &kv::Store,
+    job_id: &str,
+) -> Result<Option<(JobRecord, u64)>, RuntimeError> {
+    let entry = store
+        .entry(job_id)
+        .await
+        .map_err(RuntimeError::nats(format!("reading job record {job_id}")))?;
+    match entry {
+        Some(e) if e.operation == Operation::Put => {
+            let record = serde_json::from_slice(&e.value).map_err(|err| RuntimeError::Corrupt {
+                what: format!("job record {job_id}"),
+                reason: err.to_string(),
+            })?;
+            Ok(Some((record, e.revision)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Applies `change` to the record (None when absent) and writes the result with
+/// compare-and-set, retrying on a concurrent change. `change` returning None leaves the
+/// record as it is. Returns the record as written.
+pub async fn update(
+    store: &kv::Store,
+    job_id: &str,
+    mut change: impl FnMut(Option<JobRecord>) -> Option<JobRecord>,
+) -> Result<Option<JobRecord>, RuntimeError> {
+    for _ in 0..CAS_ATTEMPTS {
+        let current = read(store, job_id).await?;
+        let revision = current.as_ref().map(|(_, r)| *r);
+        let Some(next) = change(current.map(|(r, _)| r)) else {
+            return Ok(None);
+        };
+        let bytes = serde_json::to_vec(&next)
+            .map_err(|e| RuntimeError::Corrupt {
+                what: format!("job record {job_id}"),
+                reason: e.to_string(),
+            })?
+            .into();
+        let written = match revision {
+            Some(rev) => match store.update(job_id, bytes, rev).await {
+                Ok(_) => true,
+                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => false,
+                Err(e) => {
+                    return Err(RuntimeError::nats(format!("updating job record {job_id}"))(
+                        e,
+                    ));
+                }
+            },
+            None => match store.create(job_id, bytes).await {
+                Ok(_) => true,
+                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => false,
+                Err(e) => {
+                    return Err(RuntimeError::nats(format!("creating job record {job_id}"))(
+                        e,
+                    ));
+                }
+            },
+        };
+        if written {
+            return Ok(Some(next));
+        }
+    }
+    Err(RuntimeError::Corrupt {
+        what: format!("job record {job_id}"),
+        reason: format!("still changing after {CAS_ATTEMPTS} compare-and-set attempts"),
+    })
+}
+
+/// Every job record, newest change last.
+pub async fn list(store: &kv::Store) -> Result<Vec<JobRecord>, RuntimeError> {
+    use futures::TryStreamExt;
+    let keys: Vec<String> = store
+        .keys()
+        .await
+        .map_err(RuntimeError::nats("listing job records"))?
+        .try_collect()
+        .await
+        .map_err(RuntimeError::nats("listing job records"))?;
+    let mut records = Vec::new();
+    for key in keys.iter().filter(|k| !k.contains('.')) {
+        if let Some((record, _)) = read(store, key).await? {
+            records.push(record);
+        }
+    }
+    records.sort_by(|a, b| a.updated_ms.total_cmp(&b.updated_ms));
+    Ok(records)
+}
+
+fn cancel_key(job_id: &str) -> String {
+    format!("{job_id}.cancel")
+}
+
+/// Records that `job_id` is to be cancelled when a worker takes it.
+pub async fn mark_cancelled(
+    store: &kv::Store,
+    job_id: &str,
+    reason: &str,
+) -> Result<(), RuntimeError> {
+    store
+        .put(cancel_key(job_id), reason.to_string().into())
+        .await
+        .map(|_| ())
+        .map_err(RuntimeError::nats(format!(
+            "recording the cancel of {job_id}"
+        )))
+}
+
+/// Whether a cancel was recorded for `job_id`.
+pub async fn is_marked_cancelled(store: &kv::Store, job_id: &str) -> Result<bool, RuntimeError> {
+    let entry = store
+        .entry(cancel_key(job_id))
+        .await
+        .map_err(RuntimeError::nats(format!(
+            "reading the cancel marker of {job_id}"
+        )))?;
+    Ok(entry.is_some_and(|e| e.operation == Operation::Put))
+}

@@ -1,0 +1,318 @@
+//! A running service instance: connection, JetStream resources, NATS service API registration
+//! (`$SRV.PING/INFO/STATS`, so `nats micro ls` lists it), status endpoints, heartbeats, the
+//! cancel listener, signal handling, and the orderly shutdown: stop pulling, let running jobs
+//! checkpoint and hand back (or finish), stop the service, drain the connection.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use async_nats::service::{self, ServiceExt};
+use bytes::Bytes;
+use futures::StreamExt;
+use lexmesh_protocol::control::{CancelOutcome, CancelReply, CancelRequest};
+use lexmesh_protocol::names::Service;
+use lexmesh_protocol::{ErrorReply, ProtocolError, decode, subjects};
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::connection::{Patience, connect};
+use crate::error::RuntimeError;
+use crate::job_loop::{self, JobHandler};
+use crate::mesh::Mesh;
+use crate::records;
+use crate::worker::{VERSION, Worker, default_instance_id};
+
+/// A service instance being run.
+pub struct ServiceRuntime {
+    /// Identity, state and resources of this instance.
+    pub worker: Arc<Worker>,
+    service: service::Service,
+    tasks: JoinSet<()>,
+    job_loops: JoinSet<Result<(), RuntimeError>>,
+}
+
+impl ServiceRuntime {
+    /// Connects, opens the mesh, registers with the service API and starts heartbeats, the
+    /// status endpoints, the cancel listener and the signal handler.
+    pub async fn start(kind: Service, config: Config) -> Result<Self, RuntimeError> {
+        let instance = match &config.service.instance {
+            Some(id) if lexmesh_protocol::valid_id(id) => id.clone(),
+            Some(id) => {
+                return Err(RuntimeError::Corrupt {
+                    what: "service.instance".into(),
+                    reason: format!("`{id}` must be 1 to 64 of A-Z a-z 0-9 _ -"),
+                });
+            }
+            None => default_instance_id(kind),
+        };
+        let client = connect(&config.nats, &instance, Patience::Retry).await?;
+        let mesh = Mesh::open(client.clone()).await?;
+        let worker = Arc::new(Worker::new(kind, instance.clone(), config, mesh));
+        let stats_worker = worker.clone();
+        let service = client
+            .service_builder()
+            .description(format!("lexmesh {} (instance {instance})", kind.name()))
+            .metadata([("instance".to_string(), instance.clone())].into())
+            .stats_handler(move |_endpoint, _stats| {
+                serde_json::to_value(stats_worker.status()).unwrap_or_default()
+            })
+            .start(kind.service_api_name(), VERSION)
+            .await
+            .map_err(|e| RuntimeError::Nats {
+                what: "registering with the NATS service API".into(),
+                source: e,
+            })?;
+        let mut runtime = Self {
+            worker,
+            service,
+            tasks: JoinSet::new(),
+            job_loops: JoinSet::new(),
+        };
+        let any = runtime.endpoint("status").await?;
+        let this = runtime
+            .service
+            .group(format!("lexmesh.api.{}.{instance}", kind.name()))
+            .endpoint("status")
+            .await
+            .map_err(|e| RuntimeError::Nats {
+                what: "adding the instance status endpoint".into(),
+                source: e,
+            })?;
+        for endpoint in [any, this] {
+            let worker = runtime.worker.clone();
+            runtime.serve(endpoint, move |_request| {
+                let worker = worker.clone();
+                async move { serde_json::to_vec(&worker.status()).map_err(|e| e.to_string()) }
+            });
+        }
+        runtime.start_heartbeats();
+        runtime.start_cancel_listener().await?;
+        runtime.start_signal_handler();
+        tracing::info!(service = kind.name(), instance = %instance, "started");
+        Ok(runtime)
+    }
+
+    /// An endpoint `lexmesh.api.<service>.<name>` of this service (queue group: one replica
+    /// answers each request).
+    pub async fn endpoint(&self, name: &str) -> Result<service::endpoint::Endpoint, RuntimeError> {
+        self.service
+            .group(subjects::api_group(self.worker.service.name()))
+            .endpoint(name)
+            .await
+            .map_err(|e| RuntimeError::Nats {
+                what: format!("adding endpoint {name}"),
+                source: e,
+            })
+    }
+
+    /// Answers each request of `endpoint` with `handler`, each in its own task, until shutdown.
+    /// The handler returns the reply body, or an error text that becomes the service-API error.
+    pub fn serve<F, Fut>(&mut self, mut endpoint: service::endpoint::Endpoint, handler: F)
+    where
+        F: Fn(async_nats::Message) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<u8>, String>> + Send + 'static,
+    {
+        let shutdown = self.worker.shutdown.clone();
+        let handler = Arc::new(handler);
+        self.tasks.spawn(async move {
+            loop {
+                let request = tokio::select! {
+                    r = endpoint.next() => match r { Some(r) => r, None => break },
+                    _ = shutdown.cancelled() => break,
+                };
+                let handler = handler.clone();
+                tokio::spawn(async move {
+                    let reply = match handler(request_clone(&request)).await {
+                        Ok(body) => request.respond(Ok(Bytes::from(body))).await,
+                        Err(text) => {
+                            request
+                                .respond(Err(service::error::Error {
+                                    status: text,
+                                    code: 500,
+                                }))
+                                .await
+                        }
+                    };
+                    if let Err(e) = reply {
+                        tracing::debug!("replying failed: {e}");
+                    }
+                });
+            }
+            let _ = endpoint.stop().await;
+        });
+    }
+
+    /// Runs jobs with `handler` until shutdown.
+    pub fn run_jobs<H: JobHandler>(&mut self, handler: H) {
+        let worker = self.worker.clone();
+        self.job_loops
+            .spawn(async move { job_loop::run(worker, Arc::new(handler)).await });
+    }
+
+    fn start_heartbeats(&mut self) {
+        let worker = self.worker.clone();
+        self.tasks.spawn(async move {
+            let subject = subjects::heartbeat(worker.service.name(), &worker.instance);
+            let mut tick = tokio::time::interval(worker.config.service.heartbeat_interval);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = worker.shutdown.cancelled() => break,
+                }
+                match serde_json::to_vec(&worker.heartbeat()) {
+                    Ok(body) => {
+                        if let Err(e) = worker
+                            .mesh
+                            .client
+                            .publish(subject.clone(), body.into())
+                            .await
+                        {
+                            tracing::debug!("heartbeat not sent: {e}");
+                        }
+                    }
+                    Err(e) => tracing::warn!("heartbeat not serialised: {e}"),
+                }
+            }
+        });
+    }
+
+    async fn start_cancel_listener(&mut self) -> Result<(), RuntimeError> {
+        let mut subscription = self
+            .worker
+            .mesh
+            .client
+            .subscribe(subjects::ALL_CANCELS)
+            .await
+            .map_err(RuntimeError::nats("subscribing to cancel requests"))?;
+        let worker = self.worker.clone();
+        self.tasks.spawn(async move {
+            loop {
+                let message = tokio::select! {
+                    m = subscription.next() => match m { Some(m) => m, None => break },
+                    _ = worker.shutdown.cancelled() => break,
+                };
+                let worker = worker.clone();
+                tokio::spawn(async move { handle_cancel(&worker, message).await });
+            }
+        });
+        Ok(())
+    }
+
+    fn start_signal_handler(&mut self) {
+        let shutdown = self.worker.shutdown.clone();
+        self.tasks.spawn(async move {
+            let terminate = async {
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+                _ = terminate => tracing::info!("SIGTERM: shutting down"),
+                _ = shutdown.cancelled() => return,
+            }
+            shutdown.cancel();
+        });
+    }
+
+    /// Waits for shutdown (a signal, or [`Worker::shutdown`] cancelled), lets running jobs end,
+    /// stops the service and drains the connection.
+    pub async fn run_until_shutdown(mut self) -> Result<(), RuntimeError> {
+        let mut first_error = None;
+        loop {
+            tokio::select! {
+                _ = self.worker.shutdown.cancelled() => break,
+                done = self.job_loops.join_next(), if !self.job_loops.is_empty() => {
+                    if let Some(Ok(Err(e))) = done {
+                        tracing::error!("a job loop stopped: {e}");
+                        first_error.get_or_insert(e);
+                        self.worker.shutdown.cancel();
+                    }
+                }
+            }
+        }
+        while let Some(done) = self.job_loops.join_next().await {
+            if let Ok(Err(e)) = done {
+                first_error.get_or_insert(e);
+            }
+        }
+        while self.tasks.join_next().await.is_some() {}
+        let _ = self.service.stop().await;
+        if let Err(e) = self.worker.mesh.client.drain().await {
+            tracing::debug!("drain: {e}");
+        }
+        tracing::info!("stopped");
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+fn request_clone(request: &service::Request) -> async_nats::Message {
+    request.message.clone()
+}
+
+async fn handle_cancel(worker: &Worker, message: async_nats::Message) {
+    let reply = |body: Vec<u8>| async {
+        if let Some(reply) = &message.reply
+            && let Err(e) = worker.mesh.client.publish(reply.clone(), body.into()).await
+        {
+            tracing::debug!("cancel reply failed: {e}");
+        }
+    };
+    let request: CancelRequest = match decode(&message.payload) {
+        Ok(r) => r,
+        Err(error) => {
+            reply(error_reply(&error)).await;
+            return;
+        }
+    };
+    let job_id = request.job_id.clone();
+    if message.subject.as_str() != subjects::cancel(&job_id) {
+        let error = ProtocolError::new(
+            lexmesh_protocol::ErrorCode::JobIdMismatch,
+            format!(
+                "job_id `{job_id}` does not match subject {}",
+                message.subject
+            ),
+        );
+        reply(error_reply(&error)).await;
+        return;
+    }
+    let outcome = if worker.cancel_local(&job_id) {
+        tracing::info!(job = %job_id, "cancel requested");
+        Some(CancelOutcome::Cancelling)
+    } else {
+        match records::read(&worker.mesh.jobs, &job_id).await {
+            Ok(Some((record, _))) if record.status.is_final() => {
+                Some(CancelOutcome::AlreadyFinished)
+            }
+            _ => {
+                let reason = request.reason.as_deref().unwrap_or("cancelled");
+                if let Err(e) = records::mark_cancelled(&worker.mesh.jobs, &job_id, reason).await {
+                    tracing::warn!(job = %job_id, "cannot record the cancel: {e}");
+                }
+                // Not ours: stay silent, so the instance that runs it is the one that answers.
+                None
+            }
+        }
+    };
+    if let Some(outcome) = outcome {
+        let body = serde_json::to_vec(&CancelReply {
+            job_id,
+            outcome,
+            instance: worker.instance.clone(),
+        })
+        .unwrap_or_default();
+        reply(body).await;
+    }
+}
+
+/// The JSON body of an error reply.
+pub fn error_reply(error: &ProtocolError) -> Vec<u8> {
+    serde_json::to_vec(&ErrorReply::from(error)).unwrap_or_default()
+}

@@ -1,0 +1,198 @@
+//! What one service instance knows about itself: identity, the jobs it runs (with their
+//! cancel tokens and last progress), counters, memory. The status endpoint, heartbeats and the
+//! cancel listener all read it.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use lexmesh_protocol::heartbeat::Heartbeat;
+use lexmesh_protocol::names::Service;
+use lexmesh_protocol::status::{RunningJob, WorkerStatus};
+use lexmesh_protocol::time::now_ms;
+use lexmesh_protocol::{JobKind, PROTOCOL_VERSION};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::mesh::Mesh;
+
+/// lexmesh's version, as reported by every service.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+struct Entry {
+    job: RunningJob,
+    cancel: CancellationToken,
+}
+
+/// One service instance.
+pub struct Worker {
+    /// Which service.
+    pub service: Service,
+    /// Instance id (a valid subject token).
+    pub instance: String,
+    /// The configuration it runs with.
+    pub config: Config,
+    /// JetStream resources.
+    pub mesh: Mesh,
+    /// Cancelled when the instance is asked to stop (SIGTERM/SIGINT).
+    pub shutdown: CancellationToken,
+    started: Instant,
+    running: Mutex<HashMap<String, Entry>>,
+    completed: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Worker {
+    /// A worker with nothing running.
+    pub fn new(service: Service, instance: String, config: Config, mesh: Mesh) -> Self {
+        Self {
+            service,
+            instance,
+            config,
+            mesh,
+            shutdown: CancellationToken::new(),
+            started: Instant::now(),
+            running: Mutex::new(HashMap::new()),
+            completed: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        // A panic while holding the lock leaves plain data behind; keep serving.
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a job that starts now; the token is cancelled by a cancel request.
+    pub fn register(&self, job_id: &str, kind: JobKind, attempt: u32) -> CancellationToken {
+        let cancel = CancellationToken::new();
+        let now = now_ms();
+        self.lock().insert(
+            job_id.to_string(),
+            Entry {
+                job: RunningJob {
+                    job_id: job_id.to_string(),
+                    kind,
+                    attempt,
+                    started_ms: now,
+                    last_progress_ms: now,
+                    epoch: None,
+                    total_epochs: None,
+                    completion_percentage: None,
+                },
+                cancel: cancel.clone(),
+            },
+        );
+        cancel
+    }
+
+    /// Notes progress of a running job.
+    pub fn record_progress(&self, job_id: &str, epoch: u32, total_epochs: u32, percent: f64) {
+        if let Some(e) = self.lock().get_mut(job_id) {
+            e.job.last_progress_ms = now_ms();
+            e.job.epoch = Some(epoch);
+            e.job.total_epochs = Some(total_epochs);
+            e.job.completion_percentage = Some(percent);
+        }
+    }
+
+    /// Removes a finished job and counts it.
+    pub fn finish(&self, job_id: &str, succeeded: bool) {
+        self.lock().remove(job_id);
+        let counter = if succeeded {
+            &self.completed
+        } else {
+            &self.failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a message that failed before it became a job.
+    pub fn count_failure(&self) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Cancels a job running here; false when it does not run here.
+    pub fn cancel_local(&self, job_id: &str) -> bool {
+        match self.lock().get(job_id) {
+            Some(e) => {
+                e.cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Jobs running now.
+    pub fn running(&self) -> Vec<RunningJob> {
+        let mut jobs: Vec<RunningJob> = self.lock().values().map(|e| e.job.clone()).collect();
+        jobs.sort_by(|a, b| a.started_ms.total_cmp(&b.started_ms));
+        jobs
+    }
+
+    /// The reply of the status endpoint.
+    pub fn status(&self) -> WorkerStatus {
+        WorkerStatus {
+            service: self.service.name().into(),
+            instance: self.instance.clone(),
+            version: VERSION.into(),
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            concurrency: self.config.jobs.concurrency,
+            running: self.running(),
+            completed: self.completed.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            rss_bytes: rss_bytes(),
+            timestamp_ms: now_ms(),
+        }
+    }
+
+    /// A heartbeat as of now.
+    pub fn heartbeat(&self) -> Heartbeat {
+        Heartbeat {
+            service: self.service.name().into(),
+            instance: self.instance.clone(),
+            protocol_version: PROTOCOL_VERSION,
+            pid: std::process::id(),
+            running: self.running(),
+            rss_bytes: rss_bytes(),
+            memory_budget_bytes: self.config.service.memory_budget_mb * 1024 * 1024,
+            interval_s: self.config.service.heartbeat_interval.as_secs_f64(),
+            timestamp_ms: now_ms(),
+        }
+    }
+}
+
+/// Resident memory of this process in bytes (0 where `/proc` is unavailable).
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// A default instance id: `<service>-<host>-<pid>`, reduced to subject-safe characters.
+pub fn default_instance_id(service: Service) -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .unwrap_or_else(|| "host".into());
+    let raw = format!("{}-{}-{}", service.name(), host.trim(), std::process::id());
+    let mut id: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    id.truncate(64);
+    id
+}

@@ -59,7 +59,7 @@ impl Default for FeatureConfig {
 }
 
 /// One encoded text.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Encoded {
     /// Feature ids (sequence mode: word ids in order; bag mode: distinct feature ids).
     pub ids: Vec<u32>,

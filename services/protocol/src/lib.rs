@@ -42,10 +42,11 @@ pub use job::{
 /// Version of the protocol; part of every schema's `$id` and carried by heartbeats.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// Largest message any lexmesh service accepts (bytes), whatever the server allows; a larger
+/// Largest message any lexmesh service accepts (4 MiB), whatever the server allows (servers that
+/// lexmesh starts allow 8 MiB, nats-server's default is 1 MiB); a larger
 /// job request fails with [`ErrorCode::PayloadTooLarge`]. Big datasets go through the
 /// datasets object store ([`DatasetSource::Object`]).
-pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Checks an identifier that becomes a subject token: 1 to 64 of `[A-Za-z0-9_-]`.
 pub fn valid_id(id: &str) -> bool {

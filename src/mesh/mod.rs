@@ -1,0 +1,28 @@
+//! The mesh services: thin adapters that turn job messages into calls of the domain crates.
+//!
+//! - [`settings`]: job settings → the experiment configuration of the embedded pipeline.
+//! - [`data`]: reading a job's dataset (inline records or an uploaded file) and the prepared
+//!   (vectorised) dataset stored by the preprocessor.
+//! - [`models`]: trained models in the models object store.
+//! - [`preprocessor`], [`trainer`], [`evaluator`]: the three services.
+
+pub mod data;
+pub mod evaluator;
+pub mod models;
+pub mod preprocessor;
+pub mod settings;
+pub mod trainer;
+
+use lexmesh_protocol::{ErrorCode, ProtocolError};
+use lexmesh_runtime::RuntimeError;
+
+/// A broker or store failure during a job: worth another attempt.
+pub fn unavailable(error: RuntimeError) -> ProtocolError {
+    ProtocolError::new(ErrorCode::Unavailable, error.to_string())
+}
+
+/// A failure inside lexmesh: worth another attempt, and logged.
+pub fn internal(what: &str, error: impl std::fmt::Display) -> ProtocolError {
+    tracing::error!("{what}: {error}");
+    ProtocolError::new(ErrorCode::Internal, format!("{what}: {error}"))
+}

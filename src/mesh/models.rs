@@ -1,0 +1,79 @@
+//! Trained models in the `lexmesh_models` object store: every file of the model folder as
+//! `<model>/<file>`, then `<model>/manifest.json`. A model without a manifest is incomplete
+//! and treated as absent.
+
+use std::path::Path;
+
+use lexmesh_protocol::record::{ModelFile, ModelManifest};
+use lexmesh_protocol::{ErrorCode, ProtocolError, names};
+use lexmesh_runtime::{Mesh, objects};
+
+use super::{internal, unavailable};
+
+/// Uploads the model folder and then its manifest (`files` is filled in here).
+pub async fn store(
+    mesh: &Mesh,
+    dir: &Path,
+    mut manifest: ModelManifest,
+) -> Result<ModelManifest, ProtocolError> {
+    // Drop an older manifest first: readers never see a manifest over half-replaced files.
+    let manifest_name = names::model_manifest(&manifest.model_id);
+    let _ = mesh.models.delete(&manifest_name).await;
+    let uploaded = objects::sync_dir(&mesh.models, &manifest.model_id, dir, &[])
+        .await
+        .map_err(unavailable)?;
+    manifest.files = uploaded
+        .into_iter()
+        .map(|(name, bytes)| ModelFile { name, bytes })
+        .collect();
+    let body =
+        serde_json::to_vec_pretty(&manifest).map_err(|e| internal("encoding a manifest", e))?;
+    objects::put_bytes(&mesh.models, &manifest_name, &body)
+        .await
+        .map_err(unavailable)?;
+    Ok(manifest)
+}
+
+/// The manifest of `model_id`, if the model is stored completely.
+pub async fn manifest(mesh: &Mesh, model_id: &str) -> Result<Option<ModelManifest>, ProtocolError> {
+    let Some(bytes) = objects::get_bytes(&mesh.models, &names::model_manifest(model_id))
+        .await
+        .map_err(unavailable)?
+    else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| internal(&format!("manifest of model {model_id}"), e))
+}
+
+/// Downloads a stored model into `dir`; `model_not_found` when there is none.
+pub async fn fetch(
+    mesh: &Mesh,
+    model_id: &str,
+    dir: &Path,
+) -> Result<ModelManifest, ProtocolError> {
+    let manifest = manifest(mesh, model_id).await?.ok_or_else(|| {
+        ProtocolError::new(
+            ErrorCode::ModelNotFound,
+            format!("no stored model `{model_id}`"),
+        )
+    })?;
+    for file in &manifest.files {
+        let name = names::model_file(model_id, &file.name);
+        let bytes = objects::get_bytes(&mesh.models, &name)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| internal("reading a model", format!("object {name} is missing")))?;
+        let path = dir.join(&file.name);
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| internal("writing a model", e))?;
+        }
+        tokio::fs::write(&path, bytes)
+            .await
+            .map_err(|e| internal("writing a model", e))?;
+    }
+    Ok(manifest)
+}

@@ -3,7 +3,7 @@
 //! own thread; progress leaves as events; a checkpoint is stored after every epoch, and a
 //! redelivered job resumes from it; the model goes to the models object store.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use lexmesh_evaluator::EvaluationReport;
 use lexmesh_protocol::event::{
@@ -29,8 +29,8 @@ use super::data::{PreparedData, fetch_prepared};
 use super::preprocessor::scratch;
 use super::{internal, models, settings, unavailable};
 
-/// Shortest interval between two published batch events of one job.
-pub const BATCH_EVENT_INTERVAL: Duration = Duration::from_millis(250);
+/// On shutdown, a job expected to end within this long is finished instead of handed back.
+pub const FINISH_ON_SHUTDOWN_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Runs `train` jobs.
 pub struct TrainHandler;
@@ -197,6 +197,8 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
     let (tx, mut rx) = mpsc::unbounded_channel();
     let handle = spawn(run, Box::new(EventSink(tx)), cancel.clone()).map_err(train_error)?;
     let mut stopping_for_shutdown = false;
+    let mut finishing = false;
+    let mut last_eta_s = f64::INFINITY;
     let mut last_batch_event: Option<Instant> = None;
     let mut epochs_done = 0u32;
     let progress = |phase: ProgressPhase| Progress {
@@ -220,6 +222,7 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
         timestamp_ms: 0.0,
     };
     let mut batches_per_epoch = 0u32;
+    let interval = ctx.worker.config.service.progress_interval;
     loop {
         let event = tokio::select! {
             e = rx.recv() => match e { Some(e) => e, None => break },
@@ -227,9 +230,14 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
                 cancel.cancel();
                 continue;
             }
-            _ = ctx.shutdown().cancelled(), if !cancel.is_cancelled() => {
-                stopping_for_shutdown = true;
-                cancel.cancel();
+            _ = ctx.shutdown().cancelled(), if !cancel.is_cancelled() && !finishing => {
+                if last_eta_s <= FINISH_ON_SHUTDOWN_WITHIN.as_secs_f64() {
+                    tracing::info!(job = %job.job_id, "shutting down: finishing (about {last_eta_s:.0}s left)");
+                    finishing = true;
+                } else {
+                    stopping_for_shutdown = true;
+                    cancel.cancel();
+                }
                 continue;
             }
         };
@@ -255,8 +263,9 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
                     b.total_epochs as u32,
                     b.percent,
                 );
+                last_eta_s = b.eta_secs;
                 let last_of_epoch = b.batch == b.total_batches;
-                let due = last_batch_event.is_none_or(|t| t.elapsed() >= BATCH_EVENT_INTERVAL);
+                let due = last_batch_event.is_none_or(|t| t.elapsed() >= interval);
                 if !(due || last_of_epoch) {
                     continue;
                 }

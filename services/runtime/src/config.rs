@@ -144,6 +144,10 @@ pub struct ServiceConfig {
     pub compute_threads: usize,
     /// Models kept in memory by the evaluator for `classify`.
     pub model_cache: usize,
+    /// Shortest interval between two published batch-progress events of one job (epoch events
+    /// are always published). `0s` publishes every batch.
+    #[serde(with = "humantime_serde")]
+    pub progress_interval: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -155,6 +159,7 @@ impl Default for ServiceConfig {
             work_dir: None,
             compute_threads: 0,
             model_cache: 4,
+            progress_interval: Duration::from_millis(250),
         }
     }
 }

@@ -1,0 +1,137 @@
+//! The runtime against a real nats-server: resources are created idempotently (on a current
+//! server and on Debian's 2.9), records change only by compare-and-set, folders round-trip
+//! through object stores.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use lexmesh_protocol::JobKind;
+use lexmesh_protocol::record::{JobRecord, JobStatus};
+use lexmesh_runtime::connection::{Patience, connect};
+use lexmesh_runtime::{Config, Mesh, objects, records};
+use lexmesh_testkit::NatsServer;
+
+async fn open(server: &NatsServer) -> Mesh {
+    let mut config = Config::default();
+    config.nats.url = server.url();
+    let client = connect(&config.nats, "test", Patience::FailFast)
+        .await
+        .unwrap();
+    Mesh::open(client).await.unwrap()
+}
+
+fn record(job_id: &str) -> JobRecord {
+    JobRecord {
+        job_id: job_id.into(),
+        kind: JobKind::Train,
+        status: JobStatus::Running,
+        attempts: 1,
+        owner: None,
+        model_id: None,
+        epochs_completed: None,
+        total_epochs: None,
+        created_ms: 1.0,
+        updated_ms: 1.0,
+        result: None,
+        error: None,
+    }
+}
+
+async fn exercise(server: &NatsServer) {
+    // Two services starting at once both succeed.
+    let (a, b) = tokio::join!(open(server), open(server));
+    let _ = b;
+    // Concurrent increments through compare-and-set: none is lost.
+    records::update(&a.jobs, "j1", |_| Some(record("j1")))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let store = a.jobs.clone();
+        tasks.push(tokio::spawn(async move {
+            records::update(&store, "j1", |r| {
+                r.map(|mut r| {
+                    r.attempts += 1;
+                    r
+                })
+            })
+            .await
+            .unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (r, _) = records::read(&a.jobs, "j1").await.unwrap().unwrap();
+    assert_eq!(r.attempts, 9);
+    assert!(records::read(&a.jobs, "nope").await.unwrap().is_none());
+    // Cancel markers are not job records.
+    records::mark_cancelled(&a.jobs, "j2", "test")
+        .await
+        .unwrap();
+    assert!(records::is_marked_cancelled(&a.jobs, "j2").await.unwrap());
+    assert!(!records::is_marked_cancelled(&a.jobs, "j1").await.unwrap());
+    let listed = records::list(&a.jobs).await.unwrap();
+    assert_eq!(listed.len(), 1);
+
+    // A folder round-trips; a file removed locally is removed from the store on the next sync.
+    let src = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(src.path().join("epoch-0001")).unwrap();
+    std::fs::write(src.path().join("epoch-0001/model.bpk"), vec![7u8; 300_000]).unwrap();
+    std::fs::write(src.path().join("latest"), "epoch-0001").unwrap();
+    let up = objects::sync_dir(&a.checkpoints, "job-x", src.path(), &["latest"])
+        .await
+        .unwrap();
+    assert_eq!(up.last().unwrap().0, "latest", "the pointer goes last");
+    std::fs::remove_dir_all(src.path().join("epoch-0001")).unwrap();
+    std::fs::create_dir_all(src.path().join("epoch-0002")).unwrap();
+    std::fs::write(src.path().join("epoch-0002/model.bpk"), b"two").unwrap();
+    std::fs::write(src.path().join("latest"), "epoch-0002").unwrap();
+    objects::sync_dir(&a.checkpoints, "job-x", src.path(), &["latest"])
+        .await
+        .unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let n = objects::download_dir(&a.checkpoints, "job-x", dst.path())
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    assert_eq!(
+        std::fs::read(dst.path().join("epoch-0002/model.bpk")).unwrap(),
+        b"two"
+    );
+    assert!(!dst.path().join("epoch-0001").exists());
+    assert_eq!(
+        objects::download_dir(&a.checkpoints, "job-y", dst.path())
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(
+        objects::get_bytes(&a.models, "missing")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_records_and_objects_on_a_current_server() {
+    let server = NatsServer::start().expect("nats-server (run scripts/setup-nats)");
+    exercise(&server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_records_and_objects_on_debian_2_9() {
+    let server = NatsServer::start_legacy().expect("Debian's nats-server 2.9");
+    exercise(&server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_listening_fails_fast_with_the_url() {
+    let mut config = Config::default();
+    let port = lexmesh_runtime::nats_server::free_port().unwrap();
+    config.nats.url = format!("nats://127.0.0.1:{port}");
+    config.nats.connect_timeout = std::time::Duration::from_secs(2);
+    let error = connect(&config.nats, "test", Patience::FailFast)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains(&port.to_string()), "{error}");
+}

@@ -24,6 +24,22 @@ pub enum Command {
     Predict(PredictArgs),
     /// Write the JSON Schema of every mesh message into a folder.
     Schemas(SchemasArgs),
+    /// Start a local mesh: one process per service replica (and a nats-server if none answers).
+    Up(crate::cli_mesh::UpArgs),
+    /// Run one service (what a container runs).
+    Serve(crate::cli_mesh::ServeArgs),
+    /// Submit a job to the mesh.
+    Submit(Box<crate::cli_mesh::SubmitArgs>),
+    /// Follow a job's events (replayed from the start) until it ends.
+    Watch(crate::cli_mesh::WatchArgs),
+    /// List jobs with their status.
+    Jobs(crate::cli_mesh::JobsArgs),
+    /// Cancel a job.
+    Cancel(crate::cli_mesh::CancelArgs),
+    /// List stored models.
+    Models(crate::cli_mesh::ModelsArgs),
+    /// Classify texts with a stored model through the evaluator service.
+    Classify(crate::cli_mesh::ClassifyArgs),
 }
 
 /// `lexmesh schemas`.

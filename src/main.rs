@@ -1,10 +1,14 @@
 //! `lexmesh`: train, evaluate and use Persian legal-text classifiers.
 //!
 //! The binary is a thin shell over the domain crates in `services/`: argument parsing
-//! ([`cli`]), one module per command ([`commands`]) and the progress display ([`render`]).
+//! ([`cli`], [`cli_mesh`]), one module per command ([`commands`]), the progress display
+//! ([`render`]), the mesh service adapters ([`mesh`]) and the mesh client side ([`client`]).
 
 mod cli;
+mod cli_mesh;
+mod client;
 mod commands;
+mod mesh;
 mod render;
 
 use std::process::ExitCode;
@@ -18,6 +22,14 @@ fn main() -> ExitCode {
         cli::Command::Evaluate(args) => commands::evaluate::run(args),
         cli::Command::Predict(args) => commands::predict::run(args),
         cli::Command::Schemas(args) => commands::schemas::run(args),
+        cli::Command::Up(args) => commands::up::run(args),
+        cli::Command::Serve(args) => commands::serve::run(args),
+        cli::Command::Submit(args) => commands::submit::run(*args),
+        cli::Command::Watch(args) => commands::watch::run(args),
+        cli::Command::Jobs(args) => commands::jobs::run(args),
+        cli::Command::Cancel(args) => commands::cancel::run(args),
+        cli::Command::Models(args) => commands::models::run(args),
+        cli::Command::Classify(args) => commands::classify::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,9 +1,17 @@
 //! One module per command.
 
+pub mod cancel;
+pub mod classify;
 pub mod evaluate;
+pub mod jobs;
+pub mod models;
 pub mod predict;
 pub mod schemas;
+pub mod serve;
+pub mod submit;
 pub mod train;
+pub mod up;
+pub mod watch;
 
 use crate::cli::DeviceArg;
 use lexmesh_trainer::DeviceChoice;

@@ -1,8 +1,9 @@
 //! The cancel control message: publish (or request) on `lexmesh.control.<job>.cancel`.
 //!
 //! Every worker instance listens. The instance running the job stops it within one batch and
-//! replies `cancelling`; the others record the cancel in the jobs bucket, so a job still
-//! waiting in the queue is dropped when a worker takes it.
+//! replies `cancelling` at once; the others record the cancel in the jobs bucket (a job still
+//! waiting in the queue is then dropped when a worker takes it) and reply `recorded` after a
+//! short delay, so a requester sees the running instance's reply first.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

@@ -248,7 +248,9 @@ async fn handle<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>, message: je
         .await
         .unwrap_or(false)
     {
-        finish_record(&worker, &job_id, JobStatus::Cancelled, None, None).await;
+        let model_id = handler.model_id(&job);
+        open_record(&worker, &job_id, kind, attempt, model_id, JobStatus::Cancelled).await;
+        tracing::info!(job = %job_id, "cancelled before it started");
         let event = JobEvent::Cancelled(Cancelled {
             job_id: job_id.clone(),
             kind,
@@ -262,28 +264,7 @@ async fn handle<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>, message: je
         return;
     }
     let model_id = handler.model_id(&job);
-    let instance = worker.instance.clone();
-    let write = records::update(kv, &job_id, |current| {
-        let now = now_ms();
-        Some(JobRecord {
-            job_id: job_id.clone(),
-            kind,
-            status: JobStatus::Running,
-            attempts: attempt,
-            owner: Some(instance.clone()),
-            model_id: model_id.clone(),
-            epochs_completed: current.as_ref().and_then(|c| c.epochs_completed),
-            total_epochs: current.as_ref().and_then(|c| c.total_epochs),
-            created_ms: current.as_ref().map_or(now, |c| c.created_ms),
-            updated_ms: now,
-            result: None,
-            error: None,
-        })
-    })
-    .await;
-    if let Err(e) = write {
-        tracing::warn!(job = %job_id, "cannot write the job record: {e}");
-    }
+    open_record(&worker, &job_id, kind, attempt, model_id, JobStatus::Running).await;
     let cancel = worker.register(&job_id, kind, attempt);
     publish(
         &worker,
@@ -401,6 +382,39 @@ async fn handle<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>, message: je
             worker.finish(&job_id, false);
             tracing::warn!(job = %job_id, attempt, "failed for good: {error}");
         }
+    }
+}
+
+/// Writes the record of a job a worker takes (creating it for a job submitted without one).
+async fn open_record(
+    worker: &Worker,
+    job_id: &str,
+    kind: JobKind,
+    attempt: u32,
+    model_id: Option<String>,
+    status: JobStatus,
+) {
+    let instance = worker.instance.clone();
+    let write = records::update(&worker.mesh.jobs, job_id, |current| {
+        let now = now_ms();
+        Some(JobRecord {
+            job_id: job_id.to_string(),
+            kind,
+            status,
+            attempts: attempt,
+            owner: Some(instance.clone()),
+            model_id: model_id.clone(),
+            epochs_completed: current.as_ref().and_then(|c| c.epochs_completed),
+            total_epochs: current.as_ref().and_then(|c| c.total_epochs),
+            created_ms: current.as_ref().map_or(now, |c| c.created_ms),
+            updated_ms: now,
+            result: None,
+            error: None,
+        })
+    })
+    .await;
+    if let Err(e) = write {
+        tracing::warn!(job = job_id, "cannot write the job record: {e}");
     }
 }
 

@@ -256,6 +256,9 @@ fn request_clone(request: &service::Request) -> async_nats::Message {
     request.message.clone()
 }
 
+/// How long an instance that does not run a cancelled job waits before answering `recorded`.
+pub const RECORDED_REPLY_DELAY: std::time::Duration = std::time::Duration::from_millis(300);
+
 async fn handle_cancel(worker: &Worker, message: async_nats::Message) {
     let reply = |body: Vec<u8>| async {
         if let Some(reply) = &message.reply
@@ -296,8 +299,10 @@ async fn handle_cancel(worker: &Worker, message: async_nats::Message) {
                 if let Err(e) = records::mark_cancelled(&worker.mesh.jobs, &job_id, reason).await {
                     tracing::warn!(job = %job_id, "cannot record the cancel: {e}");
                 }
-                // Not ours: stay silent, so the instance that runs it is the one that answers.
-                None
+                // Not ours: answer late, so that the instance running the job (which answers
+                // at once) is the reply a requester sees.
+                tokio::time::sleep(RECORDED_REPLY_DELAY).await;
+                Some(CancelOutcome::Recorded)
             }
         }
     };

@@ -1,0 +1,180 @@
+//! Arguments of the mesh commands (`up`, `serve`, `submit`, `watch`, `jobs`, `cancel`,
+//! `models`, `classify`). Every one takes `--config FILE` (the service configuration: NATS URL,
+//! auth, TLS; see `lexmesh_runtime::config`), layered under `LEXMESH_*__*` and `NATS_URL`.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use crate::cli::{FormatArg, ModelArg};
+
+/// A lexmesh service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServiceArg {
+    /// Runs `preprocess` jobs and `prepare` requests.
+    Preprocessor,
+    /// Runs `train` jobs.
+    Trainer,
+    /// Runs `evaluate` jobs and `classify` requests.
+    Evaluator,
+}
+
+/// Job kinds that can be submitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SubmitKind {
+    /// Train a model.
+    Train,
+    /// Evaluate a stored model.
+    Evaluate,
+    /// Prepare (normalise, tokenise, vectorise) a dataset.
+    Preprocess,
+}
+
+/// Options every mesh command shares.
+#[derive(Debug, Args, Clone)]
+pub struct MeshOptions {
+    /// Service configuration file (TOML; default ./lexmesh.toml when present).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+}
+
+/// `lexmesh up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Replicas per service, e.g. `--replicas trainer=2` (repeatable; default 1 each).
+    #[arg(long, value_name = "SERVICE=N")]
+    pub replicas: Vec<String>,
+    /// Folder for the local nats-server's data, when one is started.
+    #[arg(long, default_value = ".lexmesh/nats")]
+    pub data_dir: PathBuf,
+    /// Shared options.
+    #[command(flatten)]
+    pub mesh: MeshOptions,
+}
+
+/// `lexmesh serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Which service.
+    pub service: ServiceArg,
+    /// Shared options.
+    #[command(flatten)]
+    pub mesh: MeshOptions,
+}
+
+/// `lexmesh submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// Job kind.
+    pub kind: SubmitKind,
+    /// The whole job as JSON (a file, or `-` for stdin) instead of the flags below.
+    #[arg(long, conflicts_with_all = ["data", "validation"])]
+    pub json: Option<PathBuf>,
+    /// Labelled data file (JSON Lines or CSV/TSV); uploaded to the datasets object store.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Validation file (train, preprocess); default: a stratified split of --data.
+    #[arg(long)]
+    pub validation: Option<PathBuf>,
+    /// Field (JSON Lines) or column (CSV) holding the text.
+    #[arg(long, default_value = "text")]
+    pub text_field: String,
+    /// Field or column holding the label.
+    #[arg(long, default_value = "label")]
+    pub label_field: String,
+    /// Job id (default: generated).
+    #[arg(long)]
+    pub job_id: Option<String>,
+    /// train: id to store the model under (default: the job id); evaluate: the model.
+    #[arg(long)]
+    pub model_id: Option<String>,
+    /// Model architecture.
+    #[arg(long)]
+    pub model: Option<ModelArg>,
+    /// Passes over the training data.
+    #[arg(long)]
+    pub epochs: Option<u32>,
+    /// Examples per batch.
+    #[arg(long)]
+    pub batch_size: Option<u32>,
+    /// Adam learning rate.
+    #[arg(long)]
+    pub learning_rate: Option<f64>,
+    /// Early-stopping patience in epochs.
+    #[arg(long)]
+    pub patience: Option<u32>,
+    /// Random seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Follow the job's progress until it ends.
+    #[arg(long)]
+    pub watch: bool,
+    /// With --watch: print events as JSON lines instead of a progress bar.
+    #[arg(long)]
+    pub json_events: bool,
+    /// Shared options.
+    #[command(flatten)]
+    pub mesh: MeshOptions,
+}
+
+/// `lexmesh watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The job.
+    pub job_id: String,
+    /// Print events as JSON lines instead of a progress bar.
+    #[arg(long)]
+    pub json: bool,
+    /// Shared options.
+    #[command(flatten)]
+    pub mesh: MeshOptions,
+}
+
+/// `lexmesh jobs`.
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = FormatArg::Text)]
+    pub format: FormatArg,
+    /// Shared options.
+    #[command(flatten)]
+    pub mesh: MeshOptions,
+}
+
+/// `lexmesh cancel`.
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// The job.
+    pub job_id: String,
+    /// Shared options.
+    #[command(flatten)]
+    pub mesh: MeshOptions,
+}
+
+/// `lexmesh models`.
+#[derive(Debug, Args)]
+pub struct ModelsArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = FormatArg::Text)]
+    pub format: FormatArg,
+    /// Shared options.
+    #[command(flatten)]
+    pub mesh: MeshOptions,
+}
+
+/// `lexmesh classify`.
+#[derive(Debug, Args)]
+pub struct ClassifyArgs {
+    /// The stored model.
+    #[arg(long)]
+    pub model: String,
+    /// Texts to classify.
+    #[arg(required = true)]
+    pub texts: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = FormatArg::Text)]
+    pub format: FormatArg,
+    /// Shared options.
+    #[command(flatten)]
+    pub mesh: MeshOptions,
+}

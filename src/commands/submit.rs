@@ -1,0 +1,392 @@
+//! `lexmesh submit`: build a job from flags (or take it whole from `--json`), upload its data
+//! files to the datasets object store, publish it to the jobs stream, print its id, and with
+//! `--watch` follow it to the end.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use lexmesh_protocol::{
+    DatasetSource, EvaluateJob, ExperimentSettings, JobKind, ModelKindName, PreprocessJob,
+    ProtocolError, TrainJob, decode, names,
+};
+use lexmesh_runtime::{Mesh, objects};
+use sha2::{Digest, Sha256};
+
+use crate::cli::ModelArg;
+use crate::cli_mesh::{SubmitArgs, SubmitKind};
+use crate::client;
+
+/// Runs the command.
+pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    if args.json_events && !args.watch {
+        bail!("--json-events goes with --watch");
+    }
+    let kind = job_kind(args.kind);
+    // Everything that can be checked without the mesh is checked before connecting.
+    let plan = match &args.json {
+        Some(path) => plan_raw(&args, kind, path)?,
+        None => plan_from_flags(&args)?,
+    };
+    client::runtime()?.block_on(async move {
+        let mesh = client::open_mesh(&args.mesh).await?;
+        let (job_id, payload) = match plan {
+            Plan::Raw { job_id, payload } => (job_id, payload),
+            Plan::Flags(flags) => flags.build(&mesh, kind).await?,
+        };
+        let submitted = client::submit(&mesh, kind, &job_id, payload).await?;
+        if submitted.duplicate {
+            eprintln!(
+                "note: the jobs stream already holds a job {job_id} (same id within the duplicate \
+                 window); this submit was dropped"
+            );
+        } else {
+            eprintln!(
+                "submitted {} job {job_id} (jobs stream sequence {})",
+                kind.name(),
+                submitted.sequence
+            );
+        }
+        if args.json_events {
+            // Keep stdout pure JSON lines; the events carry the id.
+            eprintln!("{job_id}");
+        } else {
+            crate::render::print_line(&job_id);
+        }
+        if args.watch {
+            crate::commands::watch::follow(&mesh, &job_id, args.json_events).await
+        } else {
+            Ok(ExitCode::SUCCESS)
+        }
+    })
+}
+
+fn job_kind(kind: SubmitKind) -> JobKind {
+    match kind {
+        SubmitKind::Train => JobKind::Train,
+        SubmitKind::Evaluate => JobKind::Evaluate,
+        SubmitKind::Preprocess => JobKind::Preprocess,
+    }
+}
+
+fn model_kind(model: ModelArg) -> ModelKindName {
+    match model {
+        ModelArg::Bow => ModelKindName::Bow,
+        ModelArg::Cnn => ModelKindName::Cnn,
+        ModelArg::Bigru => ModelKindName::Bigru,
+        ModelArg::Transformer => ModelKindName::Transformer,
+    }
+}
+
+/// What will be published, as far as it is known before connecting.
+enum Plan {
+    /// A job given whole with `--json`: published as is.
+    Raw { job_id: String, payload: Vec<u8> },
+    /// A job described by flags; its files are uploaded first.
+    Flags(Box<FlagJob>),
+}
+
+/// A job described by flags, checked but not yet uploaded.
+struct FlagJob {
+    job_id: String,
+    model_id: Option<String>,
+    data: std::path::PathBuf,
+    validation: Option<std::path::PathBuf>,
+    text_field: String,
+    label_field: String,
+    settings: ExperimentSettings,
+}
+
+fn plan_raw(args: &SubmitArgs, kind: JobKind, path: &Path) -> anyhow::Result<Plan> {
+    let flags = [
+        ("--model-id", args.model_id.is_some()),
+        ("--model", args.model.is_some()),
+        ("--epochs", args.epochs.is_some()),
+        ("--batch-size", args.batch_size.is_some()),
+        ("--learning-rate", args.learning_rate.is_some()),
+        ("--patience", args.patience.is_some()),
+        ("--seed", args.seed.is_some()),
+    ];
+    let given: Vec<&str> = flags
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(f, _)| *f)
+        .collect();
+    if !given.is_empty() {
+        bail!(
+            "--json gives the whole job; put {} into the JSON instead",
+            given.join(", ")
+        );
+    }
+    let payload = if path.as_os_str() == "-" {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .context("reading the job from stdin")?;
+        bytes
+    } else {
+        std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
+    };
+    let job_id = check_job(kind, &payload).with_context(|| {
+        format!(
+            "{} is not a valid {} job",
+            if path.as_os_str() == "-" {
+                "stdin".to_string()
+            } else {
+                path.display().to_string()
+            },
+            kind.name()
+        )
+    })?;
+    if let Some(flag_id) = &args.job_id
+        && *flag_id != job_id
+    {
+        bail!("--job-id {flag_id} differs from the job_id `{job_id}` in the JSON");
+    }
+    Ok(Plan::Raw { job_id, payload })
+}
+
+/// Decodes a job of `kind` the way the services will, returning its id or the typed error.
+fn check_job(kind: JobKind, payload: &[u8]) -> Result<String, ProtocolError> {
+    match kind {
+        JobKind::Train => decode::<TrainJob>(payload).map(|j| j.job_id),
+        JobKind::Evaluate => decode::<EvaluateJob>(payload).map(|j| j.job_id),
+        JobKind::Preprocess => decode::<PreprocessJob>(payload).map(|j| j.job_id),
+        JobKind::Optimize => decode::<lexmesh_protocol::OptimizeJob>(payload).map(|j| j.job_id),
+    }
+}
+
+fn plan_from_flags(args: &SubmitArgs) -> anyhow::Result<Plan> {
+    let Some(data) = args.data.clone() else {
+        bail!("--data FILE is required (or give the whole job with --json FILE)");
+    };
+    let settings = ExperimentSettings {
+        model: args.model.map(model_kind),
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        learning_rate: args.learning_rate,
+        patience: args.patience,
+        seed: args.seed,
+        ..Default::default()
+    };
+    match args.kind {
+        SubmitKind::Train => {}
+        SubmitKind::Evaluate => {
+            if args.model_id.is_none() {
+                bail!("an evaluate job needs --model-id (the stored model to evaluate)");
+            }
+            if args.validation.is_some() {
+                bail!("an evaluate job uses only --data; leave out --validation");
+            }
+            if settings != ExperimentSettings::default() {
+                bail!(
+                    "--model, --epochs, --batch-size, --learning-rate, --patience and --seed \
+                     apply to train and preprocess jobs only"
+                );
+            }
+        }
+        SubmitKind::Preprocess => {
+            if args.model_id.is_some() {
+                bail!("--model-id applies to train and evaluate jobs only");
+            }
+        }
+    }
+    settings.validate()?;
+    if let Some(model_id) = &args.model_id
+        && !lexmesh_protocol::valid_id(model_id)
+    {
+        bail!("--model-id `{model_id}` must be 1 to 64 of A-Z a-z 0-9 _ -");
+    }
+    let job_id = match &args.job_id {
+        Some(id) if lexmesh_protocol::valid_id(id) => id.clone(),
+        Some(id) => bail!("--job-id `{id}` must be 1 to 64 of A-Z a-z 0-9 _ -"),
+        None => generate_job_id(
+            job_kind(args.kind),
+            unix_seconds_now(),
+            rand::random::<u16>(),
+        ),
+    };
+    // Fail on a bad extension now rather than after uploading the other file.
+    dataset_extension(&data)?;
+    if let Some(v) = &args.validation {
+        dataset_extension(v)?;
+    }
+    Ok(Plan::Flags(Box::new(FlagJob {
+        job_id,
+        model_id: args.model_id.clone(),
+        data,
+        validation: args.validation.clone(),
+        text_field: args.text_field.clone(),
+        label_field: args.label_field.clone(),
+        settings,
+    })))
+}
+
+impl FlagJob {
+    /// Uploads the files and encodes the job (checked as the services will check it).
+    async fn build(self, mesh: &Mesh, kind: JobKind) -> anyhow::Result<(String, Vec<u8>)> {
+        let key = upload(mesh, &self.data).await?;
+        let validation_key = match &self.validation {
+            Some(path) => Some(upload(mesh, path).await?),
+            None => None,
+        };
+        let dataset = DatasetSource::Object {
+            key,
+            validation_key,
+            text_field: self.text_field,
+            label_field: self.label_field,
+        };
+        let job_id = self.job_id;
+        let payload = match kind {
+            JobKind::Train => serde_json::to_vec(&TrainJob {
+                job_id: job_id.clone(),
+                model_id: self.model_id,
+                dataset,
+                settings: self.settings,
+            })?,
+            JobKind::Evaluate => serde_json::to_vec(&EvaluateJob {
+                job_id: job_id.clone(),
+                model_id: self.model_id.unwrap_or_default(),
+                dataset,
+            })?,
+            JobKind::Preprocess => serde_json::to_vec(&PreprocessJob {
+                job_id: job_id.clone(),
+                dataset,
+                settings: self.settings,
+            })?,
+            JobKind::Optimize => bail!("optimize jobs are submitted with --json only"),
+        };
+        check_job(kind, &payload).context("the job built from the flags is not valid")?;
+        Ok((job_id, payload))
+    }
+}
+
+/// Uploads a data file as `uploads/<sha256>.<ext>` unless an object of that name and size is
+/// already there (the name is the content's hash, so it is the same file).
+async fn upload(mesh: &Mesh, path: &Path) -> anyhow::Result<String> {
+    let bytes = tokio::fs::read(path)
+        .await
+        .with_context(|| format!("reading {}", path.display()))?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        bail!("{} is empty", path.display());
+    }
+    let key = upload_key(path, &bytes)?;
+    let present = mesh
+        .datasets
+        .info(&key)
+        .await
+        .is_ok_and(|info| !info.deleted && info.size == bytes.len());
+    if present {
+        eprintln!("{} is already uploaded as {key}", path.display());
+    } else {
+        objects::put_bytes(&mesh.datasets, &key, &bytes)
+            .await
+            .with_context(|| format!("uploading {}", path.display()))?;
+        eprintln!(
+            "uploaded {} ({}) to {} as {key}",
+            path.display(),
+            client::format_bytes(bytes.len() as u64),
+            names::DATASETS_STORE
+        );
+    }
+    Ok(key)
+}
+
+/// The object name of an uploaded data file: `uploads/<sha256 of the content>.<ext>`, the
+/// extension normalised to the one the preprocessor reads (`jsonl`, `csv`, `tsv`).
+pub fn upload_key(path: &Path, content: &[u8]) -> anyhow::Result<String> {
+    let ext = dataset_extension(path)?;
+    let digest = Sha256::digest(content);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("uploads/{hex}.{ext}"))
+}
+
+/// The format of a data file by its extension, as the preprocessor names it.
+fn dataset_extension(path: &Path) -> anyhow::Result<&'static str> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match ext.as_deref() {
+        Some("jsonl" | "ndjson" | "json") => Ok("jsonl"),
+        Some("csv") => Ok("csv"),
+        Some("tsv" | "tab") => Ok("tsv"),
+        _ => bail!(
+            "{}: unknown format; use .jsonl/.ndjson/.json (JSON Lines), .csv or .tsv",
+            path.display()
+        ),
+    }
+}
+
+fn unix_seconds_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// `<kind>-<yyyymmddThhmmss>-<4 hex digits>` (UTC): sortable by time, unique enough for one
+/// user, and a valid subject token.
+pub fn generate_job_id(kind: JobKind, unix_seconds: i64, random: u16) -> String {
+    let (y, mo, d, h, mi, s) = client::utc_parts(unix_seconds);
+    format!(
+        "{}-{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}-{random:04x}",
+        kind.name()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_job_ids_are_valid_and_readable() {
+        let id = generate_job_id(JobKind::Train, 1_735_689_599, 0x0a3f);
+        assert_eq!(id, "train-20241231T235959-0a3f");
+        for kind in [JobKind::Train, JobKind::Evaluate, JobKind::Preprocess] {
+            for (secs, random) in [(0, 0), (4_102_444_800, u16::MAX), (1_700_000_000, 7)] {
+                let id = generate_job_id(kind, secs, random);
+                assert!(lexmesh_protocol::valid_id(&id), "{id}");
+                assert!(id.starts_with(kind.name()));
+            }
+        }
+    }
+
+    #[test]
+    fn upload_keys_are_content_hashes_with_the_format() {
+        let key = upload_key(Path::new("data/train.JSONL"), b"abc").unwrap();
+        assert_eq!(
+            key,
+            "uploads/ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad.jsonl"
+        );
+        let csv = upload_key(Path::new("x.csv"), b"abc").unwrap();
+        assert!(csv.ends_with(".csv") && csv.starts_with("uploads/ba7816bf"));
+        assert!(
+            upload_key(Path::new("x.ndjson"), b"")
+                .unwrap()
+                .ends_with(".jsonl")
+        );
+        assert!(
+            upload_key(Path::new("x.tab"), b"")
+                .unwrap()
+                .ends_with(".tsv")
+        );
+        let other = upload_key(Path::new("x.csv"), b"abd").unwrap();
+        assert_ne!(csv, other);
+        let err = upload_key(Path::new("notes.txt"), b"abc").unwrap_err();
+        assert!(err.to_string().contains("unknown format"), "{err}");
+        assert!(upload_key(Path::new("noext"), b"abc").is_err());
+    }
+
+    #[test]
+    fn raw_jobs_are_checked_with_their_typed_error() {
+        let ok = br#"{"job_id":"j1","dataset":{"object":{"key":"uploads/a.jsonl"}}}"#;
+        assert_eq!(check_job(JobKind::Train, ok).unwrap(), "j1");
+        let bad = br#"{"job_id":"j1","dataset":{"object":{"key":"k"}},"settings":{"epochs":0}}"#;
+        let err = check_job(JobKind::Train, bad).unwrap_err();
+        assert_eq!(err.code, lexmesh_protocol::ErrorCode::InvalidValue);
+        // An evaluate job needs a model id.
+        let err = check_job(JobKind::Evaluate, ok).unwrap_err();
+        assert_eq!(err.code, lexmesh_protocol::ErrorCode::InvalidMessage);
+    }
+}

@@ -1,0 +1,579 @@
+//! `lexmesh up`: a local mesh. Starts a nats-server when none answers at the configured URL,
+//! then one `lexmesh serve <service>` process per replica, restarts a replica that exits
+//! (with a growing delay, giving up on a service that keeps failing), and on Ctrl-C or
+//! SIGTERM stops the replicas (SIGTERM, up to 30 s each to finish) and then the server.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use lexmesh_protocol::names::Service;
+use lexmesh_runtime::nats_server::{self, LocalServer, LocalServerOptions, ServerFlavor};
+use tokio::process::Child;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::cli_mesh::UpArgs;
+use crate::client;
+
+/// Most replicas of one service `up` starts.
+const MAX_REPLICAS: u32 = 16;
+
+/// Port of a URL that names none.
+const DEFAULT_PORT: u16 = 4222;
+
+/// How long a replica has to stop after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(30);
+
+/// First delay before restarting a replica that exited; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Longest delay before a restart.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Restarts of one service within [`RESTART_WINDOW`] after which `up` gives up on it.
+const MAX_RESTARTS: usize = 5;
+
+/// The window of [`MAX_RESTARTS`]; a replica that ran this long also starts over at the first
+/// delay.
+const RESTART_WINDOW: Duration = Duration::from_secs(60);
+
+/// Largest message the started server accepts (lexmesh's own limit is 4 MiB).
+const MAX_PAYLOAD: u64 = 8 * 1024 * 1024;
+
+/// Runs the command.
+pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let replicas = parse_replicas(&args.replicas)?;
+    let config = client::load_config(&args.mesh)?;
+    let (host, port) = server_address(&config.nats.url)?;
+    let mut server = None;
+    let url = if answers(&host, port) {
+        eprintln!("using the NATS server at {}", config.nats.url);
+        config.nats.url.clone()
+    } else {
+        let Some(bind) = local_bind_address(&host) else {
+            bail!(
+                "nothing answers at {} and {host} is not this machine; start that server or \
+                 point NATS_URL / --config at one",
+                config.nats.url
+            );
+        };
+        let binary = match nats_server::locate(ServerFlavor::Current) {
+            Ok(binary) => binary,
+            Err(e) => {
+                eprintln!(
+                    "error: nothing answers at {} and no nats-server to start: {e}",
+                    config.nats.url
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+        };
+        let version = nats_server::version(&binary)
+            .map(|(a, b, c)| format!("{a}.{b}.{c}"))
+            .unwrap_or_else(|_| "(version unknown)".into());
+        let options = LocalServerOptions {
+            host: bind,
+            port,
+            max_payload: Some(MAX_PAYLOAD),
+            ..LocalServerOptions::new(&binary, args.data_dir.join("store"), &args.data_dir)
+        };
+        let started = LocalServer::start(options).context("starting nats-server")?;
+        let url = started.url();
+        crate::render::print_line(&format!(
+            "started nats-server {version} at {url} (data in {})",
+            args.data_dir.display()
+        ));
+        server = Some(started);
+        url
+    };
+    let exe = std::env::current_exe().context("finding the lexmesh executable")?;
+    let supervised = client::runtime()?.block_on(supervise(Supervision {
+        exe,
+        url,
+        config: args.mesh.config.clone(),
+        replicas,
+    }));
+    if let Some(mut server) = server {
+        match server.stop() {
+            Ok(()) => eprintln!("stopped nats-server"),
+            Err(e) => eprintln!("error: stopping nats-server: {e}"),
+        }
+    }
+    supervised
+}
+
+/// Replicas per service, in start-up order, from `SERVICE=N` arguments (also comma-separated);
+/// a service not named gets one.
+pub fn parse_replicas(specs: &[String]) -> anyhow::Result<Vec<(Service, u32)>> {
+    let mut counts: Vec<(Service, Option<u32>)> = Service::ALL.iter().map(|s| (*s, None)).collect();
+    for spec in specs
+        .iter()
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let Some((name, n)) = spec.split_once('=') else {
+            bail!("--replicas `{spec}` is not SERVICE=N (for example trainer=2)");
+        };
+        let service: Service = name
+            .trim()
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!(e))?;
+        let n: u32 = n
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| *n <= MAX_REPLICAS)
+            .with_context(|| {
+                format!("--replicas `{spec}`: N must be a whole number from 0 to {MAX_REPLICAS}")
+            })?;
+        let slot = counts
+            .iter_mut()
+            .find(|(s, _)| *s == service)
+            .map(|(_, count)| count);
+        match slot {
+            Some(count @ None) => *count = Some(n),
+            Some(Some(_)) => bail!("--replicas names {} twice", service.name()),
+            None => bail!("unknown service `{}`", service.name()),
+        }
+    }
+    let replicas: Vec<(Service, u32)> = counts
+        .into_iter()
+        .map(|(s, n)| (s, n.unwrap_or(1)))
+        .collect();
+    if replicas.iter().all(|(_, n)| *n == 0) {
+        bail!("--replicas leaves nothing to start");
+    }
+    Ok(replicas)
+}
+
+/// Host and port of the first server of a NATS URL list (`nats://user:pw@host:4222,...`).
+fn server_address(urls: &str) -> anyhow::Result<(String, u16)> {
+    let first = urls.split(',').next().unwrap_or_default().trim();
+    let rest = first.split_once("://").map_or(first, |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let Some((host, after)) = v6.split_once(']') else {
+            bail!("cannot read a host in the NATS URL `{first}`");
+        };
+        (host, after.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        bail!("cannot read a host in the NATS URL `{first}`");
+    }
+    let port = match port {
+        Some(p) => p
+            .parse()
+            .with_context(|| format!("bad port `{p}` in the NATS URL `{first}`"))?,
+        None => DEFAULT_PORT,
+    };
+    Ok((host.to_string(), port))
+}
+
+/// The address a local server should listen on for clients of `host`, when `host` is this
+/// machine.
+fn local_bind_address(host: &str) -> Option<String> {
+    if host.eq_ignore_ascii_case("localhost") {
+        return Some("127.0.0.1".into());
+    }
+    match host.parse::<IpAddr>().ok()? {
+        IpAddr::V4(ip) if ip.is_loopback() || ip.is_unspecified() => Some(host.to_string()),
+        // The server's URL is written `nats://<host>:<port>`, which an IPv6 address breaks.
+        IpAddr::V6(ip) if ip.is_loopback() => Some("127.0.0.1".into()),
+        _ => None,
+    }
+}
+
+/// Whether something accepts TCP connections at `host:port`.
+fn answers(host: &str, port: u16) -> bool {
+    let Ok(addrs) = (host, port).to_socket_addrs() else {
+        return false;
+    };
+    addrs
+        .into_iter()
+        .any(|addr| TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok())
+}
+
+/// Whether the replicas should keep running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Keep running (and restart what exits).
+    No,
+    /// SIGTERM, then wait.
+    Graceful,
+    /// A second signal: kill what is still running.
+    Force,
+}
+
+/// What to run.
+struct Supervision {
+    exe: PathBuf,
+    url: String,
+    config: Option<PathBuf>,
+    replicas: Vec<(Service, u32)>,
+}
+
+/// One replica: `lexmesh serve <service>` with instance `<service>-<n>`.
+#[derive(Clone)]
+struct Replica {
+    service: Service,
+    instance: String,
+    exe: PathBuf,
+    url: String,
+    config: Option<PathBuf>,
+    restarts: Arc<Mutex<RestartWindow>>,
+}
+
+async fn supervise(plan: Supervision) -> anyhow::Result<ExitCode> {
+    let (stop_tx, stop_rx) = watch::channel(Stop::No);
+    let mut tasks = JoinSet::new();
+    for (service, count) in &plan.replicas {
+        let restarts = Arc::new(Mutex::new(RestartWindow::default()));
+        for n in 1..=*count {
+            let replica = Replica {
+                service: *service,
+                instance: format!("{}-{n}", service.name()),
+                exe: plan.exe.clone(),
+                url: plan.url.clone(),
+                config: plan.config.clone(),
+                restarts: Arc::clone(&restarts),
+            };
+            tasks.spawn(run_replica(replica, stop_rx.clone()));
+        }
+    }
+    eprintln!("mesh is up at {}; Ctrl-C stops it", plan.url);
+    let mut signals = Signals::new()?;
+    let mut interrupted = false;
+    loop {
+        tokio::select! {
+            name = signals.next() => {
+                eprintln!("{name}: stopping the replicas (up to {}s each; again to kill them)", STOP_GRACE.as_secs());
+                stop_tx.send_replace(Stop::Graceful);
+                interrupted = true;
+                break;
+            }
+            joined = tasks.join_next() => match joined {
+                None => break,
+                Some(Err(e)) => eprintln!("error: a supervisor task failed: {e}"),
+                Some(Ok(())) => {}
+            },
+        }
+    }
+    loop {
+        tokio::select! {
+            name = signals.next() => {
+                eprintln!("{name}: killing the replicas");
+                stop_tx.send_replace(Stop::Force);
+            }
+            joined = tasks.join_next() => match joined {
+                None => break,
+                Some(Err(e)) => eprintln!("error: a supervisor task failed: {e}"),
+                Some(Ok(())) => {}
+            },
+        }
+    }
+    if interrupted {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("error: every replica has stopped");
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// Ctrl-C (SIGINT) and SIGTERM, listened to for the whole run so none is missed between
+/// two waits.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("listening for Ctrl-C")?,
+            terminate: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+        })
+    }
+
+    /// The next signal's name.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "interrupted",
+            _ = self.terminate.recv() => "SIGTERM",
+        }
+    }
+}
+
+/// Waits until `stop` leaves [`Stop::No`] (or reaches `level`), or its sender is gone.
+async fn until(stop: &mut watch::Receiver<Stop>, level: Stop) {
+    let reached = |s: &Stop| match level {
+        Stop::Force => *s == Stop::Force,
+        _ => *s != Stop::No,
+    };
+    // An error means the supervisor is gone: stop as well.
+    let _ = stop.wait_for(reached).await;
+}
+
+/// Runs one replica until the mesh stops, restarting it when it exits.
+async fn run_replica(replica: Replica, mut stop: watch::Receiver<Stop>) {
+    let name = replica.instance.clone();
+    let mut backoff = Backoff::default();
+    loop {
+        if *stop.borrow() != Stop::No {
+            return;
+        }
+        let mut child = match spawn(&replica) {
+            Ok(child) => child,
+            Err(e) => {
+                eprintln!("error: cannot start {name}: {e:#}");
+                return;
+            }
+        };
+        let pid = child.id();
+        crate::render::print_line(&format!(
+            "started {name} (pid {})",
+            pid.map_or_else(|| "?".into(), |p| p.to_string())
+        ));
+        let started = Instant::now();
+        let status = tokio::select! {
+            status = child.wait() => status,
+            () = until(&mut stop, Stop::Graceful) => {
+                terminate(&mut child, pid, &name, &mut stop).await;
+                return;
+            }
+        };
+        if *stop.borrow() != Stop::No {
+            return;
+        }
+        let status = status.map_or_else(|e| format!("wait failed: {e}"), |s| s.to_string());
+        eprintln!("{name} exited unexpectedly ({status})");
+        let now = Instant::now();
+        if now.duration_since(started) >= RESTART_WINDOW {
+            backoff = Backoff::default();
+        }
+        let allowed = replica
+            .restarts
+            .lock()
+            .map(|mut w| w.allow(now))
+            .unwrap_or_else(|poisoned| poisoned.into_inner().allow(now));
+        if !allowed {
+            eprintln!(
+                "error: {} restarted {MAX_RESTARTS} times within {}s; giving up on {name}",
+                replica.service.name(),
+                RESTART_WINDOW.as_secs()
+            );
+            return;
+        }
+        let delay = backoff.next_delay();
+        eprintln!("restarting {name} in {}s", delay.as_secs());
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = until(&mut stop, Stop::Graceful) => return,
+        }
+    }
+}
+
+fn spawn(replica: &Replica) -> anyhow::Result<Child> {
+    let mut command = tokio::process::Command::new(&replica.exe);
+    command.arg("serve").arg(replica.service.name());
+    if let Some(config) = &replica.config {
+        command.arg("--config").arg(config);
+    }
+    command
+        .env("LEXMESH_NATS__URL", &replica.url)
+        .env("LEXMESH_SERVICE__INSTANCE", &replica.instance)
+        .stdin(Stdio::null())
+        // Own process group: a Ctrl-C in the terminal reaches `up` only, which then stops the
+        // replicas in order instead of all at once.
+        .process_group(0)
+        // Should `up` itself die, do not leave replicas behind.
+        .kill_on_drop(true);
+    command
+        .spawn()
+        .with_context(|| format!("running {} serve", replica.exe.display()))
+}
+
+/// SIGTERM, then up to [`STOP_GRACE`] (cut short by [`Stop::Force`]), then SIGKILL.
+async fn terminate(
+    child: &mut Child,
+    pid: Option<u32>,
+    name: &str,
+    stop: &mut watch::Receiver<Stop>,
+) {
+    if let Some(pid) = pid {
+        // `kill -TERM`: the workspace allows no `unsafe`, so no libc::kill.
+        let sent = tokio::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await;
+        if let Err(e) = sent {
+            eprintln!("error: cannot send SIGTERM to {name}: {e}");
+        }
+    }
+    let stopped = tokio::select! {
+        waited = tokio::time::timeout(STOP_GRACE, child.wait()) => match waited {
+            Ok(Ok(status)) => Some(status.to_string()),
+            Ok(Err(e)) => Some(format!("wait failed: {e}")),
+            Err(_) => None,
+        },
+        () = until(stop, Stop::Force) => None,
+    };
+    match stopped {
+        Some(status) => eprintln!("{name} stopped ({status})"),
+        None => {
+            eprintln!("{name} did not stop; killing it");
+            if let Err(e) = child.kill().await {
+                eprintln!("error: cannot kill {name}: {e}");
+            }
+        }
+    }
+}
+
+/// Delays between restarts: 1 s, doubling, at most 30 s.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            next: FIRST_BACKOFF,
+        }
+    }
+}
+
+impl Backoff {
+    fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(MAX_BACKOFF);
+        delay
+    }
+}
+
+/// Restart times of one service within the last [`RESTART_WINDOW`].
+#[derive(Debug, Default)]
+struct RestartWindow {
+    restarts: VecDeque<Instant>,
+}
+
+impl RestartWindow {
+    /// Records a restart at `now` unless [`MAX_RESTARTS`] happened within the window already.
+    fn allow(&mut self, now: Instant) -> bool {
+        while self
+            .restarts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= RESTART_WINDOW)
+        {
+            self.restarts.pop_front();
+        }
+        if self.restarts.len() >= MAX_RESTARTS {
+            return false;
+        }
+        self.restarts.push_back(now);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn specs(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn replicas_default_to_one_each() {
+        assert_eq!(
+            parse_replicas(&[]).unwrap(),
+            vec![
+                (Service::Preprocessor, 1),
+                (Service::Trainer, 1),
+                (Service::Evaluator, 1)
+            ]
+        );
+        assert_eq!(
+            parse_replicas(&specs(&["trainer=2", "evaluator=0,preprocessor = 3"])).unwrap(),
+            vec![
+                (Service::Preprocessor, 3),
+                (Service::Trainer, 2),
+                (Service::Evaluator, 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_replicas_are_explained() {
+        let err = |list: &[&str]| parse_replicas(&specs(list)).unwrap_err().to_string();
+        assert!(err(&["trainer"]).contains("not SERVICE=N"));
+        assert!(err(&["teacher=2"]).contains("unknown service `teacher`"));
+        assert!(err(&["trainer=two"]).contains("whole number"));
+        assert!(err(&["trainer=-1"]).contains("whole number"));
+        assert!(err(&["trainer=17"]).contains("from 0 to 16"));
+        assert!(err(&["trainer=1", "trainer=2"]).contains("twice"));
+        assert!(err(&["trainer=0,evaluator=0,preprocessor=0"]).contains("nothing to start"));
+    }
+
+    #[test]
+    fn server_addresses_are_read_from_urls() {
+        let addr = |u: &str| server_address(u).unwrap();
+        assert_eq!(addr("nats://127.0.0.1:4222"), ("127.0.0.1".into(), 4222));
+        assert_eq!(addr("nats://localhost"), ("localhost".into(), 4222));
+        assert_eq!(
+            addr("tls://user:p@ss@host.example:7422/, nats://b:1"),
+            ("host.example".into(), 7422)
+        );
+        assert_eq!(addr("127.0.0.1:14222"), ("127.0.0.1".into(), 14222));
+        assert_eq!(addr("nats://[::1]:5222"), ("::1".into(), 5222));
+        assert!(server_address("nats://:4222").is_err());
+        assert!(server_address("nats://h:port").is_err());
+    }
+
+    #[test]
+    fn only_this_machine_gets_a_local_server() {
+        assert_eq!(
+            local_bind_address("localhost").as_deref(),
+            Some("127.0.0.1")
+        );
+        assert_eq!(
+            local_bind_address("127.0.0.1").as_deref(),
+            Some("127.0.0.1")
+        );
+        assert_eq!(local_bind_address("0.0.0.0").as_deref(), Some("0.0.0.0"));
+        assert_eq!(local_bind_address("::1").as_deref(), Some("127.0.0.1"));
+        assert_eq!(local_bind_address("10.0.0.5"), None);
+        assert_eq!(local_bind_address("nats.example"), None);
+    }
+
+    #[test]
+    fn restarts_back_off_and_give_up() {
+        let mut backoff = Backoff::default();
+        let delays: Vec<u64> = (0..7).map(|_| backoff.next_delay().as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30]);
+
+        let start = Instant::now();
+        let mut window = RestartWindow::default();
+        for i in 0..MAX_RESTARTS as u64 {
+            assert!(window.allow(start + Duration::from_secs(i)));
+        }
+        assert!(!window.allow(start + Duration::from_secs(10)));
+        // Once the first restart is a minute old, one more is allowed.
+        assert!(window.allow(start + RESTART_WINDOW + Duration::from_millis(1)));
+    }
+}

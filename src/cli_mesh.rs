@@ -106,6 +106,15 @@ pub struct SubmitArgs {
     /// Random seed.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Embedding dimension.
+    #[arg(long)]
+    pub embedding_dim: Option<u32>,
+    /// Hashed character n-gram buckets (bow); the embedding table has this many rows more.
+    #[arg(long)]
+    pub char_buckets: Option<u32>,
+    /// Longest token sequence kept (sequence models).
+    #[arg(long)]
+    pub max_length: Option<u32>,
     /// Follow the job's progress until it ends.
     #[arg(long)]
     pub watch: bool,

@@ -107,6 +107,9 @@ fn plan_raw(args: &SubmitArgs, kind: JobKind, path: &Path) -> anyhow::Result<Pla
         ("--learning-rate", args.learning_rate.is_some()),
         ("--patience", args.patience.is_some()),
         ("--seed", args.seed.is_some()),
+        ("--embedding-dim", args.embedding_dim.is_some()),
+        ("--char-buckets", args.char_buckets.is_some()),
+        ("--max-length", args.max_length.is_some()),
     ];
     let given: Vec<&str> = flags
         .iter()
@@ -168,6 +171,9 @@ fn plan_from_flags(args: &SubmitArgs) -> anyhow::Result<Plan> {
         learning_rate: args.learning_rate,
         patience: args.patience,
         seed: args.seed,
+        embedding_dim: args.embedding_dim,
+        char_buckets: args.char_buckets,
+        max_length: args.max_length,
         ..Default::default()
     };
     match args.kind {
@@ -181,8 +187,9 @@ fn plan_from_flags(args: &SubmitArgs) -> anyhow::Result<Plan> {
             }
             if settings != ExperimentSettings::default() {
                 bail!(
-                    "--model, --epochs, --batch-size, --learning-rate, --patience and --seed \
-                     apply to train and preprocess jobs only"
+                    "--model, --epochs, --batch-size, --learning-rate, --patience, --seed, \
+                     --embedding-dim, --char-buckets and --max-length apply to train and \
+                     preprocess jobs only"
                 );
             }
         }
@@ -207,10 +214,13 @@ fn plan_from_flags(args: &SubmitArgs) -> anyhow::Result<Plan> {
             rand::random::<u16>(),
         ),
     };
-    // Fail on a bad extension now rather than after uploading the other file.
+    // Fail on a bad extension or a missing file now rather than after connecting and
+    // uploading the other file.
     dataset_extension(&data)?;
+    std::fs::metadata(&data).with_context(|| format!("reading {}", data.display()))?;
     if let Some(v) = &args.validation {
         dataset_extension(v)?;
+        std::fs::metadata(v).with_context(|| format!("reading {}", v.display()))?;
     }
     Ok(Plan::Flags(Box::new(FlagJob {
         job_id,

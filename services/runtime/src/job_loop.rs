@@ -249,7 +249,15 @@ async fn handle<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>, message: je
         .unwrap_or(false)
     {
         let model_id = handler.model_id(&job);
-        open_record(&worker, &job_id, kind, attempt, model_id, JobStatus::Cancelled).await;
+        open_record(
+            &worker,
+            &job_id,
+            kind,
+            attempt,
+            model_id,
+            JobStatus::Cancelled,
+        )
+        .await;
         tracing::info!(job = %job_id, "cancelled before it started");
         let event = JobEvent::Cancelled(Cancelled {
             job_id: job_id.clone(),
@@ -264,7 +272,15 @@ async fn handle<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>, message: je
         return;
     }
     let model_id = handler.model_id(&job);
-    open_record(&worker, &job_id, kind, attempt, model_id, JobStatus::Running).await;
+    open_record(
+        &worker,
+        &job_id,
+        kind,
+        attempt,
+        model_id,
+        JobStatus::Running,
+    )
+    .await;
     let cancel = worker.register(&job_id, kind, attempt);
     publish(
         &worker,

@@ -458,6 +458,9 @@ impl LocalServer {
             .map_err(NatsServerError::io("cannot duplicate the log file handle"))?;
 
         let mut command = Command::new(&options.binary);
+        // Its own process group: a Ctrl-C in the terminal reaches the owner (`lexmesh up`),
+        // which stops the services first and the server last.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         command
             .arg("-js")
             .arg("-a")

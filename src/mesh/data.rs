@@ -118,7 +118,7 @@ pub async fn load_raw(
 }
 
 /// A fitted preprocessor with the vectorised training and validation sets.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct PreparedData {
     /// Format version.
     pub format_version: u32,
@@ -234,6 +234,141 @@ pub fn prepare(
     })
 }
 
+/// The part of a prepared dataset stored as JSON (everything but the vectors).
+#[derive(Serialize, Deserialize)]
+struct PreparedHeader {
+    format_version: u32,
+    dataset_id: String,
+    normalizer: NormalizerConfig,
+    features: FeatureConfig,
+    preprocessor: Preprocessor,
+    labels: LabelSet,
+    train_labels: Vec<usize>,
+    validation_labels: Vec<usize>,
+    train_count: u64,
+    validation_count: u64,
+}
+
+const MAGIC: &[u8; 4] = b"LXPD";
+
+/// Binary form: `LXPD`, header length (u64 LE), the JSON header, then every vector as
+/// `u32 n, n × u32 ids, u32 m, m × f32 weights` (little-endian). JSON numbers for millions of
+/// ids and weights took several times the memory and time.
+pub fn encode_prepared(data: &PreparedData) -> Result<Vec<u8>, ProtocolError> {
+    let header = PreparedHeader {
+        format_version: data.format_version,
+        dataset_id: data.dataset_id.clone(),
+        normalizer: data.normalizer.clone(),
+        features: data.features.clone(),
+        preprocessor: data.preprocessor.clone(),
+        labels: data.labels.clone(),
+        train_labels: data.train_labels.clone(),
+        validation_labels: data.validation_labels.clone(),
+        train_count: data.train.len() as u64,
+        validation_count: data.validation.len() as u64,
+    };
+    let header =
+        serde_json::to_vec(&header).map_err(|e| internal("encoding a prepared dataset", e))?;
+    let vectors: usize = data
+        .train
+        .iter()
+        .chain(&data.validation)
+        .map(|e| 8 + 4 * (e.ids.len() + e.weights.len()))
+        .sum();
+    let mut out = Vec::with_capacity(12 + header.len() + vectors);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(&header);
+    for e in data.train.iter().chain(&data.validation) {
+        out.extend_from_slice(&(e.ids.len() as u32).to_le_bytes());
+        for id in &e.ids {
+            out.extend_from_slice(&id.to_le_bytes());
+        }
+        out.extend_from_slice(&(e.weights.len() as u32).to_le_bytes());
+        for w in &e.weights {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+    }
+    Ok(out)
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        let end = self.at.checked_add(n)?;
+        let slice = self.bytes.get(self.at..end)?;
+        self.at = end;
+        Some(slice)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn encoded(&mut self) -> Option<Encoded> {
+        let n = self.u32()? as usize;
+        let ids = self
+            .take(n.checked_mul(4)?)?
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let m = self.u32()? as usize;
+        let weights = self
+            .take(m.checked_mul(4)?)?
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Some(Encoded { ids, weights })
+    }
+}
+
+/// Reads the form written by [`encode_prepared`].
+pub fn decode_prepared(bytes: &[u8]) -> Result<PreparedData, String> {
+    let mut r = Reader { bytes, at: 0 };
+    if r.take(4) != Some(MAGIC.as_slice()) {
+        return Err("not a prepared dataset (bad magic)".into());
+    }
+    let header_len = r.u64().ok_or("truncated header length")? as usize;
+    let header: PreparedHeader =
+        serde_json::from_slice(r.take(header_len).ok_or("truncated header")?)
+            .map_err(|e| format!("header: {e}"))?;
+    if header.format_version != PREPARED_FORMAT {
+        return Err(format!(
+            "format version {} is not {PREPARED_FORMAT}",
+            header.format_version
+        ));
+    }
+    let mut read = |count: u64| -> Result<Vec<Encoded>, String> {
+        (0..count)
+            .map(|_| r.encoded().ok_or_else(|| "truncated vectors".to_string()))
+            .collect()
+    };
+    let train = read(header.train_count)?;
+    let validation = read(header.validation_count)?;
+    if train.len() != header.train_labels.len()
+        || validation.len() != header.validation_labels.len()
+    {
+        return Err("vector and label counts differ".into());
+    }
+    Ok(PreparedData {
+        format_version: header.format_version,
+        dataset_id: header.dataset_id,
+        normalizer: header.normalizer,
+        features: header.features,
+        preprocessor: header.preprocessor,
+        labels: header.labels,
+        train,
+        train_labels: header.train_labels,
+        validation,
+        validation_labels: header.validation_labels,
+    })
+}
+
 /// Reads a prepared dataset; None when there is none with that id.
 pub async fn fetch_prepared(mesh: &Mesh, id: &str) -> Result<Option<PreparedData>, ProtocolError> {
     let Some(bytes) = objects::get_bytes(&mesh.datasets, &names::prepared_dataset(id))
@@ -244,7 +379,7 @@ pub async fn fetch_prepared(mesh: &Mesh, id: &str) -> Result<Option<PreparedData
     };
     let id = id.to_string();
     tokio::task::spawn_blocking(move || {
-        serde_json::from_slice::<PreparedData>(&bytes)
+        decode_prepared(&bytes)
             .map_err(|e| internal(&format!("prepared dataset {id} is unreadable"), e))
     })
     .await
@@ -254,7 +389,7 @@ pub async fn fetch_prepared(mesh: &Mesh, id: &str) -> Result<Option<PreparedData
 
 /// Stores a prepared dataset under its id.
 pub async fn store_prepared(mesh: &Mesh, data: &PreparedData) -> Result<(), ProtocolError> {
-    let bytes = serde_json::to_vec(data).map_err(|e| internal("encoding a prepared dataset", e))?;
+    let bytes = encode_prepared(data)?;
     objects::put_bytes(
         &mesh.datasets,
         &names::prepared_dataset(&data.dataset_id),
@@ -262,4 +397,76 @@ pub async fn store_prepared(mesh: &Mesh, data: &PreparedData) -> Result<(), Prot
     )
     .await
     .map_err(unavailable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(records: &[(&str, &str)]) -> RawData {
+        let examples = records
+            .iter()
+            .enumerate()
+            .map(|(i, (t, l))| lexmesh_preprocessor::Example {
+                text: t.to_string(),
+                label: l.to_string(),
+                line: i + 1,
+            })
+            .collect();
+        RawData {
+            train: Dataset::from_examples("t", examples),
+            validation: None,
+        }
+    }
+
+    fn sample() -> RawData {
+        let mut records = Vec::new();
+        for i in 0..20 {
+            records.push((
+                "دادگاه حکم به پرداخت خسارت داد",
+                if i % 2 == 0 { "civil" } else { "criminal" },
+            ));
+            records.push(("متهم به سرقت محکوم شد", "criminal"));
+        }
+        raw(&records)
+    }
+
+    #[test]
+    fn prepared_datasets_round_trip_through_the_binary_form() {
+        let experiment = ExperimentConfig::default();
+        let data = sample();
+        let id = dataset_id(&data, &experiment).unwrap();
+        let prepared = prepare(data, &experiment, id).unwrap();
+        assert!(prepared.train.iter().any(|e| !e.weights.is_empty()));
+        let bytes = encode_prepared(&prepared).unwrap();
+        let back = decode_prepared(&bytes).unwrap();
+        assert_eq!(back.train, prepared.train);
+        assert_eq!(back.validation, prepared.validation);
+        assert_eq!(back.train_labels, prepared.train_labels);
+        assert_eq!(back.features, prepared.features);
+        assert!(decode_prepared(&bytes[..bytes.len() - 3]).is_err());
+        assert!(decode_prepared(b"JSON").is_err());
+    }
+
+    #[test]
+    fn the_id_follows_records_and_settings() {
+        let experiment = ExperimentConfig::default();
+        let a = dataset_id(&sample(), &experiment).unwrap();
+        assert_eq!(a, dataset_id(&sample(), &experiment).unwrap());
+        let mut other = experiment.clone();
+        other.features.char_buckets += 1;
+        assert_ne!(a, dataset_id(&sample(), &other).unwrap());
+        let mut fewer = sample();
+        fewer.train.examples.pop();
+        assert_ne!(a, dataset_id(&fewer, &experiment).unwrap());
+    }
+
+    #[test]
+    fn empty_and_single_class_data_are_typed_errors() {
+        let experiment = ExperimentConfig::default();
+        let e = prepare(raw(&[]), &experiment, "x".into()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::EmptyDataset);
+        let e = prepare(raw(&[("a b", "x"), ("c d", "x")]), &experiment, "x".into()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidDataset);
+    }
 }

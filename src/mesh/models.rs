@@ -61,19 +61,15 @@ pub async fn fetch(
     })?;
     for file in &manifest.files {
         let name = names::model_file(model_id, &file.name);
-        let bytes = objects::get_bytes(&mesh.models, &name)
+        let found = objects::get_file(&mesh.models, &name, &dir.join(&file.name))
             .await
-            .map_err(unavailable)?
-            .ok_or_else(|| internal("reading a model", format!("object {name} is missing")))?;
-        let path = dir.join(&file.name);
-        if let Some(parent) = path.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(|e| internal("writing a model", e))?;
+            .map_err(unavailable)?;
+        if !found {
+            return Err(internal(
+                "reading a model",
+                format!("object {name} is missing"),
+            ));
         }
-        tokio::fs::write(&path, bytes)
-            .await
-            .map_err(|e| internal("writing a model", e))?;
     }
     Ok(manifest)
 }

@@ -175,19 +175,30 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
             .map_err(unavailable)?;
     let resume = restored > 0 && checkpoint_dir.latest().map_err(train_error)?.is_some();
     let model_id = job.model_id().to_string();
+    let run_fingerprint = fingerprint(&experiment, &prepared)?;
+    // The vectors move into the run: a dataset is held once, not twice.
+    let PreparedData {
+        dataset_id,
+        labels,
+        train,
+        train_labels,
+        validation,
+        validation_labels,
+        ..
+    } = prepared;
     let run = TrainingRun {
         config: experiment.clone(),
-        classes: prepared.labels.len(),
+        classes: labels.len(),
         feature_space: saved.feature_space,
         data: TrainingData {
-            train: prepared.train.clone(),
-            train_labels: prepared.train_labels.clone(),
-            validation: prepared.validation.clone(),
-            validation_labels: prepared.validation_labels.clone(),
+            train,
+            train_labels,
+            validation,
+            validation_labels,
         },
         checkpoints: Some(checkpoint_dir.clone()),
         resume,
-        fingerprint: fingerprint(&experiment, &prepared)?,
+        fingerprint: run_fingerprint,
     };
     if resume {
         tracing::info!(job = %job.job_id, "resuming from the stored checkpoint");
@@ -344,7 +355,7 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
             JobOutcome::Cancelled { epochs_completed }
         });
     }
-    let report = EvaluationReport::new(prepared.labels.labels().to_vec(), &outcome.validation)
+    let report = EvaluationReport::new(labels.labels().to_vec(), &outcome.validation)
         .map_err(|e| internal("the validation report", e))?;
     let metrics = serde_json::json!({
         "best_epoch": outcome.best_epoch,
@@ -364,9 +375,9 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
             model_id: model_id.clone(),
             job_id: job.job_id.clone(),
             model_kind: experiment.model.kind.name().into(),
-            labels: prepared.labels.labels().to_vec(),
+            labels: labels.labels().to_vec(),
             validation_macro_f1: report.macro_f1,
-            dataset_id: prepared.dataset_id.clone(),
+            dataset_id: dataset_id.clone(),
             files: Vec::new(),
             created_ms: now_ms(),
         },
@@ -375,7 +386,7 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
     let _ = clear_checkpoints(&ctx, &job.job_id).await;
     Ok(JobOutcome::Completed(JobResult::Train(TrainSummary {
         model_id,
-        dataset_id: prepared.dataset_id.clone(),
+        dataset_id: dataset_id.clone(),
         best_epoch: outcome.best_epoch as u32,
         epochs_completed: outcome.history.len().max(epochs_done as usize) as u32,
         stop_reason: match outcome.reason {

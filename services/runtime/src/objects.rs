@@ -19,6 +19,39 @@ pub async fn put_bytes(store: &ObjectStore, name: &str, bytes: &[u8]) -> Result<
         .map_err(RuntimeError::nats(format!("storing object {name}")))
 }
 
+/// Stores the file at `path` under `name`, streaming it (a model file can be hundreds of MB).
+pub async fn put_file(store: &ObjectStore, name: &str, path: &Path) -> Result<u64, RuntimeError> {
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(RuntimeError::io(format!("opening {}", path.display())))?;
+    store
+        .put(name, &mut file)
+        .await
+        .map(|info| info.size as u64)
+        .map_err(RuntimeError::nats(format!("storing object {name}")))
+}
+
+/// Writes object `name` into the file at `path`, streaming; false when there is no such object.
+pub async fn get_file(store: &ObjectStore, name: &str, path: &Path) -> Result<bool, RuntimeError> {
+    let mut object = match store.get(name).await {
+        Ok(o) => o,
+        Err(e) if e.kind() == GetErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(RuntimeError::nats(format!("reading object {name}"))(e)),
+    };
+    if let Some(parent) = path.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(RuntimeError::io(format!("creating {}", parent.display())))?;
+    }
+    let mut file = tokio::fs::File::create(path)
+        .await
+        .map_err(RuntimeError::io(format!("creating {}", path.display())))?;
+    tokio::io::copy(&mut object, &mut file)
+        .await
+        .map_err(RuntimeError::io(format!("reading object {name}")))?;
+    Ok(true)
+}
+
 /// Reads object `name`; None when there is none.
 pub async fn get_bytes(store: &ObjectStore, name: &str) -> Result<Option<Vec<u8>>, RuntimeError> {
     let mut object = match store.get(name).await {
@@ -99,12 +132,9 @@ pub async fn sync_dir(
             .unwrap_or(file)
             .to_string_lossy()
             .into_owned();
-        let bytes = tokio::fs::read(file)
-            .await
-            .map_err(RuntimeError::io(format!("reading {}", file.display())))?;
         let name = format!("{prefix}/{rel}");
-        put_bytes(store, &name, &bytes).await?;
-        uploaded.push((rel, bytes.len() as u64));
+        let size = put_file(store, &name, file).await?;
+        uploaded.push((rel, size));
     }
     let wanted: Vec<String> = uploaded
         .iter()
@@ -137,19 +167,9 @@ pub async fn download_dir(
                 reason: "unsafe path".into(),
             });
         }
-        let Some(bytes) = get_bytes(store, &name).await? else {
-            continue;
-        };
-        let path = dir.join(rel);
-        if let Some(parent) = path.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(RuntimeError::io(format!("creating {}", parent.display())))?;
+        if get_file(store, &name, &dir.join(rel)).await? {
+            count += 1;
         }
-        tokio::fs::write(&path, bytes)
-            .await
-            .map_err(RuntimeError::io(format!("writing {}", path.display())))?;
-        count += 1;
     }
     Ok(count)
 }

@@ -135,3 +135,37 @@ async fn nothing_listening_fails_fast_with_the_url() {
         .unwrap_err();
     assert!(error.to_string().contains(&port.to_string()), "{error}");
 }
+
+async fn connects(config: &Config) -> bool {
+    connect(&config.nats, "test", Patience::FailFast)
+        .await
+        .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_password_and_token_authentication_are_used() {
+    let server = NatsServer::builder()
+        .extra_config("authorization { user: lexmesh, password: s3cret }")
+        .start()
+        .expect("nats-server (run scripts/setup-nats)");
+    let mut config = Config::default();
+    config.nats.url = server.url();
+    config.nats.connect_timeout = std::time::Duration::from_secs(2);
+    assert!(!connects(&config).await, "connected without credentials");
+    config.nats.user = Some("lexmesh".into());
+    config.nats.password = Some("wrong".into());
+    assert!(!connects(&config).await, "connected with a wrong password");
+    config.nats.password = Some("s3cret".into());
+    assert!(connects(&config).await);
+
+    let server = NatsServer::builder()
+        .extra_config("authorization { token: t0ken }")
+        .start()
+        .expect("nats-server");
+    let mut config = Config::default();
+    config.nats.url = server.url();
+    config.nats.connect_timeout = std::time::Duration::from_secs(2);
+    assert!(!connects(&config).await, "connected without the token");
+    config.nats.token = Some("t0ken".into());
+    assert!(connects(&config).await);
+}

@@ -1,0 +1,1614 @@
+//! Mesh benchmark: the lexmesh services as separate processes over a private NATS server,
+//! each latency figure next to a bare async-nats floor measured in the same run
+//! (`cargo bench --bench mesh -- [options]`).
+//!
+//! What it measures, all in one run (a table on stdout, every figure in
+//! `target/mesh-bench.json`):
+//!
+//! 1. **Control plane while training**: a preprocessor and one trainer; a `bow` job on the full
+//!    rulings train split keeps both cores busy. While it trains (checked on the status
+//!    endpoint), N sequential requests each of `$SRV.PING.lexmesh-trainer`, of the trainer's
+//!    `lexmesh.api.trainer.<instance>.status`, and of a bare async-nats responder in a separate
+//!    process (this program with `--responder`), interleaved in chunks so that all three see the
+//!    same load: p50/p99/max and lexmesh p99 / floor p99. The same three idle, for context.
+//! 2. **Event latency**: receive time − `timestamp_ms` of every batch `progress` event of that
+//!    job (progress interval 0 s), against a bare publisher process (`--publisher`) that sends
+//!    JSON of the same size at the same rate during the same training.
+//! 3. **Memory**: the trainer's VmRSS (`/proc/<pid>/status`, every 100 ms): idle after start,
+//!    peak while training `bow` with its default settings on the rulings, and peak with
+//!    `char_buckets` 20,000 (a fresh trainer process for each).
+//! 4. **Concurrency**: four jobs submitted at once to one trainer with concurrency 4 (wall time,
+//!    most jobs seen running at once on the status endpoint); many small jobs with one and with
+//!    two trainer replicas of concurrency 1 (jobs per minute).
+//!
+//! The services are the release-profile `lexmesh` binary that cargo builds for this bench
+//! (`CARGO_BIN_EXE_lexmesh`, `target/release/lexmesh` under `cargo bench`), run as
+//! `lexmesh serve <service>`; the server is a current (2.10+) `nats-server` found by
+//! `lexmesh_runtime::nats_server::locate`, on a free port in a temporary folder. Every child
+//! process is killed when the program ends, also on a panic.
+//!
+//! Options (after `--`): `--quick` (small N, few epochs and jobs: a smoke run), `--requests N`
+//! (2000), `--chunk N` (100: requests per subject before switching), `--spread S` (30: the
+//! rounds of requests under load are spaced to take about S seconds, so that they cover epoch
+//! ends too), `--epochs N` (epochs of the load job, 20), `--small-jobs N` (12), `--skip-idle`,
+//! `--skip-memory` (no `char_buckets` 20,000 job; the default-settings peak of the load job is
+//! still reported), `--memory-extra JSON` (one more memory job with these settings over the
+//! defaults, e.g. `{"batch_size":8}`; repeatable), `--skip-concurrency`,
+//! `--compute-threads N` (`LEXMESH_SERVICE__COMPUTE_THREADS` of the trainers),
+//! `--trainer-env KEY=VALUE` (more environment for the trainers, repeatable),
+//! `--floor-captured` (the floor publisher sends on a subject the events stream captures, as
+//! lexmesh's progress events are), `--data DIR` (the rulings), `--out FILE`
+//! (`target/mesh-bench.json`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use async_nats::{Client, HeaderMap, jetstream};
+use bytes::Bytes;
+use futures::StreamExt;
+use lexmesh_protocol::time::now_ms;
+use lexmesh_runtime::nats_server::{self, LocalServer, LocalServerOptions, ServerFlavor};
+use serde_json::{Value, json};
+
+/// Subject the floor responder answers on.
+const FLOOR_ECHO: &str = "bench.floor.echo";
+/// Subject the floor publisher sends on (outside every stream).
+const FLOOR_EVENTS: &str = "bench.floor.events";
+/// Floor subject inside the events stream (`--floor-captured`).
+const FLOOR_EVENTS_CAPTURED: &str = "lexmesh.events.bench-floor.progress";
+/// Padding of the floor publisher's JSON, so that it is about as long as a progress event.
+const FLOOR_PAD: usize = 380;
+/// The trainer's service-API name.
+const PING_TRAINER: &str = "$SRV.PING.lexmesh-trainer";
+/// Object names of the uploaded datasets.
+const RULINGS_TRAIN: &str = "bench/rulings-train.jsonl";
+const RULINGS_VALIDATION: &str = "bench/rulings-validation.jsonl";
+const SAMPLE_TRAIN: &str = "bench/sample-train.jsonl";
+const SAMPLE_VALIDATION: &str = "bench/sample-validation.jsonl";
+/// The lower `char_buckets` of the memory comparison and of the concurrency jobs.
+const SMALL_BUCKETS: u32 = 20_000;
+/// The memory target, MiB.
+const MEMORY_TARGET_MIB: f64 = 256.0;
+/// The latency ratio target (lexmesh p99 / floor p99).
+const RATIO_TARGET: f64 = 1.5;
+
+/// Command-line options.
+struct Options {
+    quick: bool,
+    requests: usize,
+    chunk: usize,
+    load_epochs: u32,
+    memory_epochs: u32,
+    memory_variants: Vec<Value>,
+    spread: Duration,
+    concurrent_epochs: u32,
+    small_jobs: usize,
+    idle: bool,
+    memory: bool,
+    concurrency: bool,
+    trainer_env: Vec<(String, String)>,
+    floor_captured: bool,
+    data: PathBuf,
+    sample: PathBuf,
+    out: PathBuf,
+}
+
+fn options() -> Result<Options> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let mut o = Options {
+        quick: false,
+        requests: 2000,
+        chunk: 100,
+        load_epochs: 20,
+        memory_epochs: 5,
+        memory_variants: Vec::new(),
+        spread: Duration::from_secs(30),
+        concurrent_epochs: 3,
+        small_jobs: 12,
+        idle: true,
+        memory: true,
+        concurrency: true,
+        trainer_env: Vec::new(),
+        floor_captured: false,
+        data: root.join("../shared/data/iran-court-rulings"),
+        sample: root.join("data/sample"),
+        out: target.join("mesh-bench.json"),
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--quick") {
+        o.quick = true;
+        o.requests = 200;
+        o.chunk = 50;
+        o.load_epochs = 6;
+        o.memory_epochs = 2;
+        o.spread = Duration::from_secs(5);
+        o.concurrent_epochs = 1;
+        o.small_jobs = 4;
+    }
+    let mut it = args.into_iter();
+    let number = |v: Option<String>, name: &str| -> Result<usize> {
+        v.as_deref()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow!("{name} needs a number"))
+    };
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => {}
+            "--requests" => o.requests = number(it.next(), "--requests")?.max(1),
+            "--chunk" => o.chunk = number(it.next(), "--chunk")?.max(1),
+            "--epochs" => o.load_epochs = number(it.next(), "--epochs")?.max(1) as u32,
+            "--small-jobs" => o.small_jobs = number(it.next(), "--small-jobs")?.max(1),
+            "--spread" => o.spread = Duration::from_secs(number(it.next(), "--spread")? as u64),
+            "--memory-extra" => {
+                let text = it.next().unwrap_or_default();
+                let v: Value = serde_json::from_str(&text)
+                    .with_context(|| format!("--memory-extra `{text}` is not JSON"))?;
+                if !v.is_object() {
+                    bail!("--memory-extra needs a JSON object of job settings");
+                }
+                o.memory_variants.push(v);
+            }
+            "--skip-idle" => o.idle = false,
+            "--skip-memory" => o.memory = false,
+            "--skip-concurrency" => o.concurrency = false,
+            "--floor-captured" => o.floor_captured = true,
+            "--compute-threads" => {
+                let n = number(it.next(), "--compute-threads")?;
+                o.trainer_env
+                    .push(("LEXMESH_SERVICE__COMPUTE_THREADS".into(), n.to_string()));
+            }
+            "--trainer-env" => {
+                let kv = it.next().unwrap_or_default();
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| anyhow!("--trainer-env needs KEY=VALUE"))?;
+                o.trainer_env.push((k.into(), v.into()));
+            }
+            "--data" => o.data = it.next().map(PathBuf::from).unwrap_or(o.data),
+            "--out" => o.out = it.next().map(PathBuf::from).unwrap_or(o.out),
+            _ => {} // cargo bench passes --bench
+        }
+    }
+    Ok(o)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Figures
+// ---------------------------------------------------------------------------------------------
+
+/// Percentiles of a sample, in ms.
+#[derive(Debug, Clone, Copy)]
+struct Stats {
+    n: usize,
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+/// Nearest-rank percentiles.
+fn stats(values: &[f64]) -> Stats {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let rank = |p: f64| -> f64 {
+        if v.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((p / 100.0) * v.len() as f64).ceil() as usize;
+        v[i.clamp(1, v.len()) - 1]
+    };
+    Stats {
+        n: v.len(),
+        p50: rank(50.0),
+        p99: rank(99.0),
+        max: v.last().copied().unwrap_or(f64::NAN),
+    }
+}
+
+impl Stats {
+    fn json(&self) -> Value {
+        json!({"n": self.n, "p50_ms": self.p50, "p99_ms": self.p99, "max_ms": self.max})
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "MISSED" }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+// ---------------------------------------------------------------------------------------------
+
+/// A child process, killed (SIGKILL) and reaped when dropped.
+struct ChildGuard {
+    name: String,
+    child: Child,
+    log: Option<PathBuf>,
+}
+
+impl ChildGuard {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The last lines of the process's log.
+    fn log_tail(&self, lines: usize) -> String {
+        let Some(log) = &self.log else {
+            return String::new();
+        };
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// SIGTERM, up to 10 s for an orderly exit, then SIGKILL.
+    fn stop(&mut self) {
+        if self.exited() {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.exited() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("{} did not stop within 10 s; killing it", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The private nats-server and the temporary folder of the run; the server is killed before
+/// the folder is removed.
+struct Harness {
+    server: LocalServer,
+    dir: tempfile::TempDir,
+    lexmesh: PathBuf,
+}
+
+impl Harness {
+    fn start() -> Result<Self> {
+        let lexmesh = PathBuf::from(env!("CARGO_BIN_EXE_lexmesh"));
+        if !lexmesh.exists() {
+            bail!(
+                "{} is missing: run `cargo build --release`",
+                lexmesh.display()
+            );
+        }
+        let binary = nats_server::locate(ServerFlavor::Current)?;
+        let dir = tempfile::Builder::new()
+            .prefix("lexmesh-mesh-bench-")
+            .tempdir()
+            .context("creating a temporary folder")?;
+        let mut last = None;
+        for _ in 0..8 {
+            let options = LocalServerOptions {
+                port: nats_server::free_port()?,
+                max_payload: Some(8 << 20),
+                name: "lexmesh-bench".into(),
+                ..LocalServerOptions::new(
+                    binary.clone(),
+                    dir.path().join("jetstream"),
+                    dir.path().join("log"),
+                )
+            };
+            match LocalServer::start(options) {
+                Ok(server) => {
+                    return Ok(Self {
+                        server,
+                        dir,
+                        lexmesh,
+                    });
+                }
+                Err(e @ nats_server::NatsServerError::AddressInUse { .. }) => last = Some(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last.map_or_else(|| anyhow!("no free port"), Into::into))
+    }
+
+    fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// `lexmesh serve <service>` with the bench's settings, its log in the temporary folder.
+    fn spawn_service(
+        &self,
+        service: &str,
+        instance: &str,
+        concurrency: u32,
+        env: &[(String, String)],
+    ) -> Result<ChildGuard> {
+        let log = self.dir.path().join(format!("{instance}.log"));
+        let work = self.dir.path().join(format!("work-{instance}"));
+        std::fs::create_dir_all(&work)?;
+        let out = File::create(&log)?;
+        let mut command = Command::new(&self.lexmesh);
+        // Inherited configuration must not leak into the services.
+        for (key, _) in std::env::vars_os() {
+            let k = key.to_string_lossy();
+            if (k.starts_with("LEXMESH_") && k.contains("__")) || k == "NATS_URL" {
+                command.env_remove(&key);
+            }
+        }
+        command
+            .args(["serve", service])
+            .current_dir(self.dir.path())
+            .env("LEXMESH_NATS__URL", self.url())
+            .env("LEXMESH_SERVICE__INSTANCE", instance)
+            .env("LEXMESH_JOBS__CONCURRENCY", concurrency.to_string())
+            .env("LEXMESH_SERVICE__PROGRESS_INTERVAL", "0s")
+            .env("LEXMESH_SERVICE__WORK_DIR", &work)
+            .env("LEXMESH_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out);
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting {}", self.lexmesh.display()))?;
+        Ok(ChildGuard {
+            name: format!("lexmesh serve {service} ({instance})"),
+            child,
+            log: Some(log),
+        })
+    }
+
+    /// This program in one of its helper modes (`--responder`, `--publisher`).
+    fn spawn_helper(&self, name: &str, args: &[String]) -> Result<ChildGuard> {
+        let exe = std::env::current_exe().context("locating the bench binary")?;
+        let log = self.dir.path().join(format!("{name}.log"));
+        let out = File::create(&log)?;
+        let child = Command::new(exe)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("starting the {name}"))?;
+        Ok(ChildGuard {
+            name: name.into(),
+            child,
+            log: Some(log),
+        })
+    }
+}
+
+/// VmRSS of a process in KiB.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Samples a process's VmRSS every 100 ms on a thread of its own.
+struct RssSampler {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<Vec<(Instant, u64)>>,
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                if let Some(kib) = rss_kib(pid) {
+                    samples.push((Instant::now(), kib));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            samples
+        });
+        Self { stop, handle }
+    }
+
+    fn finish(self) -> Vec<(Instant, u64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().unwrap_or_default()
+    }
+}
+
+/// Median VmRSS over `window` (idle memory).
+async fn idle_rss_kib(pid: u32, window: Duration) -> u64 {
+    let sampler = RssSampler::start(pid);
+    tokio::time::sleep(window).await;
+    let mut v: Vec<u64> = sampler.finish().into_iter().map(|(_, k)| k).collect();
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
+}
+
+/// (busy, total) jiffies of all CPUs, from `/proc/stat`.
+fn cpu_jiffies() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4)?;
+    Some((total - idle, total))
+}
+
+/// utime + stime of a process in jiffies.
+fn process_jiffies(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// CPU use over a window: the machine's busy fraction and a process's cores in use.
+struct CpuWindow {
+    start: Instant,
+    machine: Option<(u64, u64)>,
+    process: Option<u64>,
+    pid: u32,
+}
+
+impl CpuWindow {
+    fn start(pid: u32) -> Self {
+        Self {
+            start: Instant::now(),
+            machine: cpu_jiffies(),
+            process: process_jiffies(pid),
+            pid,
+        }
+    }
+
+    /// (machine busy %, cores the process used); jiffies are 1/100 s on Linux.
+    fn end(&self) -> (f64, f64) {
+        let secs = self.start.elapsed().as_secs_f64();
+        let machine = match (self.machine, cpu_jiffies()) {
+            (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => {
+                100.0 * (b1 - b0) as f64 / (t1 - t0) as f64
+            }
+            _ => f64::NAN,
+        };
+        let process = match (self.process, process_jiffies(self.pid)) {
+            (Some(a), Some(b)) if secs > 0.0 => (b - a) as f64 / 100.0 / secs,
+            _ => f64::NAN,
+        };
+        (machine, process)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// NATS helpers
+// ---------------------------------------------------------------------------------------------
+
+async fn connect(url: &str) -> Result<Client> {
+    async_nats::ConnectOptions::new()
+        .name("lexmesh-mesh-bench")
+        .request_timeout(Some(Duration::from_secs(5)))
+        .connect(url)
+        .await
+        .with_context(|| format!("connecting to {url}"))
+}
+
+fn status_subject(service: &str, instance: &str) -> String {
+    format!("lexmesh.api.{service}.{instance}.status")
+}
+
+async fn status(client: &Client, service: &str, instance: &str) -> Result<Value> {
+    let reply = tokio::time::timeout(
+        Duration::from_secs(2),
+        client.request(status_subject(service, instance), Bytes::new()),
+    )
+    .await
+    .context("status request timed out")??;
+    Ok(serde_json::from_slice(&reply.payload)?)
+}
+
+fn running_jobs(status: &Value) -> Vec<String> {
+    status["running"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|j| j["job_id"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until the instance answers its status endpoint.
+async fn wait_ready(
+    client: &Client,
+    process: &mut ChildGuard,
+    service: &str,
+    instance: &str,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(s) = status(client, service, instance).await
+            && s["instance"] == instance
+        {
+            return Ok(());
+        }
+        if process.exited() {
+            bail!("{} exited:\n{}", process.name, process.log_tail(30));
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} not ready after 60 s:\n{}",
+                process.name,
+                process.log_tail(30)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sequential request/reply round trips, interleaved across `subjects` in chunks so that each
+/// subject sees the same conditions (the order rotates every round, and `pause` separates
+/// rounds so that the measurement spans more of a changing load); per subject, the latencies
+/// in ms and the failures.
+async fn interleaved(
+    client: &Client,
+    subjects: &[&str],
+    n: usize,
+    chunk: usize,
+    pause: Duration,
+) -> (Vec<Vec<f64>>, Vec<usize>) {
+    let mut out = vec![Vec::with_capacity(n); subjects.len()];
+    let mut failures = vec![0; subjects.len()];
+    // Warm-up: connections, inbox subscription, caches.
+    for s in subjects {
+        for _ in 0..20 {
+            let _ = client.request(s.to_string(), Bytes::new()).await;
+        }
+    }
+    let mut done = 0;
+    let mut round = 0;
+    while done < n {
+        let k = chunk.min(n - done);
+        for j in 0..subjects.len() {
+            let i = (j + round) % subjects.len();
+            let s = subjects[i];
+            for _ in 0..k {
+                let t = Instant::now();
+                match client.request(s.to_string(), Bytes::new()).await {
+                    Ok(_) => out[i].push(ms(t.elapsed())),
+                    Err(_) => failures[i] += 1,
+                }
+            }
+        }
+        done += k;
+        round += 1;
+        if done < n && !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+    }
+    (out, failures)
+}
+
+/// One received event: its latency and what it says.
+#[derive(Debug, Clone)]
+struct EventSample {
+    at: Instant,
+    timestamp_ms: f64,
+    latency_ms: f64,
+    phase: String,
+    epoch: u64,
+}
+
+/// Records every message of `subject` with receive time − `timestamp_ms`.
+async fn collect_events(client: &Client, subject: &str) -> Result<Arc<Mutex<Vec<EventSample>>>> {
+    let mut sub = client.subscribe(subject.to_string()).await?;
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let sink = out.clone();
+    tokio::spawn(async move {
+        while let Some(message) = sub.next().await {
+            let received = now_ms();
+            let at = Instant::now();
+            let Ok(v) = serde_json::from_slice::<Value>(&message.payload) else {
+                continue;
+            };
+            let Some(ts) = v["timestamp_ms"].as_f64() else {
+                continue;
+            };
+            sink.lock().unwrap().push(EventSample {
+                at,
+                timestamp_ms: ts,
+                latency_ms: received - ts,
+                phase: v["phase"].as_str().unwrap_or("floor").to_string(),
+                epoch: v["epoch"].as_u64().unwrap_or(0),
+            });
+        }
+    });
+    Ok(out)
+}
+
+/// Final events (completed, failed without retry, cancelled) of every job, with their
+/// arrival time.
+#[derive(Clone)]
+struct Finals(Arc<Mutex<HashMap<String, (Instant, Value)>>>);
+
+impl Finals {
+    async fn start(client: &Client) -> Result<Self> {
+        let mut subs = Vec::new();
+        for kind in ["completed", "failed", "cancelled"] {
+            subs.push(client.subscribe(format!("lexmesh.events.*.{kind}")).await?);
+        }
+        let map = Arc::new(Mutex::new(HashMap::new()));
+        let sink = map.clone();
+        let mut all = futures::stream::select_all(subs);
+        tokio::spawn(async move {
+            while let Some(message) = all.next().await {
+                let at = Instant::now();
+                let Ok(v) = serde_json::from_slice::<Value>(&message.payload) else {
+                    continue;
+                };
+                if v["event"] == "failed" && v["retrying"] == true {
+                    continue;
+                }
+                if let Some(id) = v["job_id"].as_str() {
+                    sink.lock().unwrap().insert(id.to_string(), (at, v.clone()));
+                }
+            }
+        });
+        Ok(Self(map))
+    }
+
+    fn get(&self, job: &str) -> Option<(Instant, Value)> {
+        self.0.lock().unwrap().get(job).cloned()
+    }
+
+    /// Waits for the final events of `jobs`; fails on a job that did not complete. While
+    /// waiting, `poll` (if any) is called every 50 ms.
+    async fn wait(
+        &self,
+        jobs: &[String],
+        timeout: Duration,
+        mut poll: impl AsyncPoll,
+    ) -> Result<Vec<(Instant, Value)>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got: Vec<_> = jobs.iter().filter_map(|j| self.get(j)).collect();
+            if got.len() == jobs.len() {
+                for (_, v) in &got {
+                    if v["event"] != "completed" {
+                        bail!("job {} ended with {}", v["job_id"], v);
+                    }
+                }
+                return Ok(got);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} of {} jobs finished within {timeout:?}",
+                    got.len(),
+                    jobs.len()
+                );
+            }
+            poll.poll().await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Something to do while waiting for jobs.
+trait AsyncPoll {
+    async fn poll(&mut self);
+}
+
+impl AsyncPoll for () {
+    async fn poll(&mut self) {}
+}
+
+impl<T: AsyncPoll> AsyncPoll for &mut T {
+    async fn poll(&mut self) {
+        (**self).poll().await;
+    }
+}
+
+/// `n` fresh ids of small jobs.
+fn job_ids(n: usize, seq: &mut usize) -> Vec<String> {
+    (0..n)
+        .map(|_| {
+            *seq += 1;
+            format!("small-{seq}")
+        })
+        .collect()
+}
+
+/// Polls a trainer's status endpoint and remembers the most jobs seen running at once.
+struct MaxRunning<'a> {
+    client: &'a Client,
+    instance: &'a str,
+    max: usize,
+    polls: usize,
+}
+
+impl AsyncPoll for MaxRunning<'_> {
+    async fn poll(&mut self) {
+        if let Ok(s) = status(self.client, "trainer", self.instance).await {
+            self.polls += 1;
+            self.max = self.max.max(running_jobs(&s).len());
+        }
+    }
+}
+
+fn object_dataset(train: &str, validation: &str) -> Value {
+    json!({"object": {"key": train, "validation_key": validation}})
+}
+
+async fn submit(
+    js: &jetstream::Context,
+    job_id: &str,
+    dataset: &Value,
+    settings: Value,
+) -> Result<()> {
+    let body = json!({"job_id": job_id, "dataset": dataset, "settings": settings});
+    let mut headers = HeaderMap::new();
+    headers.insert("Nats-Msg-Id", job_id);
+    js.publish_with_headers(
+        "lexmesh.jobs.train",
+        headers,
+        serde_json::to_vec(&body)?.into(),
+    )
+    .await?
+    .await
+    .with_context(|| format!("submitting job {job_id}"))?;
+    Ok(())
+}
+
+async fn upload(js: &jetstream::Context, name: &str, file: &Path) -> Result<()> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let store = js.get_object_store("lexmesh_datasets").await?;
+    store
+        .put(name, &mut bytes.as_slice())
+        .await
+        .with_context(|| format!("uploading {}", file.display()))?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helper modes: the floor
+// ---------------------------------------------------------------------------------------------
+
+/// The runtime the services use: multi-threaded, two workers.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+/// `--responder <url> <subject>`: answers every request with a 16-byte body.
+fn responder(url: &str, subject: &str) -> Result<()> {
+    runtime()?.block_on(async {
+        let client = async_nats::connect(url).await?;
+        let mut sub = client.subscribe(subject.to_string()).await?;
+        let body = Bytes::from_static(b"{\"ok\":true,\"x\":0}");
+        while let Some(message) = sub.next().await {
+            if let Some(reply) = message.reply {
+                client.publish(reply, body.clone()).await?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// `--publisher <url> <subject> <count> <rate>`: publishes `count` JSON messages with a
+/// `timestamp_ms` (set just before publishing) at `rate` per second.
+fn publisher(url: &str, subject: &str, count: u64, rate: f64) -> Result<()> {
+    runtime()?.block_on(async {
+        let client = async_nats::connect(url).await?;
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(0.1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let pad = "x".repeat(FLOOR_PAD);
+        for seq in 0..count {
+            tick.tick().await;
+            let body = json!({"seq": seq, "pad": pad, "timestamp_ms": now_ms()});
+            client
+                .publish(subject.to_string(), serde_json::to_vec(&body)?.into())
+                .await?;
+        }
+        client.flush().await?;
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The benchmark
+// ---------------------------------------------------------------------------------------------
+
+/// Control-plane figures of one condition (idle or training).
+struct ControlPlane {
+    ping: Stats,
+    status: Stats,
+    floor: Stats,
+    failures: Vec<usize>,
+}
+
+impl ControlPlane {
+    fn json(&self) -> Value {
+        json!({
+            "ping": self.ping.json(),
+            "status": self.status.json(),
+            "floor": self.floor.json(),
+            "ping_p99_over_floor_p99": self.ping.p99 / self.floor.p99,
+            "status_p99_over_floor_p99": self.status.p99 / self.floor.p99,
+            "failures": {"ping": self.failures[0], "status": self.failures[1], "floor": self.failures[2]},
+        })
+    }
+}
+
+/// `o.requests` of each of ping, status and floor; with `spread`, the rounds are spaced so
+/// that the whole takes about that long.
+async fn control_plane(
+    client: &Client,
+    instance: &str,
+    o: &Options,
+    spread: Duration,
+) -> ControlPlane {
+    let status = status_subject("trainer", instance);
+    let rounds = o.requests.div_ceil(o.chunk).max(1) as u32;
+    let (v, failures) = interleaved(
+        client,
+        &[PING_TRAINER, status.as_str(), FLOOR_ECHO],
+        o.requests,
+        o.chunk,
+        spread / rounds,
+    )
+    .await;
+    ControlPlane {
+        ping: stats(&v[0]),
+        status: stats(&v[1]),
+        floor: stats(&v[2]),
+        failures,
+    }
+}
+
+/// Everything measured, for the table and the JSON file.
+#[derive(Default)]
+struct Report {
+    json: serde_json::Map<String, Value>,
+    table: Vec<String>,
+}
+
+impl Report {
+    fn row(&mut self, cells: &[String]) {
+        self.table.push(format!("| {} |", cells.join(" | ")));
+    }
+    fn line(&mut self, text: impl Into<String>) {
+        self.table.push(text.into());
+    }
+}
+
+fn f2(v: f64) -> String {
+    format!("{v:.2}")
+}
+
+fn control_rows(r: &mut Report, condition: &str, c: &ControlPlane) {
+    let ratio = |s: &Stats| format!("{:.2}x", s.p99 / c.floor.p99);
+    let with_target = |s: &Stats| {
+        let x = s.p99 / c.floor.p99;
+        format!("**{x:.2}x** ({})", verdict(x <= RATIO_TARGET))
+    };
+    let ping_ratio = if condition == "training" {
+        with_target(&c.ping)
+    } else {
+        ratio(&c.ping)
+    };
+    let status_ratio = if condition == "training" {
+        with_target(&c.status)
+    } else {
+        ratio(&c.status)
+    };
+    for (name, s, rcell) in [
+        ("`$SRV.PING.lexmesh-trainer`", &c.ping, ping_ratio),
+        ("trainer status endpoint", &c.status, status_ratio),
+        (
+            "floor: bare async-nats responder",
+            &c.floor,
+            "1.00x".to_string(),
+        ),
+    ] {
+        r.row(&[
+            name.into(),
+            condition.into(),
+            s.n.to_string(),
+            f2(s.p50),
+            f2(s.p99),
+            f2(s.max),
+            rcell,
+        ]);
+    }
+}
+
+async fn run(o: Options) -> Result<()> {
+    let started = Instant::now();
+    let harness = Harness::start()?;
+    let url = harness.url();
+    println!(
+        "lexmesh mesh benchmark{}: services {}, nats-server {} at {url}",
+        if o.quick { " (--quick)" } else { "" },
+        harness.lexmesh.display(),
+        harness.server.options().binary.display(),
+    );
+    if !harness
+        .lexmesh
+        .components()
+        .any(|c| c.as_os_str() == "release")
+    {
+        eprintln!(
+            "warning: {} is not a release-profile binary; figures are not representative",
+            harness.lexmesh.display()
+        );
+    }
+    let mut report = Report::default();
+    report.json.insert(
+        "options".into(),
+        json!({
+            "quick": o.quick, "requests": o.requests, "chunk": o.chunk,
+            "load_epochs": o.load_epochs, "memory_epochs": o.memory_epochs,
+            "concurrent_epochs": o.concurrent_epochs, "small_jobs": o.small_jobs,
+            "spread_s": o.spread.as_secs_f64(), "memory_variants": o.memory_variants,
+            "trainer_env": o.trainer_env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+            "floor_captured": o.floor_captured,
+            "lexmesh": harness.lexmesh, "nats_server": harness.server.options().binary,
+            "nats_server_version": nats_server::version(&harness.server.options().binary).ok().map(|(a, b, c)| format!("{a}.{b}.{c}")),
+            "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        }),
+    );
+
+    let client = connect(&url).await?;
+    let js = jetstream::new(client.clone());
+    let mut pre = harness.spawn_service("preprocessor", "bench-pre", 1, &[])?;
+    let mut t1 = harness.spawn_service("trainer", "bench-t1", 1, &o.trainer_env)?;
+    wait_ready(&client, &mut pre, "preprocessor", "bench-pre").await?;
+    wait_ready(&client, &mut t1, "trainer", "bench-t1").await?;
+    let idle_rss_t1 = idle_rss_kib(t1.pid(), Duration::from_secs(1)).await;
+
+    let rulings_train = o.data.join("train.jsonl");
+    let rulings_validation = o.data.join("validation.jsonl");
+    upload(&js, RULINGS_TRAIN, &rulings_train).await?;
+    upload(&js, RULINGS_VALIDATION, &rulings_validation).await?;
+    upload(&js, SAMPLE_TRAIN, &o.sample.join("train.jsonl")).await?;
+    upload(&js, SAMPLE_VALIDATION, &o.sample.join("validation.jsonl")).await?;
+    let rulings = object_dataset(RULINGS_TRAIN, RULINGS_VALIDATION);
+    let sample = object_dataset(SAMPLE_TRAIN, SAMPLE_VALIDATION);
+    let finals = Finals::start(&client).await?;
+
+    let _responder = {
+        let mut r = harness.spawn_helper(
+            "responder",
+            &["--responder".into(), url.clone(), FLOOR_ECHO.into()],
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::time::timeout(
+            Duration::from_millis(500),
+            client.request(FLOOR_ECHO, Bytes::new()),
+        )
+        .await
+        .map_or(true, |r| r.is_err())
+        {
+            if r.exited() || Instant::now() > deadline {
+                bail!("the floor responder did not start:\n{}", r.log_tail(20));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        r
+    };
+    let floor_subject = if o.floor_captured {
+        FLOOR_EVENTS_CAPTURED
+    } else {
+        FLOOR_EVENTS
+    };
+    let spawn_publisher = |count: u64, rate: f64| {
+        harness.spawn_helper(
+            "publisher",
+            &[
+                "--publisher".into(),
+                url.clone(),
+                floor_subject.into(),
+                count.to_string(),
+                format!("{rate}"),
+            ],
+        )
+    };
+
+    // ---- Idle ------------------------------------------------------------------------------
+    let idle = if o.idle {
+        println!(
+            "[{:>5.1}s] idle: {} requests each of ping, status, floor",
+            started.elapsed().as_secs_f64(),
+            o.requests
+        );
+        let c = control_plane(&client, "bench-t1", &o, Duration::ZERO).await;
+        let floor_events = collect_events(&client, floor_subject).await?;
+        let count = if o.quick { 100 } else { 500 };
+        let mut p = spawn_publisher(count, 100.0)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !p.exited() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let lat: Vec<f64> = floor_events
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.latency_ms)
+            .collect();
+        Some((c, stats(&lat)))
+    } else {
+        None
+    };
+
+    // ---- Load job: control plane, events, memory with the default settings -----------------
+    let load_job = "load-default-bow".to_string();
+    println!(
+        "[{:>5.1}s] load job: bow, default settings, rulings train split, {} epochs, patience 0",
+        started.elapsed().as_secs_f64(),
+        o.load_epochs
+    );
+    let lex_events =
+        collect_events(&client, &format!("lexmesh.events.{load_job}.progress")).await?;
+    let floor_events = collect_events(&client, floor_subject).await?;
+    let sampler = RssSampler::start(t1.pid());
+    let submitted = Instant::now();
+    submit(
+        &js,
+        &load_job,
+        &rulings,
+        json!({"model": "bow", "epochs": o.load_epochs, "patience": 0}),
+    )
+    .await?;
+    // Running on the status endpoint, and training (batch events flowing).
+    let mut seen_running = false;
+    let mut rate_window: Vec<Instant>;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        if !seen_running && let Ok(s) = status(&client, "trainer", "bench-t1").await {
+            seen_running = running_jobs(&s).contains(&load_job);
+        }
+        rate_window = lex_events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.phase == "batch")
+            .map(|e| e.at)
+            .take(12)
+            .collect::<Vec<_>>();
+        if seen_running && rate_window.len() >= 12 {
+            break;
+        }
+        if let Some((_, v)) = finals.get(&load_job) {
+            bail!("the load job ended before it could be measured: {v}");
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the load job did not start training within 300 s:\n{}",
+                t1.log_tail(30)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let training_started_after = rate_window[0].duration_since(submitted);
+    // Batch events per second, leaving out the first (warm-up) interval.
+    let rate = (10.0
+        / rate_window[11]
+            .duration_since(rate_window[1])
+            .as_secs_f64()
+            .max(1e-3))
+    .clamp(1.0, 1000.0);
+    let mut publisher = spawn_publisher((rate * 3600.0) as u64, rate)?;
+    println!(
+        "[{:>5.1}s] training (first batch {:.1} s after submit, {:.1} batch events/s); floor publisher at the same rate; {} requests each of ping, status, floor",
+        started.elapsed().as_secs_f64(),
+        training_started_after.as_secs_f64(),
+        rate,
+        o.requests
+    );
+    let cpu = CpuWindow::start(t1.pid());
+    let busy = control_plane(&client, "bench-t1", &o, o.spread).await;
+    let control_secs = cpu.start.elapsed().as_secs_f64();
+    let (machine_busy, trainer_cores) = cpu.end();
+    let still_running = status(&client, "trainer", "bench-t1")
+        .await
+        .map(|s| running_jobs(&s).contains(&load_job))
+        .unwrap_or(false);
+    if !still_running {
+        eprintln!(
+            "warning: the load job was no longer running at the end of the control-plane measurement; use more --epochs"
+        );
+    }
+    println!(
+        "[{:>5.1}s] control plane measured in {control_secs:.1} s; waiting for the load job",
+        started.elapsed().as_secs_f64()
+    );
+    let load_final = finals
+        .wait(
+            std::slice::from_ref(&load_job),
+            Duration::from_secs(1800),
+            (),
+        )
+        .await?;
+    let load_secs = load_final[0].0.duration_since(submitted).as_secs_f64();
+    publisher.stop();
+    let load_rss = sampler.finish();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let lex: Vec<EventSample> = lex_events.lock().unwrap().clone();
+    let batches: Vec<&EventSample> = lex.iter().filter(|e| e.phase == "batch").collect();
+    let (first_ts, last_ts) = (
+        batches.first().map_or(0.0, |e| e.timestamp_ms),
+        batches.last().map_or(0.0, |e| e.timestamp_ms),
+    );
+    let floor: Vec<f64> = floor_events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.timestamp_ms >= first_ts && e.timestamp_ms <= last_ts)
+        .map(|e| e.latency_ms)
+        .collect();
+    let lex_stats = stats(&batches.iter().map(|e| e.latency_ms).collect::<Vec<_>>());
+    let floor_stats = stats(&floor);
+    // Events during the control-plane window vs. after it.
+    let epochs_seen = lex.iter().filter(|e| e.phase == "epoch").count();
+    let peak_default = load_rss.iter().map(|&(_, k)| k).max().unwrap_or(0);
+    let epoch_end = |n: u64| {
+        lex.iter()
+            .find(|e| e.phase == "epoch" && e.epoch == n)
+            .map(|e| e.at)
+    };
+    let peak_default_first = epoch_end(u64::from(o.memory_epochs)).map(|end| {
+        load_rss
+            .iter()
+            .filter(|(t, _)| *t <= end)
+            .map(|&(_, k)| k)
+            .max()
+            .unwrap_or(0)
+    });
+    let default_end_rss = load_rss.last().map_or(0, |&(_, k)| k);
+    t1.stop();
+
+    // Pause at each epoch end (validation, checkpoint written and uploaded): from the last
+    // batch event of an epoch to its epoch event.
+    let epoch_pauses: Vec<f64> = lex
+        .iter()
+        .filter(|e| e.phase == "epoch")
+        .filter_map(|end| {
+            lex.iter()
+                .filter(|b| b.phase == "batch" && b.epoch == end.epoch)
+                .map(|b| b.at)
+                .max()
+                .map(|last| ms(end.at.duration_since(last)) / 1000.0)
+        })
+        .collect();
+    let epoch_pause = stats(&epoch_pauses);
+    // Where the memory peak comes from: training batches alone (before the first epoch end;
+    // afterwards the allocator keeps what an epoch end touched resident) or the epoch-end
+    // windows (validation in batches of 64, checkpoint written and uploaded).
+    let windows: Vec<(Instant, Instant)> = lex
+        .iter()
+        .filter(|e| e.phase == "epoch")
+        .filter_map(|end| {
+            lex.iter()
+                .filter(|b| b.phase == "batch" && b.epoch == end.epoch)
+                .map(|b| b.at)
+                .max()
+                .map(|last| (last, end.at + Duration::from_millis(200)))
+        })
+        .collect();
+    let in_window = |t: Instant| windows.iter().any(|&(a, b)| t >= a && t <= b);
+    let peak_epoch_ends = load_rss
+        .iter()
+        .filter(|(t, _)| in_window(*t))
+        .map(|&(_, k)| k)
+        .max()
+        .unwrap_or(0);
+    let first_epoch_end = windows.first().map(|&(a, _)| a);
+    let peak_batches = load_rss
+        .iter()
+        .filter(|(t, _)| first_epoch_end.is_some_and(|end| *t < end))
+        .map(|&(_, k)| k)
+        .max()
+        .unwrap_or(0);
+    t1.stop();
+
+    // ---- Memory with other settings, a fresh trainer each -----------------------------------
+    let mut variants = Vec::new();
+    if o.memory {
+        variants.push(json!({"char_buckets": SMALL_BUCKETS}));
+    }
+    variants.extend(o.memory_variants.iter().cloned());
+    let mut memory_rows = Vec::new();
+    for (i, variant) in variants.iter().enumerate() {
+        println!(
+            "[{:>5.1}s] memory: fresh trainer, bow with {variant}, {} epochs",
+            started.elapsed().as_secs_f64(),
+            o.memory_epochs
+        );
+        let instance = format!("bench-m{}", i + 1);
+        let mut t = harness.spawn_service("trainer", &instance, 1, &o.trainer_env)?;
+        wait_ready(&client, &mut t, "trainer", &instance).await?;
+        let idle = idle_rss_kib(t.pid(), Duration::from_secs(1)).await;
+        let sampler = RssSampler::start(t.pid());
+        let job = format!("memory-{}", i + 1);
+        let mut settings = json!({"model": "bow", "epochs": o.memory_epochs, "patience": 0});
+        if let (Some(s), Some(v)) = (settings.as_object_mut(), variant.as_object()) {
+            s.extend(v.clone());
+        }
+        submit(&js, &job, &rulings, settings).await?;
+        finals
+            .wait(std::slice::from_ref(&job), Duration::from_secs(900), ())
+            .await?;
+        let peak = sampler.finish().iter().map(|&(_, k)| k).max().unwrap_or(0);
+        t.stop();
+        memory_rows.push((variant.clone(), idle, peak));
+    }
+
+    // ---- Concurrency ------------------------------------------------------------------------
+    let concurrency = if o.concurrency {
+        println!(
+            "[{:>5.1}s] concurrency: 4 jobs at once on one trainer with concurrency 4",
+            started.elapsed().as_secs_f64()
+        );
+        let mut t3 = harness.spawn_service("trainer", "bench-t3", 4, &o.trainer_env)?;
+        wait_ready(&client, &mut t3, "trainer", "bench-t3").await?;
+        let sampler = RssSampler::start(t3.pid());
+        let jobs: Vec<String> = (1..=4).map(|i| format!("concurrent-{i}")).collect();
+        let start = Instant::now();
+        for j in &jobs {
+            submit(
+                &js,
+                j,
+                &rulings,
+                json!({"model": "bow", "epochs": o.concurrent_epochs, "patience": 0, "char_buckets": SMALL_BUCKETS}),
+            )
+            .await?;
+        }
+        let mut poll = MaxRunning {
+            client: &client,
+            instance: "bench-t3",
+            max: 0,
+            polls: 0,
+        };
+        let done = finals
+            .wait(&jobs, Duration::from_secs(900), &mut poll)
+            .await?;
+        let wall = done
+            .iter()
+            .map(|(t, _)| t.duration_since(start))
+            .max()
+            .unwrap_or_default();
+        let peak = sampler.finish().iter().map(|&(_, k)| k).max().unwrap_or(0);
+        let (max_running, polls) = (poll.max, poll.polls);
+        t3.stop();
+
+        // Throughput of small jobs: one replica, then two.
+        let small = json!({"model": "bow", "epochs": 2, "patience": 0, "char_buckets": 2000, "embedding_dim": 32});
+        let mut seq = 0usize;
+        let mut throughput = Vec::new();
+        let mut replicas: Vec<ChildGuard> = Vec::new();
+        for n in [1usize, 2] {
+            while replicas.len() < n {
+                let instance = format!("bench-r{}", replicas.len() + 1);
+                let mut r = harness.spawn_service("trainer", &instance, 1, &o.trainer_env)?;
+                wait_ready(&client, &mut r, "trainer", &instance).await?;
+                replicas.push(r);
+            }
+            println!(
+                "[{:>5.1}s] throughput: {} small jobs, {n} replica(s) of concurrency 1",
+                started.elapsed().as_secs_f64(),
+                o.small_jobs
+            );
+            // Warm-up: one job per replica (first libtorch use, prepared dataset).
+            let warm = job_ids(n, &mut seq);
+            for j in &warm {
+                submit(&js, j, &sample, small.clone()).await?;
+            }
+            finals.wait(&warm, Duration::from_secs(300), ()).await?;
+            let ids = job_ids(o.small_jobs, &mut seq);
+            let start = Instant::now();
+            for j in &ids {
+                submit(&js, j, &sample, small.clone()).await?;
+            }
+            let done = finals.wait(&ids, Duration::from_secs(900), ()).await?;
+            let wall = done
+                .iter()
+                .map(|(t, _)| t.duration_since(start))
+                .max()
+                .unwrap_or_default()
+                .as_secs_f64();
+            let mut by_instance: HashMap<String, usize> = HashMap::new();
+            for (_, v) in &done {
+                *by_instance
+                    .entry(v["instance"].as_str().unwrap_or("?").to_string())
+                    .or_default() += 1;
+            }
+            throughput.push((n, wall, o.small_jobs as f64 / wall * 60.0, by_instance));
+        }
+        for r in &mut replicas {
+            r.stop();
+        }
+        Some((wall.as_secs_f64(), max_running, polls, peak, throughput))
+    } else {
+        None
+    };
+    pre.stop();
+
+    // ---- Report -----------------------------------------------------------------------------
+    let r = &mut report;
+    r.line(format!(
+        "### Control plane: {} sequential request/replies each, interleaved in chunks of {}, ms",
+        o.requests, o.chunk
+    ));
+    r.line("");
+    r.line("| request | condition | n | p50 | p99 | max | p99 / floor p99 (target ≤ 1.5x) |");
+    r.line("| --- | --- | --- | --- | --- | --- | --- |");
+    control_rows(r, "training", &busy);
+    if let Some((c, _)) = &idle {
+        control_rows(r, "idle", c);
+    }
+    r.line("");
+    r.line(format!(
+        "During the training measurement ({control_secs:.1} s): machine CPU busy {machine_busy:.0} %, trainer process {trainer_cores:.2} cores; job still running at the end: {}; status showed it running: {seen_running}. Failed requests (ping/status/floor): {:?}.",
+        if still_running { "yes" } else { "NO" },
+        busy.failures
+    ));
+    r.line("");
+    r.line("### Events: receive time − `timestamp_ms`, ms");
+    r.line("");
+    r.line("| events | condition | n | p50 | p99 | max | p99 / floor p99 (target ≤ 1.5x) |");
+    r.line("| --- | --- | --- | --- | --- | --- | --- |");
+    let event_ratio = lex_stats.p99 / floor_stats.p99;
+    r.row(&[
+        "lexmesh `progress` (batch) events of the load job".into(),
+        "training".into(),
+        lex_stats.n.to_string(),
+        f2(lex_stats.p50),
+        f2(lex_stats.p99),
+        f2(lex_stats.max),
+        format!(
+            "**{event_ratio:.2}x** ({})",
+            verdict(event_ratio <= RATIO_TARGET)
+        ),
+    ]);
+    r.row(&[
+        format!(
+            "floor: bare publisher at {rate:.1}/s{}",
+            if o.floor_captured {
+                " (subject captured by the events stream)"
+            } else {
+                ""
+            }
+        ),
+        "training".into(),
+        floor_stats.n.to_string(),
+        f2(floor_stats.p50),
+        f2(floor_stats.p99),
+        f2(floor_stats.max),
+        "1.00x".into(),
+    ]);
+    if let Some((_, s)) = &idle {
+        r.row(&[
+            "floor: bare publisher at 100/s".into(),
+            "idle".into(),
+            s.n.to_string(),
+            f2(s.p50),
+            f2(s.p99),
+            f2(s.max),
+            "-".into(),
+        ]);
+    }
+    r.line("");
+    r.line(format!(
+        "Load job: {} epochs, {epochs_seen} epoch events, first batch {:.1} s after submit, completed after {load_secs:.1} s; pause at each epoch end (validation, checkpoint stored) median {:.1} s, max {:.1} s.",
+        o.load_epochs,
+        training_started_after.as_secs_f64(),
+        epoch_pause.p50,
+        epoch_pause.max
+    ));
+    r.line("");
+    r.line("### Memory: trainer VmRSS, MiB (sampled every 100 ms)");
+    r.line("");
+    r.line("| trainer | idle after start | peak while training | target ≤ 256 MiB |");
+    r.line("| --- | --- | --- | --- |");
+    let first_note = peak_default_first
+        .map(|k| {
+            format!(
+                " (first {} epochs: {:.0}; batches of epoch 1 only: {:.0}; at epoch ends: {:.0}; after the job: {:.0})",
+                o.memory_epochs,
+                mib(k),
+                mib(peak_batches),
+                mib(peak_epoch_ends),
+                mib(default_end_rss)
+            )
+        })
+        .unwrap_or_default();
+    r.row(&[
+        "bow, default settings (char_buckets 200,000, embedding_dim 128), rulings".into(),
+        format!("{:.0}", mib(idle_rss_t1)),
+        format!("{:.0}{first_note}", mib(peak_default)),
+        verdict(mib(peak_default) <= MEMORY_TARGET_MIB).into(),
+    ]);
+    for (variant, idle, peak) in &memory_rows {
+        let (idle, peak) = (*idle, *peak);
+        r.row(&[
+            format!(
+                "bow, defaults + `{variant}`, rulings ({} epochs, fresh process)",
+                o.memory_epochs
+            ),
+            format!("{:.0}", mib(idle)),
+            format!("{:.0}", mib(peak)),
+            verdict(mib(peak) <= MEMORY_TARGET_MIB).into(),
+        ]);
+    }
+    if let Some((wall, max_running, polls, peak, throughput)) = &concurrency {
+        r.line("");
+        r.line("### Concurrency");
+        r.line("");
+        r.line("| | figure |");
+        r.line("| --- | --- |");
+        r.row(&[
+            format!("4 jobs at once, one trainer with concurrency 4 (bow, char_buckets {SMALL_BUCKETS}, {} epochs, rulings)", o.concurrent_epochs),
+            format!("all completed in {wall:.1} s; most running at once on the status endpoint: {max_running} ({polls} polls); peak RSS {:.0} MiB", mib(*peak)),
+        ]);
+        for (n, wall, per_min, by_instance) in throughput {
+            let mut split: Vec<String> = by_instance
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect();
+            split.sort();
+            r.row(&[
+                format!("{} small jobs (sample data, 2 epochs, char_buckets 2000, embedding_dim 32), {n} replica(s) of concurrency 1", o.small_jobs),
+                format!("{wall:.1} s, **{per_min:.1} jobs/min** ({})", split.join(", ")),
+            ]);
+        }
+        if throughput.len() == 2 {
+            r.row(&[
+                "2 replicas / 1 replica".into(),
+                format!("**{:.2}x**", throughput[1].2 / throughput[0].2),
+            ]);
+        }
+    }
+
+    let j = &mut r.json;
+    j.insert(
+        "control_plane".into(),
+        json!({
+            "training": busy.json(),
+            "idle": idle.as_ref().map(|(c, _)| c.json()),
+            "training_window": {
+                "seconds": control_secs, "machine_cpu_busy_percent": machine_busy,
+                "trainer_cores": trainer_cores, "job_running_at_end": still_running,
+                "status_showed_running": seen_running,
+            },
+            "target_ratio": RATIO_TARGET,
+        }),
+    );
+    j.insert(
+        "events".into(),
+        json!({
+            "lexmesh_progress_batch": lex_stats.json(),
+            "floor_training": floor_stats.json(),
+            "floor_rate_per_s": rate,
+            "floor_subject": floor_subject,
+            "floor_idle": idle.as_ref().map(|(_, s)| s.json()),
+            "p99_over_floor_p99": event_ratio,
+            "target_ratio": RATIO_TARGET,
+        }),
+    );
+    j.insert(
+        "load_job".into(),
+        json!({
+            "epochs": o.load_epochs, "epoch_events": epochs_seen,
+            "first_batch_after_s": training_started_after.as_secs_f64(),
+            "completed_after_s": load_secs,
+            "epoch_end_pause_s": {"median": epoch_pause.p50, "max": epoch_pause.max},
+            "result": load_final[0].1["result"]["train"]["stop_reason"],
+        }),
+    );
+    j.insert(
+        "memory_mib".into(),
+        json!({
+            "idle_after_start": mib(idle_rss_t1),
+            "peak_default_bow": mib(peak_default),
+            "peak_default_bow_first_epochs": peak_default_first.map(mib),
+            "default_bow_at_end": mib(default_end_rss),
+            "peak_default_bow_epoch1_batches": mib(peak_batches),
+            "peak_default_bow_at_epoch_ends": mib(peak_epoch_ends),
+            "variants": memory_rows.iter().map(|(v, i, p)| json!({"settings": v, "idle_after_start": mib(*i), "peak": mib(*p), "met": mib(*p) <= MEMORY_TARGET_MIB})).collect::<Vec<_>>(),
+            "target": MEMORY_TARGET_MIB,
+            "default_met": mib(peak_default) <= MEMORY_TARGET_MIB,
+        }),
+    );
+    if let Some((wall, max_running, polls, peak, throughput)) = &concurrency {
+        j.insert(
+            "concurrency".into(),
+            json!({
+                "four_jobs_wall_s": wall, "max_running_seen": max_running, "status_polls": polls,
+                "peak_rss_mib": mib(*peak),
+                "small_jobs": throughput.iter().map(|(n, wall, per_min, by)| json!({
+                    "replicas": n, "jobs": o.small_jobs, "wall_s": wall, "jobs_per_min": per_min, "by_instance": by,
+                })).collect::<Vec<_>>(),
+                "two_over_one": if throughput.len() == 2 { Some(throughput[1].2 / throughput[0].2) } else { None },
+            }),
+        );
+    }
+    j.insert("total_s".into(), json!(started.elapsed().as_secs_f64()));
+
+    println!();
+    for line in &r.table {
+        println!("{line}");
+    }
+    println!();
+    println!(
+        "total {:.0} s; figures written to {}",
+        started.elapsed().as_secs_f64(),
+        o.out.display()
+    );
+    if let Some(parent) = o.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(
+        &o.out,
+        serde_json::to_vec_pretty(&Value::Object(r.json.clone()))?,
+    )?;
+    // Children (declared after the harness) are killed first, then the server; the temporary
+    // folder goes last.
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--responder") {
+        let (url, subject) = (args.get(i + 1), args.get(i + 2));
+        return match (url, subject) {
+            (Some(u), Some(s)) => responder(u, s),
+            _ => bail!("usage: --responder <url> <subject>"),
+        };
+    }
+    if let Some(i) = args.iter().position(|a| a == "--publisher") {
+        let a: Vec<&String> = args.iter().skip(i + 1).take(4).collect();
+        if a.len() < 4 {
+            bail!("usage: --publisher <url> <subject> <count> <rate>");
+        }
+        return publisher(a[0], a[1], a[2].parse()?, a[3].parse()?);
+    }
+    let o = options()?;
+    runtime()?.block_on(run(o))
+}

@@ -85,20 +85,7 @@ pub async fn submit(
         // Only when absent: a worker may already have taken the job and written its own.
         records::update(&mesh.jobs, job_id, |current| match current {
             Some(_) => None,
-            None => Some(JobRecord {
-                job_id: job_id.to_string(),
-                kind,
-                status: JobStatus::Queued,
-                attempts: 0,
-                owner: None,
-                model_id: None,
-                epochs_completed: None,
-                total_epochs: None,
-                created_ms: now,
-                updated_ms: now,
-                result: None,
-                error: None,
-            }),
+            None => Some(JobRecord::new(job_id, kind, JobStatus::Queued, 0, now)),
         })
         .await
         .with_context(|| format!("recording job {job_id} as queued"))?;

@@ -69,6 +69,26 @@ pub struct JobRecord {
     pub error: Option<ErrorBody>,
 }
 
+impl JobRecord {
+    /// A record with only the essentials set, created and updated at `now_ms`.
+    pub fn new(job_id: &str, kind: JobKind, status: JobStatus, attempts: u32, now_ms: f64) -> Self {
+        Self {
+            job_id: job_id.to_string(),
+            kind,
+            status,
+            attempts,
+            owner: None,
+            model_id: None,
+            epochs_completed: None,
+            total_epochs: None,
+            created_ms: now_ms,
+            updated_ms: now_ms,
+            result: None,
+            error: None,
+        }
+    }
+}
+
 impl crate::decode::Message for JobRecord {}
 
 /// One file of a stored model.

@@ -414,18 +414,12 @@ async fn open_record(
     let write = records::update(&worker.mesh.jobs, job_id, |current| {
         let now = now_ms();
         Some(JobRecord {
-            job_id: job_id.to_string(),
-            kind,
-            status,
-            attempts: attempt,
             owner: Some(instance.clone()),
             model_id: model_id.clone(),
             epochs_completed: current.as_ref().and_then(|c| c.epochs_completed),
             total_epochs: current.as_ref().and_then(|c| c.total_epochs),
             created_ms: current.as_ref().map_or(now, |c| c.created_ms),
-            updated_ms: now,
-            result: None,
-            error: None,
+            ..JobRecord::new(job_id, kind, status, attempt, now)
         })
     })
     .await;
@@ -500,21 +494,12 @@ async fn reject(
             // Never let a malformed resubmit overwrite a real job's record.
             Some(_) => None,
             None => Some(JobRecord {
-                job_id: job_id.to_string(),
-                kind,
-                status: JobStatus::Failed,
-                attempts: attempt,
                 owner: Some(worker.instance.clone()),
-                model_id: None,
-                epochs_completed: None,
-                total_epochs: None,
-                created_ms: now,
-                updated_ms: now,
-                result: None,
                 error: Some(ErrorBody {
                     code: error.code,
                     reason: error.reason.clone(),
                 }),
+                ..JobRecord::new(job_id, kind, JobStatus::Failed, attempt, now)
             }),
         })
         .await;

@@ -90,3 +90,62 @@ impl Batch {
         self.len() == 0
     }
 }
+
+/// Ids (rows × padded length) one inference batch may hold: `[rows, length, dim]` activations
+/// stay near 32 MB at dim 128, however long the texts are (a ruling's bag can hold 8,000 ids).
+pub const INFERENCE_TOKEN_BUDGET: usize = 1 << 16;
+
+/// Splits `inputs` into consecutive ranges of at most `max_rows` rows whose padded size
+/// (rows × longest row) stays within `token_budget`; a single row longer than the budget gets
+/// a range of its own. Only for inference and evaluation: results do not depend on batching.
+pub fn budget_ranges(
+    inputs: &[Encoded],
+    max_rows: usize,
+    token_budget: usize,
+) -> Vec<std::ops::Range<usize>> {
+    let mut ranges = Vec::new();
+    let mut start = 0;
+    let mut longest = 0;
+    for (i, e) in inputs.iter().enumerate() {
+        let len = e.ids.len().max(1);
+        let rows = i - start + 1;
+        let wide = longest.max(len);
+        if rows > 1 && (rows > max_rows.max(1) || rows * wide > token_budget) {
+            ranges.push(start..i);
+            start = i;
+            longest = len;
+        } else {
+            longest = wide;
+        }
+    }
+    if start < inputs.len() {
+        ranges.push(start..inputs.len());
+    }
+    ranges
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+
+    fn rows(lens: &[usize]) -> Vec<Encoded> {
+        lens.iter()
+            .map(|&n| Encoded {
+                ids: vec![1; n],
+                weights: Vec::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ranges_cover_everything_in_order_within_the_budget() {
+        let inputs = rows(&[10, 10, 10, 500, 10, 2000, 10, 10]);
+        let ranges = budget_ranges(&inputs, 3, 1000);
+        assert_eq!(ranges, vec![0..3, 3..5, 5..6, 6..8]);
+        for r in &ranges {
+            let longest = inputs[r.clone()].iter().map(|e| e.ids.len()).max().unwrap();
+            assert!(r.len() == 1 || r.len() * longest <= 1000);
+        }
+        assert!(budget_ranges(&[], 3, 10).is_empty());
+    }
+}

@@ -114,8 +114,10 @@ impl Classifier {
         let min_len = exp.min_sequence_length();
         let classes = self.labels.len();
         let mut out = Vec::with_capacity(inputs.len());
-        for chunk in inputs.chunks(PREDICT_BATCH) {
-            let rows: Vec<&Encoded> = chunk.iter().collect();
+        for range in
+            crate::batch::budget_ranges(inputs, PREDICT_BATCH, crate::batch::INFERENCE_TOKEN_BUDGET)
+        {
+            let rows: Vec<&Encoded> = inputs[range].iter().collect();
             let batch = Batch::new(&rows, None, min_len, &self.device);
             let probs: Vec<f32> = softmax(self.model.forward(&batch), 1)
                 .into_data()

@@ -414,8 +414,11 @@ pub fn evaluate(
         ConfusionMatrix::new(classes).map_err(|e| TrainError::Config(e.to_string()))?;
     let mut loss_sum = 0f64;
     const EVAL_BATCH: usize = 64;
-    for (rows, targets) in inputs.chunks(EVAL_BATCH).zip(labels.chunks(EVAL_BATCH)) {
-        let rows: Vec<&Encoded> = rows.iter().collect();
+    for range in
+        crate::batch::budget_ranges(inputs, EVAL_BATCH, crate::batch::INFERENCE_TOKEN_BUDGET)
+    {
+        let targets = &labels[range.clone()];
+        let rows: Vec<&Encoded> = inputs[range].iter().collect();
         let batch = Batch::new(&rows, Some(targets), min_len, device);
         let logits = model.forward(&batch);
         let Some(target_tensor) = batch.targets.clone() else {

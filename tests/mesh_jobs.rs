@@ -522,3 +522,69 @@ async fn a_prepared_dataset_is_reused() {
     assert_eq!(reply["reused"], false, "{}", short(&reply));
     assert_ne!(reply["dataset_id"], first["dataset_id"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_name_the_instance_and_its_running_jobs() {
+    use futures::StreamExt;
+    let mut mesh = TestMesh::start().await;
+    let mut beats = mesh
+        .client
+        .subscribe("lexmesh.heartbeat.trainer.trainer-a")
+        .await
+        .unwrap();
+    mesh.start_service("preprocessor", "preprocessor-a", &[])
+        .await;
+    mesh.start_service(
+        "trainer",
+        "trainer-a",
+        &[("LEXMESH_SERVICE__HEARTBEAT_INTERVAL", "200ms")],
+    )
+    .await;
+    let job = json!({
+        "job_id": "beat1",
+        "dataset": inline(sample_subset("train.jsonl", 2), Some(sample_subset("validation.jsonl", 2))),
+        "settings": small_settings(40),
+    });
+    let mut watch = mesh.watch("beat1").await;
+    mesh.submit(TRAIN, &job).await;
+    let mut saw_idle = false;
+    let mut saw_running = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !(saw_idle && saw_running) {
+        let message = tokio::time::timeout_at(deadline, beats.next())
+            .await
+            .expect("heartbeats keep coming")
+            .expect("subscription open");
+        let beat: Value = serde_json::from_slice(&message.payload).unwrap();
+        mesh.schemas.check("heartbeat", "heartbeat", &beat);
+        assert_eq!(beat["service"], "trainer");
+        assert_eq!(beat["instance"], "trainer-a");
+        assert_eq!(beat["interval_s"], 0.2);
+        assert!(beat["rss_bytes"].as_u64().unwrap() > 10 << 20, "{beat}");
+        let running = beat["running"].as_array().unwrap();
+        match running.first() {
+            None => saw_idle = true,
+            Some(job) => {
+                assert_eq!(job["job_id"], "beat1");
+                assert!(
+                    job["last_progress_ms"].as_f64().unwrap()
+                        >= job["started_ms"].as_f64().unwrap()
+                );
+                saw_running = true;
+            }
+        }
+    }
+    let cancel = mesh
+        .client
+        .request(
+            "lexmesh.control.beat1.cancel",
+            serde_json::to_vec(&json!({"job_id": "beat1"}))
+                .unwrap()
+                .into(),
+        )
+        .await
+        .unwrap();
+    let cancel: Value = serde_json::from_slice(&cancel.payload).unwrap();
+    assert_eq!(cancel["outcome"], "cancelling");
+    watch.until_final(JOB_TIMEOUT).await;
+}

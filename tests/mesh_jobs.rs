@@ -524,7 +524,7 @@ async fn a_prepared_dataset_is_reused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn heartbeats_name_the_instance_and_its_running_jobs() {
+async fn heartbeats_and_the_service_api_describe_the_instance() {
     use futures::StreamExt;
     let mut mesh = TestMesh::start().await;
     let mut beats = mesh
@@ -574,6 +574,35 @@ async fn heartbeats_name_the_instance_and_its_running_jobs() {
             }
         }
     }
+    // The NATS service API sees the instance, and its stats carry the worker status.
+    let stats = mesh
+        .client
+        .request("$SRV.STATS.lexmesh-trainer", "".into())
+        .await
+        .unwrap();
+    let stats: Value = serde_json::from_slice(&stats.payload).unwrap();
+    assert_eq!(stats["name"], "lexmesh-trainer", "{stats}");
+    let data = &stats["endpoints"][0]["data"];
+    mesh.schemas
+        .check("worker-status", "service API stats data", data);
+    assert_eq!(data["instance"], "trainer-a");
+    let info = mesh
+        .client
+        .request("$SRV.INFO.lexmesh-trainer", "".into())
+        .await
+        .unwrap();
+    let info: Value = serde_json::from_slice(&info.payload).unwrap();
+    let subjects: Vec<&str> = info["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["subject"].as_str())
+        .collect();
+    assert!(subjects.contains(&"lexmesh.api.trainer.status"), "{info}");
+    assert!(
+        subjects.contains(&"lexmesh.api.trainer.trainer-a.status"),
+        "{info}"
+    );
     let cancel = mesh
         .client
         .request(

@@ -617,3 +617,90 @@ async fn heartbeats_and_the_service_api_describe_the_instance() {
     assert_eq!(cancel["outcome"], "cancelling");
     watch.until_final(JOB_TIMEOUT).await;
 }
+
+/// Trains on trainer-a until its first stored checkpoint, stops trainer-a with `stop`, starts
+/// trainer-b, and checks that the second attempt resumes from the checkpoint instead of
+/// starting over. With `epochs` small the job then runs to completion; with a long job it is
+/// cancelled once attempt 2 has started. Returns the time from `stop` to attempt 2's start.
+async fn resume_after(stop: impl FnOnce(&mut TestMesh), ack_wait: &str, epochs: u32) -> Duration {
+    let mut mesh = TestMesh::start().await;
+    mesh.start_service("preprocessor", "preprocessor-a", &[])
+        .await;
+    let env = [("LEXMESH_JOBS__ACK_WAIT", ack_wait)];
+    mesh.start_service("trainer", "trainer-a", &env).await;
+    let mut settings = small_settings(epochs);
+    settings["patience"] = json!(0);
+    let job = json!({
+        "job_id": "resume1",
+        "dataset": inline(sample_records("train.jsonl"), Some(sample_records("validation.jsonl"))),
+        "settings": settings,
+    });
+    let mut watch = mesh.watch("resume1").await;
+    mesh.submit(TRAIN, &job).await;
+    watch
+        .until(JOB_TIMEOUT, |e| {
+            e["event"] == "progress" && e["phase"] == "epoch"
+        })
+        .await;
+    let stopped = std::time::Instant::now();
+    stop(&mut mesh);
+    mesh.start_service("trainer", "trainer-b", &env).await;
+    let resumed = watch
+        .until(JOB_TIMEOUT, |e| {
+            e["event"] == "progress" && e["phase"] == "started" && e["attempt"] == 2
+        })
+        .await;
+    let took = stopped.elapsed();
+    assert_eq!(resumed["instance"], "trainer-b");
+    let from = resumed["resumed_from_epoch"]
+        .as_u64()
+        .expect("resumed_from_epoch on attempt 2");
+    assert!(from >= 1, "{resumed}");
+    assert_eq!(resumed["epoch"].as_u64().unwrap(), from + 1);
+    let first_attempt_epochs = watch
+        .of_kind("progress")
+        .into_iter()
+        .filter(|e| e["attempt"] == 1 && e["phase"] == "epoch")
+        .filter_map(|e| e["epoch"].as_u64())
+        .max()
+        .unwrap();
+    assert!(
+        from <= first_attempt_epochs,
+        "resumed from epoch {from}, but attempt 1 finished only {first_attempt_epochs}"
+    );
+    if epochs <= 30 {
+        let last = watch.until_final(JOB_TIMEOUT).await;
+        assert_eq!(last["event"], "completed", "{}", watch.summary());
+        assert_eq!(last["result"]["train"]["epochs_completed"], epochs);
+        assert_eq!(last["attempt"], 2);
+        let record = mesh.job_record("resume1").await.unwrap();
+        assert_eq!(record["status"], "completed");
+        assert_eq!(record["attempts"], 2);
+    } else {
+        mesh.client
+            .publish(
+                cancel_subject("resume1"),
+                serde_json::to_vec(&json!({"job_id": "resume1"}))
+                    .unwrap()
+                    .into(),
+            )
+            .await
+            .unwrap();
+        let last = watch.until_final(JOB_TIMEOUT).await;
+        assert_eq!(last["event"], "cancelled", "{}", watch.summary());
+    }
+    took
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_trainers_job_resumes_from_its_checkpoint_elsewhere() {
+    resume_after(|mesh| mesh.process("trainer-a").kill(), "2s", 30).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_the_job_back_at_once() {
+    // A long job (more than the 10 s a stopping trainer would finish) and a long ack_wait:
+    // the job must come back through the nak, not through the timeout.
+    let took = resume_after(|mesh| mesh.process("trainer-a").terminate(), "60s", 1000).await;
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+}

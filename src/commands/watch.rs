@@ -118,12 +118,8 @@ impl EventView {
             JobEvent::Accepted(a) => {
                 // A new attempt starts over: drop the previous attempt's bar.
                 self.clear();
-                let resumed = a
-                    .resumed_from_epoch
-                    .map(|e| format!(", resuming after epoch {e}"))
-                    .unwrap_or_default();
                 eprintln!(
-                    "{} job {} accepted by {} (attempt {}{resumed})",
+                    "{} job {} accepted by {} (attempt {})",
                     a.kind.name(),
                     a.job_id,
                     a.instance,
@@ -161,6 +157,12 @@ impl EventView {
     }
 
     fn show_progress(&mut self, p: &Progress) {
+        if let Some(done) = p.resumed_from_epoch {
+            self.line(format!(
+                "attempt {} resumes from the checkpoint of epoch {done}",
+                p.attempt
+            ));
+        }
         let total = u64::from(p.total_epochs) * u64::from(p.total_batches);
         let bar = self.bar.get_or_insert_with(|| {
             let bar = ProgressBar::new(total);

@@ -230,6 +230,7 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
         completion_percentage: 0.0,
         estimated_time_remaining_s: 0.0,
         examples_per_sec: 0.0,
+        resumed_from_epoch: None,
         timestamp_ms: 0.0,
     };
     let mut batches_per_epoch = 0u32;
@@ -261,6 +262,7 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
                 p.epoch = s.start_epoch.clamp(1, s.total_epochs.max(1)) as u32;
                 p.total_epochs = total;
                 p.total_batches = batches_per_epoch;
+                p.resumed_from_epoch = resume.then_some(epochs_done);
                 p.completion_percentage = 100.0 * f64::from(epochs_done) / f64::from(total.max(1));
                 p.timestamp_ms = now_ms();
                 ctx.worker

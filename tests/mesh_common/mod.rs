@@ -177,6 +177,12 @@ impl ServiceProcess {
         assert!(status.success(), "kill -TERM {} failed", self.child.id());
     }
 
+    /// Kills it with SIGKILL and waits for it: a crash, with no chance to clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Waits (polling) for the process to exit; None when it is still running after `timeout`.
     pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;

@@ -121,9 +121,6 @@ pub struct Accepted {
     pub attempt: u32,
     /// The instance that runs it.
     pub instance: String,
-    /// For a resumed training job: the epochs already done in the checkpoint it resumes from.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resumed_from_epoch: Option<u32>,
     /// Publish time, ms since the Unix epoch.
     pub timestamp_ms: f64,
 }
@@ -180,6 +177,10 @@ pub struct Progress {
     pub estimated_time_remaining_s: f64,
     /// Training examples per second in this epoch.
     pub examples_per_sec: f64,
+    /// Set on the `started` event of an attempt that resumes from a stored checkpoint: the
+    /// epochs that checkpoint already holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_from_epoch: Option<u32>,
     /// Publish time, ms since the Unix epoch.
     pub timestamp_ms: f64,
 }

@@ -86,6 +86,7 @@ fn serialized_events_validate() {
         completion_percentage: 33.3,
         estimated_time_remaining_s: 2.0,
         examples_per_sec: 1000.0,
+        resumed_from_epoch: None,
         timestamp_ms: 1.0,
     });
     let failed = JobEvent::Failed(Failed {

@@ -289,7 +289,6 @@ async fn handle<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>, message: je
             kind,
             attempt,
             instance: worker.instance.clone(),
-            resumed_from_epoch: None,
             timestamp_ms: now_ms(),
         }),
     )

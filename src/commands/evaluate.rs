@@ -4,10 +4,8 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use lexmesh_evaluator::{ConfusionMatrix, EvaluationReport};
 use lexmesh_preprocessor::{Dataset, FieldNames};
 use lexmesh_trainer::Classifier;
-use lexmesh_trainer::inference::argmax;
 
 use crate::cli::{EvaluateArgs, FormatArg};
 use crate::commands::train::RunInputs;
@@ -29,24 +27,10 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|| "label".into()),
     };
     let dataset = Dataset::load(&args.data, &fields)?;
-    let report = evaluate(&classifier, &dataset)?;
+    let report = classifier.evaluate(&dataset)?;
     match args.format {
         FormatArg::Json => println!("{}", serde_json::to_string(&report)?),
         FormatArg::Text => print!("{}", report.render_text()),
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Evaluates a loaded model on a labelled dataset; an unknown label is an error naming its line.
-pub fn evaluate(classifier: &Classifier, dataset: &Dataset) -> anyhow::Result<EvaluationReport> {
-    let gold = classifier.labels().encode(dataset)?;
-    let texts: Vec<&str> = dataset.examples.iter().map(|e| e.text.as_str()).collect();
-    let encoded = classifier.preprocessor().encode_all(&texts);
-    let probabilities = classifier.probabilities_encoded(&encoded)?;
-    let predicted: Vec<usize> = probabilities.iter().map(|p| argmax(p)).collect();
-    let matrix = ConfusionMatrix::from_pairs(classifier.labels().len(), &gold, &predicted)?;
-    Ok(EvaluationReport::new(
-        classifier.labels().labels().to_vec(),
-        &matrix,
-    )?)
 }

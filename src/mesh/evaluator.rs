@@ -4,15 +4,13 @@
 
 use std::sync::{Arc, Mutex};
 
-use lexmesh_evaluator::{ConfusionMatrix, EvaluationReport};
 use lexmesh_preprocessor::Dataset;
 use lexmesh_protocol::classify::{ClassPrediction, ClassifyReply, ClassifyRequest};
 use lexmesh_protocol::event::{EvaluateSummary, EvaluationSummary};
 use lexmesh_protocol::{ErrorCode, EvaluateJob, JobResult, ProtocolError, decode};
 use lexmesh_runtime::service::error_reply;
 use lexmesh_runtime::{JobContext, JobHandler, JobOutcome, Mesh, ServiceRuntime, Worker};
-use lexmesh_trainer::inference::argmax;
-use lexmesh_trainer::{Classifier, DeviceChoice};
+use lexmesh_trainer::{Classifier, DeviceChoice, TrainError};
 
 use super::data::load_raw;
 use super::preprocessor::scratch;
@@ -58,17 +56,12 @@ impl ModelCache {
         model_id: &str,
     ) -> Result<Arc<Classifier>, ProtocolError> {
         let mesh: &Mesh = &worker.mesh;
-        let manifest = models::manifest(mesh, model_id).await?.ok_or_else(|| {
-            ProtocolError::new(
-                ErrorCode::ModelNotFound,
-                format!("no stored model `{model_id}`"),
-            )
-        })?;
+        let manifest = models::require_manifest(mesh, model_id).await?;
         if let Some(c) = self.lookup(model_id, manifest.created_ms) {
             return Ok(c);
         }
         let dir = scratch(worker)?;
-        models::fetch(mesh, model_id, dir.path()).await?;
+        models::fetch(mesh, &manifest, dir.path()).await?;
         let path = dir.path().to_path_buf();
         let classifier =
             tokio::task::spawn_blocking(move || Classifier::load(&path, DeviceChoice::Cpu))
@@ -92,27 +85,15 @@ impl ModelCache {
     }
 }
 
-/// Evaluates `classifier` on labelled records.
+/// Evaluates `classifier` on labelled records, as the protocol reports it.
 pub fn evaluate(
     classifier: &Classifier,
     dataset: &Dataset,
 ) -> Result<EvaluationSummary, ProtocolError> {
-    let invalid =
-        |e: &dyn std::fmt::Display| ProtocolError::new(ErrorCode::InvalidDataset, e.to_string());
-    let gold = classifier
-        .labels()
-        .encode(dataset)
-        .map_err(|e| invalid(&e))?;
-    let texts: Vec<&str> = dataset.examples.iter().map(|e| e.text.as_str()).collect();
-    let encoded = classifier.preprocessor().encode_all(&texts);
-    let probabilities = classifier
-        .probabilities_encoded(&encoded)
-        .map_err(|e| internal("inference", e))?;
-    let predicted: Vec<usize> = probabilities.iter().map(|p| argmax(p)).collect();
-    let matrix = ConfusionMatrix::from_pairs(classifier.labels().len(), &gold, &predicted)
-        .map_err(|e| internal("confusion matrix", e))?;
-    let report = EvaluationReport::new(classifier.labels().labels().to_vec(), &matrix)
-        .map_err(|e| internal("evaluation report", e))?;
+    let report = classifier.evaluate(dataset).map_err(|e| match e {
+        TrainError::Data(d) => ProtocolError::new(ErrorCode::InvalidDataset, d.to_string()),
+        other => internal("evaluating", other),
+    })?;
     serde_json::to_value(&report)
         .and_then(serde_json::from_value)
         .map_err(|e| internal("converting the evaluation report", e))

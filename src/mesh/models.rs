@@ -47,20 +47,20 @@ pub async fn manifest(mesh: &Mesh, model_id: &str) -> Result<Option<ModelManifes
         .map_err(|e| internal(&format!("manifest of model {model_id}"), e))
 }
 
-/// Downloads a stored model into `dir`; `model_not_found` when there is none.
-pub async fn fetch(
-    mesh: &Mesh,
-    model_id: &str,
-    dir: &Path,
-) -> Result<ModelManifest, ProtocolError> {
-    let manifest = manifest(mesh, model_id).await?.ok_or_else(|| {
+/// The manifest of `model_id`; `model_not_found` when the model is not stored completely.
+pub async fn require_manifest(mesh: &Mesh, model_id: &str) -> Result<ModelManifest, ProtocolError> {
+    manifest(mesh, model_id).await?.ok_or_else(|| {
         ProtocolError::new(
             ErrorCode::ModelNotFound,
             format!("no stored model `{model_id}`"),
         )
-    })?;
+    })
+}
+
+/// Downloads the files `manifest` lists into `dir`.
+pub async fn fetch(mesh: &Mesh, manifest: &ModelManifest, dir: &Path) -> Result<(), ProtocolError> {
     for file in &manifest.files {
-        let name = names::model_file(model_id, &file.name);
+        let name = names::model_file(&manifest.model_id, &file.name);
         let found = objects::get_file(&mesh.models, &name, &dir.join(&file.name))
             .await
             .map_err(unavailable)?;
@@ -71,5 +71,5 @@ pub async fn fetch(
             ));
         }
     }
-    Ok(manifest)
+    Ok(())
 }

@@ -8,7 +8,8 @@ use burn::tensor::Device;
 use burn::tensor::activation::softmax;
 use serde::Serialize;
 
-use lexmesh_preprocessor::{Encoded, LabelSet, Preprocessor};
+use lexmesh_evaluator::{ConfusionMatrix, EvaluationReport};
+use lexmesh_preprocessor::{Dataset, Encoded, LabelSet, Preprocessor};
 
 use crate::artifact::{ModelDir, SavedConfig};
 use crate::batch::Batch;
@@ -126,6 +127,24 @@ impl Classifier {
             out.extend(probs.chunks(classes).map(<[f32]>::to_vec));
         }
         Ok(out)
+    }
+
+    /// Evaluates the model on a labelled dataset: accuracy, macro-F1, per-class scores and
+    /// confusion matrix. A label the model does not know is a [`TrainError::Data`] naming its
+    /// line.
+    pub fn evaluate(&self, dataset: &Dataset) -> Result<EvaluationReport, TrainError> {
+        let gold = self.labels.encode(dataset)?;
+        let texts: Vec<&str> = dataset.examples.iter().map(|e| e.text.as_str()).collect();
+        let encoded = self.preprocessor.encode_all(&texts);
+        let predicted: Vec<usize> = self
+            .probabilities_encoded(&encoded)?
+            .iter()
+            .map(|p| argmax(p))
+            .collect();
+        let matrix = ConfusionMatrix::from_pairs(self.labels.len(), &gold, &predicted)
+            .map_err(|e| TrainError::Config(e.to_string()))?;
+        EvaluationReport::new(self.labels.labels().to_vec(), &matrix)
+            .map_err(|e| TrainError::Config(e.to_string()))
     }
 
     /// Predicts labels of raw texts.

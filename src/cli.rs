@@ -34,6 +34,8 @@ pub enum Command {
     Watch(crate::cli_mesh::WatchArgs),
     /// List jobs with their status.
     Jobs(crate::cli_mesh::JobsArgs),
+    /// Show every service instance with its health, memory and running jobs.
+    Status(crate::cli_mesh::StatusArgs),
     /// Cancel a job.
     Cancel(crate::cli_mesh::CancelArgs),
     /// List stored models.

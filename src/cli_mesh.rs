@@ -17,6 +17,8 @@ pub enum ServiceArg {
     Trainer,
     /// Runs `evaluate` jobs and `classify` requests.
     Evaluator,
+    /// Watches every instance's heartbeats and replaces those that stop working.
+    Health,
 }
 
 /// Job kinds that can be submitted.
@@ -142,6 +144,17 @@ pub struct WatchArgs {
 /// `lexmesh jobs`.
 #[derive(Debug, Args)]
 pub struct JobsArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = FormatArg::Text)]
+    pub format: FormatArg,
+    /// Shared options.
+    #[command(flatten)]
+    pub mesh: MeshOptions,
+}
+
+/// `lexmesh status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = FormatArg::Text)]
     pub format: FormatArg,

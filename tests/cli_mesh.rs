@@ -520,10 +520,45 @@ fn up_runs_a_mesh_that_the_commands_drive_and_stops_on_sigterm() {
     named.sort_unstable();
     assert_eq!(
         named,
-        ["evaluator-1", "preprocessor-1", "trainer-1", "trainer-2"],
+        [
+            "evaluator-1",
+            "health-1",
+            "preprocessor-1",
+            "trainer-1",
+            "trainer-2"
+        ],
         "{}",
         up.logs()
     );
+
+    // --- lexmesh status: the health service's view of every instance -------------------------
+    let deadline = Instant::now() + MESH_READY;
+    loop {
+        let status = user.run(&["status"], JOB).success();
+        let healthy = status
+            .stdout
+            .lines()
+            .filter(|l| l.split_whitespace().nth(2) == Some("healthy"))
+            .count();
+        if healthy == 5 {
+            assert!(
+                status.stdout.starts_with("SERVICE"),
+                "{}",
+                status.describe()
+            );
+            assert!(status.stderr.contains("(leader)"), "{}", status.describe());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lexmesh status does not show 5 healthy instances\n{}",
+            status.describe()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let json = user.run(&["status", "--format", "json"], JOB).success();
+    let report: serde_json::Value = serde_json::from_str(&json.stdout).expect("status JSON");
+    schemas.check("health-report", "lexmesh status --format json", &report);
 
     // --- submit with flags: upload the files, prepare them -----------------------------------
     let prep = user

@@ -95,6 +95,8 @@ mod tests {
                 code: ErrorCode::Unavailable,
                 reason: "later".into(),
             }),
+            stream_sequence: None,
+            history: Vec::new(),
         };
         assert_eq!(
             row(&job),

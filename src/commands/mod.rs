@@ -8,6 +8,7 @@ pub mod models;
 pub mod predict;
 pub mod schemas;
 pub mod serve;
+pub mod status;
 pub mod submit;
 pub mod train;
 pub mod up;

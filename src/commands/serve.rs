@@ -18,6 +18,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ServiceArg::Preprocessor => Service::Preprocessor,
         ServiceArg::Trainer => Service::Trainer,
         ServiceArg::Evaluator => Service::Evaluator,
+        ServiceArg::Health => Service::Health,
     };
     if service == Service::Trainer {
         // Once per process, before any training thread exists.
@@ -38,6 +39,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             Service::Preprocessor => mesh::preprocessor::start(&mut runtime).await?,
             Service::Trainer => mesh::trainer::start(&mut runtime),
             Service::Evaluator => mesh::evaluator::start(&mut runtime).await?,
+            Service::Health => mesh::health::start(&mut runtime).await?,
         }
         runtime.run_until_shutdown().await?;
         anyhow::Ok(())

@@ -1,16 +1,21 @@
 //! `lexmesh up`: a local mesh. Starts a nats-server when none answers at the configured URL,
-//! then one `lexmesh serve <service>` process per replica, restarts a replica that exits
-//! (with a growing delay, giving up on a service that keeps failing), and on Ctrl-C or
-//! SIGTERM stops the replicas (SIGTERM, up to 30 s each to finish) and then the server.
+//! then one `lexmesh serve <service>` process per replica (the health service included),
+//! restarts a replica that exits (with a growing delay, giving up on one that keeps failing,
+//! with a `crash_loop` alert), and on Ctrl-C or SIGTERM stops the replicas (SIGTERM, up to
+//! 30 s each to finish) and then the server.
+//!
+//! The restart policy is the `[health]` one (`restart_delay`, `restart_factor`,
+//! `restart_max_delay`, `max_restarts` within `restart_window`). The health service replaces
+//! a replica that hangs by killing it; `up` then starts it again under this policy.
 
-use std::collections::VecDeque;
 use std::net::{IpAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use lexmesh_health::policy::{RestartPolicy, RestartTracker};
+use lexmesh_protocol::alert::AlertState;
 use lexmesh_protocol::names::Service;
 use lexmesh_runtime::nats_server::{self, LocalServer, LocalServerOptions, ServerFlavor};
 use tokio::process::Child;
@@ -28,19 +33,6 @@ const DEFAULT_PORT: u16 = 4222;
 
 /// How long a replica has to stop after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(30);
-
-/// First delay before restarting a replica that exited; it doubles up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-
-/// Longest delay before a restart.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
-/// Restarts of one service within [`RESTART_WINDOW`] after which `up` gives up on it.
-const MAX_RESTARTS: usize = 5;
-
-/// The window of [`MAX_RESTARTS`]; a replica that ran this long also starts over at the first
-/// delay.
-const RESTART_WINDOW: Duration = Duration::from_secs(60);
 
 /// Largest message the started server accepts (lexmesh's own limit is 4 MiB).
 const MAX_PAYLOAD: u64 = 8 * 1024 * 1024;
@@ -96,6 +88,8 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         url,
         config: args.mesh.config.clone(),
         replicas,
+        policy: crate::mesh::health::restart_policy(&config.health),
+        nats: config.nats.clone(),
     }));
     if let Some(mut server) = server {
         match server.stop() {
@@ -221,6 +215,9 @@ struct Supervision {
     url: String,
     config: Option<PathBuf>,
     replicas: Vec<(Service, u32)>,
+    policy: RestartPolicy,
+    /// Connection settings other than the URL (credentials), for alerts.
+    nats: lexmesh_runtime::config::NatsConfig,
 }
 
 /// One replica: `lexmesh serve <service>` with instance `<service>-<n>`.
@@ -231,14 +228,34 @@ struct Replica {
     exe: PathBuf,
     url: String,
     config: Option<PathBuf>,
-    restarts: Arc<Mutex<RestartWindow>>,
+    policy: RestartPolicy,
+    /// Where alerts go (None when `up` could not connect).
+    alerts: Option<async_nats::Client>,
 }
 
 async fn supervise(plan: Supervision) -> anyhow::Result<ExitCode> {
     let (stop_tx, stop_rx) = watch::channel(Stop::No);
     let mut tasks = JoinSet::new();
+    let alerts = {
+        let mut nats = plan.nats.clone();
+        nats.url = plan.url.clone();
+        let config = lexmesh_runtime::Config {
+            nats,
+            ..Default::default()
+        };
+        match tokio::time::timeout(Duration::from_secs(10), client::connect(&config)).await {
+            Ok(Ok(client)) => Some(client),
+            Ok(Err(e)) => {
+                eprintln!("warning: no alerts from `up`: {e:#}");
+                None
+            }
+            Err(_) => {
+                eprintln!("warning: no alerts from `up`: NATS did not answer");
+                None
+            }
+        }
+    };
     for (service, count) in &plan.replicas {
-        let restarts = Arc::new(Mutex::new(RestartWindow::default()));
         for n in 1..=*count {
             let replica = Replica {
                 service: *service,
@@ -246,7 +263,8 @@ async fn supervise(plan: Supervision) -> anyhow::Result<ExitCode> {
                 exe: plan.exe.clone(),
                 url: plan.url.clone(),
                 config: plan.config.clone(),
-                restarts: Arc::clone(&restarts),
+                policy: plan.policy,
+                alerts: alerts.clone(),
             };
             tasks.spawn(run_replica(replica, stop_rx.clone()));
         }
@@ -328,7 +346,7 @@ async fn until(stop: &mut watch::Receiver<Stop>, level: Stop) {
 /// Runs one replica until the mesh stops, restarting it when it exits.
 async fn run_replica(replica: Replica, mut stop: watch::Receiver<Stop>) {
     let name = replica.instance.clone();
-    let mut backoff = Backoff::default();
+    let mut restarts = RestartTracker::new(replica.policy);
     loop {
         if *stop.borrow() != Stop::No {
             return;
@@ -357,26 +375,36 @@ async fn run_replica(replica: Replica, mut stop: watch::Receiver<Stop>) {
             return;
         }
         let status = status.map_or_else(|e| format!("wait failed: {e}"), |s| s.to_string());
-        eprintln!("{name} exited unexpectedly ({status})");
-        let now = Instant::now();
-        if now.duration_since(started) >= RESTART_WINDOW {
-            backoff = Backoff::default();
-        }
-        let allowed = replica
-            .restarts
-            .lock()
-            .map(|mut w| w.allow(now))
-            .unwrap_or_else(|poisoned| poisoned.into_inner().allow(now));
-        if !allowed {
-            eprintln!(
-                "error: {} restarted {MAX_RESTARTS} times within {}s; giving up on {name}",
-                replica.service.name(),
-                RESTART_WINDOW.as_secs()
+        let ran = started.elapsed();
+        eprintln!(
+            "{name} exited unexpectedly ({status}) after {}",
+            client::format_duration(ran)
+        );
+        let Some(delay) = restarts.delay_before_restart(Instant::now()) else {
+            let policy = restarts.policy();
+            let message = format!(
+                "{name} exited {} times within {}; giving up on it",
+                policy.max_restarts + 1,
+                client::format_duration(policy.window)
             );
+            eprintln!("error: {message}");
+            if let Some(alerts) = &replica.alerts {
+                let alert = crate::mesh::health::new_alert(
+                    "crash_loop",
+                    AlertState::Raised,
+                    (replica.service.name(), &name),
+                    (
+                        f64::from(policy.max_restarts + 1),
+                        f64::from(policy.max_restarts),
+                    ),
+                    &message,
+                    "up",
+                );
+                crate::mesh::health::publish_alert(alerts, &alert).await;
+            }
             return;
-        }
-        let delay = backoff.next_delay();
-        eprintln!("restarting {name} in {}s", delay.as_secs());
+        };
+        eprintln!("restarting {name} in {:.1}s", delay.as_secs_f64());
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = until(&mut stop, Stop::Graceful) => return,
@@ -444,52 +472,6 @@ async fn terminate(
     }
 }
 
-/// Delays between restarts: 1 s, doubling, at most 30 s.
-#[derive(Debug)]
-struct Backoff {
-    next: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self {
-            next: FIRST_BACKOFF,
-        }
-    }
-}
-
-impl Backoff {
-    fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = (self.next * 2).min(MAX_BACKOFF);
-        delay
-    }
-}
-
-/// Restart times of one service within the last [`RESTART_WINDOW`].
-#[derive(Debug, Default)]
-struct RestartWindow {
-    restarts: VecDeque<Instant>,
-}
-
-impl RestartWindow {
-    /// Records a restart at `now` unless [`MAX_RESTARTS`] happened within the window already.
-    fn allow(&mut self, now: Instant) -> bool {
-        while self
-            .restarts
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= RESTART_WINDOW)
-        {
-            self.restarts.pop_front();
-        }
-        if self.restarts.len() >= MAX_RESTARTS {
-            return false;
-        }
-        self.restarts.push_back(now);
-        true
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -505,7 +487,8 @@ mod tests {
             vec![
                 (Service::Preprocessor, 1),
                 (Service::Trainer, 1),
-                (Service::Evaluator, 1)
+                (Service::Evaluator, 1),
+                (Service::Health, 1)
             ]
         );
         assert_eq!(
@@ -513,7 +496,8 @@ mod tests {
             vec![
                 (Service::Preprocessor, 3),
                 (Service::Trainer, 2),
-                (Service::Evaluator, 0)
+                (Service::Evaluator, 0),
+                (Service::Health, 1)
             ]
         );
     }
@@ -527,7 +511,9 @@ mod tests {
         assert!(err(&["trainer=-1"]).contains("whole number"));
         assert!(err(&["trainer=17"]).contains("from 0 to 16"));
         assert!(err(&["trainer=1", "trainer=2"]).contains("twice"));
-        assert!(err(&["trainer=0,evaluator=0,preprocessor=0"]).contains("nothing to start"));
+        assert!(
+            err(&["trainer=0,evaluator=0,preprocessor=0,health=0"]).contains("nothing to start")
+        );
     }
 
     #[test]
@@ -559,21 +545,5 @@ mod tests {
         assert_eq!(local_bind_address("::1").as_deref(), Some("127.0.0.1"));
         assert_eq!(local_bind_address("10.0.0.5"), None);
         assert_eq!(local_bind_address("nats.example"), None);
-    }
-
-    #[test]
-    fn restarts_back_off_and_give_up() {
-        let mut backoff = Backoff::default();
-        let delays: Vec<u64> = (0..7).map(|_| backoff.next_delay().as_secs()).collect();
-        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30]);
-
-        let start = Instant::now();
-        let mut window = RestartWindow::default();
-        for i in 0..MAX_RESTARTS as u64 {
-            assert!(window.allow(start + Duration::from_secs(i)));
-        }
-        assert!(!window.allow(start + Duration::from_secs(10)));
-        // Once the first restart is a minute old, one more is allowed.
-        assert!(window.allow(start + RESTART_WINDOW + Duration::from_millis(1)));
     }
 }

@@ -4,10 +4,12 @@
 //! - [`data`]: reading a job's dataset (inline records or an uploaded file) and the prepared
 //!   (vectorised) dataset stored by the preprocessor.
 //! - [`models`]: trained models in the models object store.
-//! - [`preprocessor`], [`trainer`], [`evaluator`]: the three services.
+//! - [`preprocessor`], [`trainer`], [`evaluator`]: the three job services; [`health`]: the
+//!   service that watches them and replaces the ones that stop working.
 
 pub mod data;
 pub mod evaluator;
+pub mod health;
 pub mod models;
 pub mod preprocessor;
 pub mod settings;

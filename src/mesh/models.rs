@@ -1,6 +1,8 @@
 //! Trained models in the `lexmesh_models` object store: every file of the model folder as
-//! `<model>/<file>`, then `<model>/manifest.json`. A model without a manifest is incomplete
-//! and treated as absent.
+//! `<model>/<job>-a<attempt>/<file>`, then `<model>/manifest.json`, which names that folder.
+//! A model without a manifest is incomplete and treated as absent. Each training attempt
+//! uploads into its own folder, and only the attempt that completed the job (compare-and-set
+//! on the job record) writes the manifest, so two racing attempts never mix their files.
 
 use std::path::Path;
 
@@ -10,28 +12,69 @@ use lexmesh_runtime::{Mesh, objects};
 
 use super::{internal, unavailable};
 
-/// Uploads the model folder and then its manifest (`files` is filled in here).
-pub async fn store(
+/// Uploads the model folder under `<model>/<folder>/`, where no other attempt writes; the
+/// model is not visible until [`publish_manifest`]. Returns the manifest to publish.
+pub async fn upload(
     mesh: &Mesh,
     dir: &Path,
+    folder: &str,
     mut manifest: ModelManifest,
 ) -> Result<ModelManifest, ProtocolError> {
-    // Drop an older manifest first: readers never see a manifest over half-replaced files.
-    let manifest_name = names::model_manifest(&manifest.model_id);
-    let _ = mesh.models.delete(&manifest_name).await;
-    let uploaded = objects::sync_dir(&mesh.models, &manifest.model_id, dir, &[])
+    let prefix = names::model_file(&manifest.model_id, folder);
+    let uploaded = objects::sync_dir(&mesh.models, &prefix, dir, &[])
         .await
         .map_err(unavailable)?;
+    manifest.folder = folder.to_string();
     manifest.files = uploaded
         .into_iter()
         .map(|(name, bytes)| ModelFile { name, bytes })
         .collect();
-    let body =
-        serde_json::to_vec_pretty(&manifest).map_err(|e| internal("encoding a manifest", e))?;
-    objects::put_bytes(&mesh.models, &manifest_name, &body)
+    Ok(manifest)
+}
+
+/// Writes the manifest, which makes the model visible, then deletes the files of the model's
+/// previous version (another folder).
+pub async fn publish_manifest(mesh: &Mesh, new: &ModelManifest) -> Result<(), ProtocolError> {
+    let previous = manifest(mesh, &new.model_id).await.ok().flatten();
+    let body = serde_json::to_vec_pretty(new).map_err(|e| internal("encoding a manifest", e))?;
+    objects::put_bytes(&mesh.models, &names::model_manifest(&new.model_id), &body)
         .await
         .map_err(unavailable)?;
-    Ok(manifest)
+    if let Some(previous) = previous
+        && previous.folder != new.folder
+    {
+        let old = if previous.folder.is_empty() {
+            None
+        } else {
+            Some(names::model_file(&previous.model_id, &previous.folder))
+        };
+        match old {
+            Some(old) => {
+                if let Err(e) = objects::delete_under(&mesh.models, &old).await {
+                    tracing::warn!("the previous version's files ({old}) were not deleted: {e}");
+                }
+            }
+            // A model stored before folders existed: its files sit directly under <model>/,
+            // and are overwritten by nothing; delete them one by one.
+            None => {
+                for file in &previous.files {
+                    let _ = mesh
+                        .models
+                        .delete(&names::model_file(&previous.model_id, &file.name))
+                        .await;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the files an attempt uploaded but may not publish (it lost the completion race).
+pub async fn discard_upload(mesh: &Mesh, model_id: &str, folder: &str) {
+    let prefix = names::model_file(model_id, folder);
+    if let Err(e) = objects::delete_under(&mesh.models, &prefix).await {
+        tracing::warn!("the discarded model files ({prefix}) were not deleted: {e}");
+    }
 }
 
 /// The manifest of `model_id`, if the model is stored completely.
@@ -60,7 +103,14 @@ pub async fn require_manifest(mesh: &Mesh, model_id: &str) -> Result<ModelManife
 /// Downloads the files `manifest` lists into `dir`.
 pub async fn fetch(mesh: &Mesh, manifest: &ModelManifest, dir: &Path) -> Result<(), ProtocolError> {
     for file in &manifest.files {
-        let name = names::model_file(&manifest.model_id, &file.name);
+        let name = if manifest.folder.is_empty() {
+            names::model_file(&manifest.model_id, &file.name)
+        } else {
+            names::model_file(
+                &manifest.model_id,
+                &format!("{}/{}", manifest.folder, file.name),
+            )
+        };
         let found = objects::get_file(&mesh.models, &name, &dir.join(&file.name))
             .await
             .map_err(unavailable)?;

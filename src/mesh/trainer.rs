@@ -15,7 +15,7 @@ use lexmesh_protocol::{
     DatasetSource, ErrorCode, ErrorReply, JobEvent, JobResult, PreprocessJob, ProtocolError,
     TrainJob, subjects,
 };
-use lexmesh_runtime::{JobContext, JobHandler, JobOutcome, ServiceRuntime, objects};
+use lexmesh_runtime::{Claim, JobContext, JobHandler, JobOutcome, ServiceRuntime, objects};
 use lexmesh_trainer::artifact::{FORMAT_VERSION, SavedConfig};
 use lexmesh_trainer::checkpoint::CheckpointDir;
 use lexmesh_trainer::progress::{BatchProgress, EpochProgress, TrainingEnded, TrainingStarted};
@@ -99,28 +99,56 @@ async fn request_prepare(
 }
 
 /// Forwards the training thread's events into the async side.
-struct EventSink(mpsc::UnboundedSender<TrainingEvent>);
+struct EventSink {
+    events: mpsc::UnboundedSender<TrainingEvent>,
+    /// The run's checkpoints, and where each epoch's is snapshotted for upload.
+    checkpoints: CheckpointDir,
+    snapshots: std::path::PathBuf,
+    /// Fire drills: wedge the compute thread after this many batches
+    /// (`service.drill_stall_after_batches`).
+    stall_after: Option<u64>,
+    batches: u64,
+}
 
 enum TrainingEvent {
     Started(TrainingStarted),
     Batch(BatchProgress),
-    Epoch(EpochProgress),
+    /// An epoch, with a snapshot of its checkpoint (None when it could not be taken).
+    Epoch(EpochProgress, Option<std::path::PathBuf>),
     Ended,
 }
 
 impl ProgressSink for EventSink {
     fn on_start(&mut self, e: &TrainingStarted) {
-        let _ = self.0.send(TrainingEvent::Started(e.clone()));
+        let _ = self.events.send(TrainingEvent::Started(e.clone()));
     }
     fn on_batch(&mut self, e: &BatchProgress) {
-        let _ = self.0.send(TrainingEvent::Batch(e.clone()));
+        let _ = self.events.send(TrainingEvent::Batch(e.clone()));
+        self.batches += 1;
+        if self.stall_after.is_some_and(|n| self.batches >= n) {
+            tracing::warn!("drill: the compute thread stops making progress now");
+            loop {
+                std::thread::park();
+            }
+        }
     }
     fn on_epoch(&mut self, e: &EpochProgress) {
-        let _ = self.0.send(TrainingEvent::Epoch(e.clone()));
+        // Taken here, on the training thread, before the next epoch replaces the checkpoint:
+        // the upload then reads a whole checkpoint however far training has moved on.
+        let snapshot = self.snapshots.join(format!("epoch-{:04}", e.epoch));
+        let taken = match self.checkpoints.snapshot(&snapshot) {
+            Ok(true) => Some(snapshot),
+            Ok(false) => None,
+            Err(err) => {
+                tracing::warn!("checkpoint of epoch {} not snapshotted: {err}", e.epoch);
+                None
+            }
+        };
+        let _ = self.events.send(TrainingEvent::Epoch(e.clone(), taken));
     }
     fn on_end(&mut self, e: &TrainingEnded) {
         let _ = e;
-        let _ = self.0.send(TrainingEvent::Ended);
+        let _ = self.events.send(TrainingEvent::Ended);
     }
 }
 
@@ -206,7 +234,14 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
 
     let cancel = CancelToken::new();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let handle = spawn(run, Box::new(EventSink(tx)), cancel.clone()).map_err(train_error)?;
+    let sink = EventSink {
+        events: tx,
+        checkpoints: checkpoint_dir.clone(),
+        snapshots: work.path().join("snapshots"),
+        stall_after: ctx.worker.config.service.drill_stall_after_batches,
+        batches: 0,
+    };
+    let handle = spawn(run, Box::new(sink), cancel.clone()).map_err(train_error)?;
     let mut stopping_for_shutdown = false;
     let mut finishing = false;
     let mut last_eta_s = f64::INFINITY;
@@ -296,18 +331,21 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
                 p.timestamp_ms = now_ms();
                 ctx.publish(&JobEvent::Progress(p)).await;
             }
-            TrainingEvent::Epoch(e) => {
+            TrainingEvent::Epoch(e, snapshot) => {
                 epochs_done = e.epoch as u32;
-                // The checkpoint of this epoch is on disk before on_epoch is called.
-                if let Err(err) = objects::sync_dir(
-                    &ctx.mesh().checkpoints,
-                    &job.job_id,
-                    checkpoint_dir.path(),
-                    &["latest"],
-                )
-                .await
-                {
-                    tracing::warn!(job = %job.job_id, "checkpoint of epoch {} not stored: {err}", e.epoch);
+                if let Some(snapshot) = snapshot {
+                    // `latest` last: a reader never sees a pointer to a half-stored epoch.
+                    if let Err(err) = objects::sync_dir(
+                        &ctx.mesh().checkpoints,
+                        &job.job_id,
+                        &snapshot,
+                        &["latest"],
+                    )
+                    .await
+                    {
+                        tracing::warn!(job = %job.job_id, "checkpoint of epoch {} not stored: {err}", e.epoch);
+                    }
+                    let _ = std::fs::remove_dir_all(&snapshot);
                 }
                 let _ = lexmesh_runtime::records::update(&ctx.mesh().jobs, &job.job_id, |r| {
                     r.map(|mut r| {
@@ -370,9 +408,13 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
     let validation: EvaluationSummary = serde_json::to_value(&report)
         .and_then(serde_json::from_value)
         .map_err(|e| internal("converting the validation report", e))?;
-    models::store(
+    // Upload into this attempt's own folder; only the attempt that completes the job
+    // publishes the manifest.
+    let folder = format!("{}-a{}", job.job_id, ctx.attempt);
+    let manifest = models::upload(
         ctx.mesh(),
         model_dir.path(),
+        &folder,
         ModelManifest {
             model_id: model_id.clone(),
             job_id: job.job_id.clone(),
@@ -380,13 +422,13 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
             labels: labels.labels().to_vec(),
             validation_macro_f1: report.macro_f1,
             dataset_id: dataset_id.clone(),
+            folder: String::new(),
             files: Vec::new(),
             created_ms: now_ms(),
         },
     )
     .await?;
-    let _ = clear_checkpoints(&ctx, &job.job_id).await;
-    Ok(JobOutcome::Completed(JobResult::Train(TrainSummary {
+    let result = JobResult::Train(TrainSummary {
         model_id,
         dataset_id: dataset_id.clone(),
         best_epoch: outcome.best_epoch as u32,
@@ -396,7 +438,22 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
             _ => "completed".into(),
         },
         validation,
-    })))
+    });
+    match ctx.complete_once(&result).await {
+        Ok(Claim::Won) => {
+            models::publish_manifest(ctx.mesh(), &manifest).await?;
+            let _ = clear_checkpoints(&ctx, &job.job_id).await;
+            Ok(JobOutcome::Completed(result))
+        }
+        Ok(Claim::Lost { winner, .. }) => {
+            models::discard_upload(ctx.mesh(), &manifest.model_id, &folder).await;
+            Ok(JobOutcome::Superseded { winner })
+        }
+        Err(e) => {
+            models::discard_upload(ctx.mesh(), &manifest.model_id, &folder).await;
+            Err(unavailable(e))
+        }
+    }
 }
 
 /// Removes a finished job's checkpoints from the store.

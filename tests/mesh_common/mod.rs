@@ -177,6 +177,16 @@ impl ServiceProcess {
         assert!(status.success(), "kill -TERM {} failed", self.child.id());
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (`-STOP`, `-CONT`, ...).
+    pub fn signal(&self, signal: &str) {
+        send_signal(signal, self.child.id());
+    }
+
     /// Kills it with SIGKILL and waits for it: a crash, with no chance to clean up.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -541,8 +551,19 @@ impl TestMesh {
             subject: subject.to_string(),
             subscriber,
             schemas: self.schemas.clone(),
+            schema: "job-event",
+            job_events: true,
             events: Vec::new(),
         }
+    }
+
+    /// Watches other messages than job events (health events, dead letters, alerts), each
+    /// checked against `schema`.
+    pub async fn watch_messages(&self, subject: &str, schema: &'static str) -> EventWatch {
+        let mut watch = self.watch_subject(subject).await;
+        watch.schema = schema;
+        watch.job_events = false;
+        watch
     }
 
     /// The job record (KV `lexmesh_jobs`, key = job id), validated against `job-record`.
@@ -672,6 +693,10 @@ pub struct EventWatch {
     subject: String,
     subscriber: Subscriber,
     schemas: Arc<Schemas>,
+    /// The schema every message must match.
+    schema: &'static str,
+    /// Whether messages are job events (`lexmesh.events.<job_id>.<event>`).
+    job_events: bool,
     /// Every event received so far, in order.
     pub events: Vec<Value>,
 }
@@ -691,10 +716,14 @@ impl EventWatch {
             )
         });
         self.schemas.check(
-            "job-event",
-            &format!("event on {}", message.subject),
+            self.schema,
+            &format!("message on {}", message.subject),
             &event,
         );
+        if !self.job_events {
+            self.events.push(event.clone());
+            return Some(event);
+        }
         let tokens: Vec<&str> = message.subject.as_str().split('.').collect();
         assert_eq!(tokens.len(), 4, "event subject {}", message.subject);
         assert_eq!(
@@ -849,6 +878,16 @@ pub fn sample_train_job(job_id: &str, model_id: &str, settings: Value) -> Value 
     })
 }
 
+/// A train job on the whole sample that runs all `epochs` (no early stop), model
+/// `model-<job_id>`: long enough for a fault to land mid-job.
+pub fn no_early_stop_job(job_id: &str, epochs: u32) -> Value {
+    let mut settings = small_settings(epochs);
+    settings["patience"] = json!(0);
+    let mut job = sample_train_job(job_id, &format!("model-{job_id}"), settings);
+    job["job_id"] = json!(job_id);
+    job
+}
+
 /// Polls `check` every 100 ms until it returns Some (at most `timeout`; then fails with
 /// `what`).
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
@@ -864,4 +903,13 @@ where
         assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// `kill <signal> <pid>`; fails the test when kill fails.
+pub fn send_signal(signal: &str, pid: u32) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {pid} failed");
 }

@@ -41,6 +41,9 @@ pub enum ErrorCode {
     Cancelled,
     /// A bug or an unexpected failure inside lexmesh; the job is retried.
     Internal,
+    /// The workers running the job kept disappearing (killed, crashed, replaced) until its
+    /// deliveries ran out.
+    WorkerLost,
 }
 
 impl ErrorCode {
@@ -68,6 +71,7 @@ impl ErrorCode {
             Self::Unavailable => "unavailable",
             Self::Cancelled => "cancelled",
             Self::Internal => "internal",
+            Self::WorkerLost => "worker_lost",
         }
     }
 }

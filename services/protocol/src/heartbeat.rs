@@ -18,6 +18,16 @@ pub struct Heartbeat {
     pub protocol_version: u32,
     /// Operating-system process id (for a local supervisor).
     pub pid: u32,
+    /// Host name (the pod name on Kubernetes).
+    pub host: String,
+    /// Kubernetes namespace (from `POD_NAMESPACE`), when it runs in a pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Id of its NATS service-API registration: `$SRV.PING.<service>.<id>` reaches it alone.
+    pub service_id: String,
+    /// True on the last heartbeat of an instance that is shutting down on purpose.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopping: bool,
     /// Jobs running now, with the time each last made progress.
     pub running: Vec<RunningJob>,
     /// Resident memory in bytes.

@@ -4,7 +4,8 @@
 //! - [`event`]: job events (`accepted`, `progress`, `completed`, `failed`, `cancelled`).
 //! - [`control`]: the cancel message and its reply.
 //! - [`classify`]: the request/reply inference endpoint.
-//! - [`heartbeat`], [`status`]: what workers say about themselves.
+//! - [`heartbeat`], [`status`]: what workers say about themselves; [`health`]: what the health
+//!   service says about them; [`alert`]: alerts; [`deadletter`]: jobs given up on.
 //! - [`record`]: the job record kept in the jobs KV bucket, and stored-model manifests.
 //! - [`error`]: stable error codes and the error reply; [`decode`] turns bytes into a message
 //!   or a typed error.
@@ -15,11 +16,14 @@
 //! ids) are restricted to `[A-Za-z0-9_-]{1,64}` so a message can never address a subject it
 //! should not.
 
+pub mod alert;
 pub mod classify;
 pub mod control;
+pub mod deadletter;
 pub mod decode;
 pub mod error;
 pub mod event;
+pub mod health;
 pub mod heartbeat;
 pub mod job;
 pub mod names;

@@ -13,6 +13,20 @@ pub fn consumer(kind: JobKind) -> String {
     format!("lexmesh-{}", kind.name())
 }
 
+/// Stream keeping dead letters (`lexmesh.deadletter.>`).
+pub const DEADLETTER_STREAM: &str = "LEXMESH_DEADLETTER";
+
+/// Queue group in which one instance per job kind handles a max-deliveries advisory.
+pub fn deadletter_queue(kind: JobKind) -> String {
+    format!("lexmesh-deadletter-{}", kind.name())
+}
+
+/// KV bucket of leases (the health service's leader lease, key [`HEALTH_LEASE`]).
+pub const LEASES_BUCKET: &str = "lexmesh_leases";
+
+/// Key of the health service's leader lease in [`LEASES_BUCKET`].
+pub const HEALTH_LEASE: &str = "health";
+
 /// KV bucket of job records ([`crate::record::JobRecord`]), keyed by job id.
 pub const JOBS_BUCKET: &str = "lexmesh_jobs";
 
@@ -54,11 +68,18 @@ pub enum Service {
     Trainer,
     /// Runs `evaluate` jobs and answers `classify` requests.
     Evaluator,
+    /// Watches the other instances and replaces the ones that stop working.
+    Health,
 }
 
 impl Service {
     /// All services, in start-up order.
-    pub const ALL: [Service; 3] = [Self::Preprocessor, Self::Trainer, Self::Evaluator];
+    pub const ALL: [Service; 4] = [
+        Self::Preprocessor,
+        Self::Trainer,
+        Self::Evaluator,
+        Self::Health,
+    ];
 
     /// Short name: `preprocessor`, `trainer`, `evaluator`.
     pub fn name(self) -> &'static str {
@@ -66,6 +87,7 @@ impl Service {
             Self::Preprocessor => "preprocessor",
             Self::Trainer => "trainer",
             Self::Evaluator => "evaluator",
+            Self::Health => "health",
         }
     }
 
@@ -80,6 +102,7 @@ impl Service {
             Self::Preprocessor => &[JobKind::Preprocess],
             Self::Trainer => &[JobKind::Train],
             Self::Evaluator => &[JobKind::Evaluate],
+            Self::Health => &[],
         }
     }
 }
@@ -90,6 +113,8 @@ impl std::str::FromStr for Service {
         Self::ALL
             .into_iter()
             .find(|v| v.name() == s)
-            .ok_or_else(|| format!("unknown service `{s}` (preprocessor, trainer, evaluator)"))
+            .ok_or_else(|| {
+                format!("unknown service `{s}` (preprocessor, trainer, evaluator, health)")
+            })
     }
 }

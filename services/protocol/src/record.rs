@@ -67,6 +67,35 @@ pub struct JobRecord {
     /// The last error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
+    /// Sequence of the job's message in the jobs stream (to find it again, e.g. to dead-letter
+    /// it when its deliveries ran out unnoticed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_sequence: Option<u64>,
+    /// Every delivery of the job: who ran it, from when to when, how it ended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<AttemptEntry>,
+}
+
+/// One delivery of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttemptEntry {
+    /// Delivery number, from 1.
+    pub attempt: u32,
+    /// The instance that ran it.
+    pub instance: String,
+    /// When it took the job (ms since the Unix epoch).
+    pub started_ms: f64,
+    /// When that attempt ended; absent while it runs, and for good when its worker was lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_ms: Option<f64>,
+    /// How it ended: `completed`, `failed`, `retrying`, `cancelled`, `handed_back`,
+    /// `superseded`; absent while it runs or when its worker was lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// The error, when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
 }
 
 impl JobRecord {
@@ -85,6 +114,8 @@ impl JobRecord {
             updated_ms: now_ms,
             result: None,
             error: None,
+            stream_sequence: None,
+            history: Vec::new(),
         }
     }
 }
@@ -117,6 +148,11 @@ pub struct ModelManifest {
     pub validation_macro_f1: f64,
     /// The prepared dataset it was trained on.
     pub dataset_id: String,
+    /// Folder of its files inside `<model>/` (one per training attempt, so that two attempts
+    /// racing never mix files; the manifest names the winner's). Empty for files directly
+    /// under `<model>/`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub folder: String,
     /// Its files.
     pub files: Vec<ModelFile>,
     /// When it was stored (ms since the Unix epoch).

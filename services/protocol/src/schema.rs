@@ -6,6 +6,7 @@ use std::path::Path;
 use schemars::{JsonSchema, Schema, schema_for};
 
 use crate::PROTOCOL_VERSION;
+use crate::{alert, deadletter, health};
 
 /// One message's schema.
 #[derive(Debug, Clone)]
@@ -74,6 +75,10 @@ pub fn all() -> Vec<MessageSchema> {
         message::<heartbeat::Heartbeat>("heartbeat", "lexmesh.heartbeat.<service>.<instance>"),
         message::<status::WorkerStatus>("worker-status", "reply to lexmesh.api.<service>.status"),
         message::<record::JobRecord>("job-record", "KV lexmesh_jobs, key <job>"),
+        message::<health::HealthEvent>("health-event", "lexmesh.health.<instance>.<state>"),
+        message::<health::HealthReport>("health-report", "reply to lexmesh.api.health.instances"),
+        message::<deadletter::DeadLetter>("dead-letter", "lexmesh.deadletter.<kind>"),
+        message::<alert::Alert>("alert", "lexmesh.alerts.<kind>"),
         message::<record::ModelManifest>(
             "model-manifest",
             "object lexmesh_models <model>/manifest.json",

@@ -28,6 +28,11 @@ pub struct RunningJob {
     /// Percent done (training).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_percentage: Option<f64>,
+    /// Reply subject of the job message's delivery. Acknowledging it with `-NAK` hands the job
+    /// back to the queue at once: the health service does that for an instance it declares
+    /// unresponsive, instead of waiting for `ack_wait`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack_subject: Option<String>,
 }
 
 /// The reply of `lexmesh.api.<service>.status`.

@@ -43,6 +43,39 @@ pub fn heartbeat(service: &str, instance: &str) -> String {
 /// Every heartbeat: `lexmesh.heartbeat.>`.
 pub const ALL_HEARTBEATS: &str = "lexmesh.heartbeat.>";
 
+/// A change of an instance's health: `lexmesh.health.<instance>.<state>`.
+pub fn health(instance: &str, state: crate::health::HealthState) -> String {
+    format!("lexmesh.health.{instance}.{}", state.name())
+}
+
+/// Every health change: `lexmesh.health.>`.
+pub const ALL_HEALTH: &str = "lexmesh.health.>";
+
+/// Jobs given up on: `lexmesh.deadletter.<kind>` (stream `LEXMESH_DEADLETTER`).
+pub fn deadletter(kind: JobKind) -> String {
+    format!("lexmesh.deadletter.{}", kind.name())
+}
+
+/// Every dead letter: `lexmesh.deadletter.>`.
+pub const ALL_DEADLETTERS: &str = "lexmesh.deadletter.>";
+
+/// Alerts of one kind: `lexmesh.alerts.<kind>`.
+pub fn alert(kind: &str) -> String {
+    format!("lexmesh.alerts.{kind}")
+}
+
+/// Every alert: `lexmesh.alerts.>`.
+pub const ALL_ALERTS: &str = "lexmesh.alerts.>";
+
+/// `lexmesh.api.health.instances`: the health service's view of every instance.
+pub const HEALTH_INSTANCES: &str = "lexmesh.api.health.instances";
+
+/// JetStream's advisory when a job message ran out of deliveries: the job is then
+/// dead-lettered by whichever instance of its service hears it.
+pub fn max_deliveries_advisory(stream: &str, consumer: &str) -> String {
+    format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{consumer}")
+}
+
 /// Request/reply endpoints of a service live under `lexmesh.api.<service>` (NATS service API
 /// group); see [`crate::names`] for the endpoint names.
 pub fn api_group(service: &str) -> String {

@@ -22,6 +22,9 @@ pub struct Config {
     pub jobs: JobsConfig,
     /// This instance.
     pub service: ServiceConfig,
+    /// The health service: when an instance counts as unresponsive, stalled or over budget, and
+    /// how it is replaced.
+    pub health: HealthConfig,
 }
 
 /// NATS connection settings.
@@ -136,7 +139,9 @@ pub struct ServiceConfig {
     /// Seconds between heartbeats.
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
-    /// Memory budget reported in heartbeats and checked by the health service, in MiB.
+    /// Memory budget reported in heartbeats and checked by the health service, in MiB. The
+    /// default fits a trainer running 4 default bow jobs at once (measured peak about 1.9 GiB)
+    /// with headroom; the old system's 512 MB cannot hold one libtorch bow run (about 1 GiB).
     pub memory_budget_mb: u64,
     /// Scratch folder for models and checkpoints in transit (default: the system temp folder).
     pub work_dir: Option<PathBuf>,
@@ -148,18 +153,96 @@ pub struct ServiceConfig {
     /// are always published). `0s` publishes every batch.
     #[serde(with = "humantime_serde")]
     pub progress_interval: Duration,
+    /// Fire drills only: after this many training batches of each job, the compute thread
+    /// stops making progress while the rest of the process keeps answering, as a wedged thread
+    /// would. Lets a drill (and the tests) show that the health service finds and replaces a
+    /// stalled trainer. Unset in any real deployment.
+    pub drill_stall_after_batches: Option<u64>,
 }
 
 impl Default for ServiceConfig {
     fn default() -> Self {
         Self {
             instance: None,
-            heartbeat_interval: Duration::from_secs(5),
-            memory_budget_mb: 512,
+            heartbeat_interval: Duration::from_secs(1),
+            memory_budget_mb: 3072,
             work_dir: None,
             compute_threads: 0,
             model_cache: 4,
             progress_interval: Duration::from_millis(250),
+            drill_stall_after_batches: None,
+        }
+    }
+}
+
+/// How an instance that stopped working is replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplacerKind {
+    /// Kill the process (same host only); its supervisor (`lexmesh up`, systemd) starts it
+    /// again.
+    Local,
+    /// Delete its pod through the Kubernetes API; its Deployment recreates it.
+    Kubernetes,
+    /// Only report and hand its jobs back; replace nothing.
+    None,
+}
+
+/// The health service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// No heartbeat for this long (and no answer to a ping) makes an instance unresponsive.
+    #[serde(with = "humantime_serde")]
+    pub dead_after: Duration,
+    /// A running training job without a finished batch for this long makes its instance
+    /// stalled (the old system's WORKER_TIMEOUT).
+    #[serde(with = "humantime_serde")]
+    pub worker_timeout: Duration,
+    /// How long to wait for the answer to a `$SRV.PING`.
+    #[serde(with = "humantime_serde")]
+    pub ping_timeout: Duration,
+    /// Heartbeats in a row above the memory budget that make an instance over budget.
+    pub over_budget_heartbeats: u32,
+    /// How instances are replaced.
+    pub replacer: ReplacerKind,
+    /// First delay before replacing the same instance again; it grows by `restart_factor`.
+    #[serde(with = "humantime_serde")]
+    pub restart_delay: Duration,
+    /// Growth of the delay between replacements.
+    pub restart_factor: f64,
+    /// Longest delay between replacements.
+    #[serde(with = "humantime_serde")]
+    pub restart_max_delay: Duration,
+    /// Replacements of one instance within `restart_window` after which it is given up on
+    /// (with an alert).
+    pub max_restarts: u32,
+    /// The window of `max_restarts`.
+    #[serde(with = "humantime_serde")]
+    pub restart_window: Duration,
+    /// How long the leader's lease lasts without renewal (only the leader replaces).
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// An instance not heard of for this long is dropped from the report.
+    #[serde(with = "humantime_serde")]
+    pub forget_after: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            dead_after: Duration::from_secs(3),
+            worker_timeout: Duration::from_secs(30),
+            ping_timeout: Duration::from_secs(1),
+            over_budget_heartbeats: 5,
+            replacer: ReplacerKind::Local,
+            restart_delay: Duration::from_secs(1),
+            restart_factor: 2.0,
+            restart_max_delay: Duration::from_secs(30),
+            max_restarts: 5,
+            restart_window: Duration::from_secs(60),
+            lease_ttl: Duration::from_secs(5),
+            forget_after: Duration::from_secs(600),
         }
     }
 }

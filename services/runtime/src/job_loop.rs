@@ -10,20 +10,30 @@
 //! Retryable failure → `failed` event with `retrying: true`, nak with exponential delay, until
 //! `max_deliver`. Permanent failure, or a malformed message → `failed` event, term: a bad
 //! message is never retried and never takes the process down.
+//!
+//! Exactly once: a job is completed by a compare-and-set of its record from a non-final status
+//! to `completed`. When two instances race (one declared dead was only slow), one write wins;
+//! the loser discards its result and says so in a log line.
+//!
+//! Dead letters: a job that ran out of deliveries (retryable failures, or workers lost one
+//! after another) is published once on `lexmesh.deadletter.<kind>` with its request and
+//! history, gets a `failed` event, and leaves the jobs stream. Lost workers are noticed
+//! through JetStream's max-deliveries advisory, which one instance per kind handles.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
+use lexmesh_protocol::deadletter::DeadLetter;
 use lexmesh_protocol::decode::{decode, salvage_job_id};
 use lexmesh_protocol::error::ErrorBody;
 use lexmesh_protocol::event::{Accepted, Cancelled, Completed, Failed};
 use lexmesh_protocol::job::JobRequest;
-use lexmesh_protocol::record::{JobRecord, JobStatus};
+use lexmesh_protocol::record::{AttemptEntry, JobRecord, JobStatus};
 use lexmesh_protocol::time::now_ms;
-use lexmesh_protocol::{ErrorCode, JobEvent, JobKind, JobResult, ProtocolError};
+use lexmesh_protocol::{ErrorCode, JobEvent, JobKind, JobResult, ProtocolError, names, subjects};
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +42,10 @@ use crate::error::RuntimeError;
 use crate::mesh::Mesh;
 use crate::worker::Worker;
 use crate::{events, records};
+
+/// How long a pull request for the next job waits at the server before it expires (and the
+/// loop pulls again). A replica that died leaves no pull request behind for longer.
+pub const PULL_EXPIRES: Duration = Duration::from_secs(5);
 
 /// How a job ended, when it did not fail.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +59,25 @@ pub enum JobOutcome {
     },
     /// Stopped because this instance is shutting down; the job is handed back.
     Interrupted,
+    /// Another attempt of the job completed first; this attempt's result was discarded.
+    Superseded {
+        /// The instance whose attempt won, when known.
+        winner: Option<String>,
+    },
+}
+
+/// Whether this attempt's completion was written ([`JobContext::complete_once`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// This attempt completed the job.
+    Won,
+    /// The job had already ended (completed by another attempt, or cancelled / failed).
+    Lost {
+        /// The instance recorded as the job's owner.
+        winner: Option<String>,
+        /// Its status.
+        status: JobStatus,
+    },
 }
 
 /// What a running job can see and use.
@@ -60,6 +93,7 @@ pub struct JobContext {
     pub attempt: u32,
     /// Cancelled when someone cancels the job.
     pub cancel: CancellationToken,
+    claim: Arc<OnceLock<Claim>>,
 }
 
 impl JobContext {
@@ -76,6 +110,19 @@ impl JobContext {
     /// Cancelled when the instance shuts down.
     pub fn shutdown(&self) -> &CancellationToken {
         &self.worker.shutdown
+    }
+
+    /// Completes the job with `result`, exactly once across attempts: a compare-and-set of the
+    /// job record from a non-final status to `completed`. A handler that must publish
+    /// something only the winner may publish (a model's manifest) calls this first and returns
+    /// [`JobOutcome::Superseded`] when it lost; otherwise the job loop calls it.
+    pub async fn complete_once(&self, result: &JobResult) -> Result<Claim, RuntimeError> {
+        if let Some(claim) = self.claim.get() {
+            return Ok(claim.clone());
+        }
+        let claim = claim_completion(&self.worker, &self.job_id, self.attempt, result).await?;
+        let _ = self.claim.set(claim.clone());
+        Ok(claim)
     }
 
     /// Publishes an event of this job (errors are logged: a lost progress event must not
@@ -116,6 +163,18 @@ pub async fn run<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>) -> Result<
         .mesh
         .job_consumer(kind, &worker.config.jobs, max_ack_pending)
         .await?;
+    let advisories = worker
+        .mesh
+        .client
+        .queue_subscribe(
+            subjects::max_deliveries_advisory(names::JOBS_STREAM, &names::consumer(kind)),
+            names::deadletter_queue(kind),
+        )
+        .await
+        .map_err(RuntimeError::nats(
+            "subscribing to max-deliveries advisories",
+        ))?;
+    let advisory_task = tokio::spawn(handle_advisories(worker.clone(), kind, advisories));
     let slots = Arc::new(Semaphore::new(concurrency as usize));
     let mut running = tokio::task::JoinSet::new();
     tracing::info!(kind = kind.name(), concurrency, "taking jobs");
@@ -127,7 +186,7 @@ pub async fn run<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>) -> Result<
         let batch = consumer
             .batch()
             .max_messages(1)
-            .expires(Duration::from_secs(5))
+            .expires(PULL_EXPIRES)
             .messages();
         let mut batch = tokio::select! {
             b = batch => match b {
@@ -171,6 +230,7 @@ pub async fn run<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>) -> Result<
         running.len()
     );
     while running.join_next().await.is_some() {}
+    advisory_task.abort();
     Ok(())
 }
 
@@ -256,6 +316,7 @@ async fn handle<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>, message: je
             attempt,
             model_id,
             JobStatus::Cancelled,
+            sequence,
         )
         .await;
         tracing::info!(job = %job_id, "cancelled before it started");
@@ -279,9 +340,11 @@ async fn handle<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>, message: je
         attempt,
         model_id,
         JobStatus::Running,
+        sequence,
     )
     .await;
-    let cancel = worker.register(&job_id, kind, attempt);
+    let ack_subject = message.reply.as_ref().map(|r| r.to_string());
+    let cancel = worker.register(&job_id, kind, attempt, ack_subject);
     publish(
         &worker,
         &JobEvent::Accepted(Accepted {
@@ -313,7 +376,9 @@ async fn handle<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>, message: je
         kind,
         attempt,
         cancel,
+        claim: Arc::new(OnceLock::new()),
     };
+    let claim = ctx.claim.clone();
     let started = Instant::now();
     let outcome = handler.run(job, ctx).await;
     keep_alive.abort();
@@ -332,14 +397,30 @@ async fn handle<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>, message: je
     };
     match outcome {
         Ok(JobOutcome::Completed(result)) => {
-            finish_record(
-                &worker,
-                &job_id,
-                JobStatus::Completed,
-                Some(result.clone()),
-                None,
-            )
-            .await;
+            let outcome = match claim.get() {
+                Some(c) => Ok(c.clone()),
+                None => claim_completion(&worker, &job_id, attempt, &result).await,
+            };
+            match outcome {
+                Ok(Claim::Won) => {}
+                Ok(Claim::Lost { winner, status }) => {
+                    discard(&worker, &message, &job_id, attempt, winner, status).await;
+                    return;
+                }
+                Err(e) => {
+                    // Neither won nor lost: hand the job back; the next attempt finds either a
+                    // completed record (and drops it) or none (and completes it).
+                    tracing::warn!(job = %job_id, "cannot record the completion ({e}); handing the job back");
+                    ack(
+                        &message,
+                        AckKind::Nak(Some(worker.config.jobs.retry_delay)),
+                        &job_id,
+                    )
+                    .await;
+                    worker.finish(&job_id, false);
+                    return;
+                }
+            }
             let event = JobEvent::Completed(Completed {
                 job_id: job_id.clone(),
                 kind,
@@ -354,8 +435,19 @@ async fn handle<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>, message: je
             worker.finish(&job_id, true);
             tracing::info!(job = %job_id, "completed in {:.1}s", started.elapsed().as_secs_f64());
         }
+        Ok(JobOutcome::Superseded { winner }) => {
+            discard(
+                &worker,
+                &message,
+                &job_id,
+                attempt,
+                winner,
+                JobStatus::Completed,
+            )
+            .await;
+        }
         Ok(JobOutcome::Cancelled { epochs_completed }) => {
-            finish_record(&worker, &job_id, JobStatus::Cancelled, None, None).await;
+            finish_record(&worker, &job_id, attempt, JobStatus::Cancelled, None).await;
             let event = JobEvent::Cancelled(Cancelled {
                 job_id: job_id.clone(),
                 kind,
@@ -371,11 +463,14 @@ async fn handle<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>, message: je
         }
         Ok(JobOutcome::Interrupted) => {
             let _ = records::update(&worker.mesh.jobs, &job_id, |current| {
-                current.map(|mut r| {
-                    r.status = JobStatus::Queued;
-                    r.updated_ms = now_ms();
-                    r
-                })
+                let mut r = current?;
+                if r.status.is_final() {
+                    return None;
+                }
+                r.status = JobStatus::Queued;
+                r.updated_ms = now_ms();
+                end_attempt(&mut r, attempt, &worker.instance, "handed_back", None);
+                Some(r)
             })
             .await;
             ack(&message, AckKind::Nak(None), &job_id).await;
@@ -384,14 +479,32 @@ async fn handle<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>, message: je
         }
         Err(error) if error.retryable() && attempt < max_deliver => {
             let delay = worker.config.jobs.retry_delay_after(attempt);
-            finish_record(&worker, &job_id, JobStatus::Retrying, None, Some(&error)).await;
+            finish_record(&worker, &job_id, attempt, JobStatus::Retrying, Some(&error)).await;
             publish(&worker, &failed_event(&error, true)).await;
             ack(&message, AckKind::Nak(Some(delay)), &job_id).await;
             worker.finish(&job_id, false);
             tracing::warn!(job = %job_id, attempt, "failed ({error}); retrying in {delay:?}");
         }
         Err(error) => {
-            finish_record(&worker, &job_id, JobStatus::Failed, None, Some(&error)).await;
+            let record =
+                finish_record(&worker, &job_id, attempt, JobStatus::Failed, Some(&error)).await;
+            if error.retryable() {
+                // Retries ran out: keep the request and its history where someone will look.
+                let letter = DeadLetter {
+                    job_id: job_id.clone(),
+                    kind,
+                    deliveries: attempt,
+                    code: error.code,
+                    reason: format!("failed {attempt} time(s), the last with: {error}"),
+                    history: record.map(|r| r.history).unwrap_or_default(),
+                    request: serde_json::from_slice(&message.payload)
+                        .unwrap_or(serde_json::Value::Null),
+                    stream_sequence: sequence,
+                    instance: worker.instance.clone(),
+                    timestamp_ms: now_ms(),
+                };
+                publish_dead_letter(&worker, &letter).await;
+            }
             publish(&worker, &failed_event(&error, false)).await;
             ack(&message, AckKind::Term, &job_id).await;
             worker.finish(&job_id, false);
@@ -408,16 +521,31 @@ async fn open_record(
     attempt: u32,
     model_id: Option<String>,
     status: JobStatus,
+    sequence: u64,
 ) {
     let instance = worker.instance.clone();
     let write = records::update(&worker.mesh.jobs, job_id, |current| {
         let now = now_ms();
+        let mut history = current
+            .as_ref()
+            .map(|c| c.history.clone())
+            .unwrap_or_default();
+        history.push(AttemptEntry {
+            attempt,
+            instance: instance.clone(),
+            started_ms: now,
+            ended_ms: (status != JobStatus::Running).then_some(now),
+            outcome: (status != JobStatus::Running).then(|| status_word(status).to_string()),
+            error: None,
+        });
         Some(JobRecord {
             owner: Some(instance.clone()),
             model_id: model_id.clone(),
             epochs_completed: current.as_ref().and_then(|c| c.epochs_completed),
             total_epochs: current.as_ref().and_then(|c| c.total_epochs),
             created_ms: current.as_ref().map_or(now, |c| c.created_ms),
+            stream_sequence: (sequence > 0).then_some(sequence),
+            history,
             ..JobRecord::new(job_id, kind, status, attempt, now)
         })
     })
@@ -437,33 +565,317 @@ async fn publish(worker: &Worker, event: &JobEvent) {
     }
 }
 
+/// Ends this attempt in the record with `status` (never over a final status another attempt
+/// wrote). Returns the record as written.
 async fn finish_record(
     worker: &Worker,
     job_id: &str,
+    attempt: u32,
     status: JobStatus,
-    result: Option<JobResult>,
     error: Option<&ProtocolError>,
-) {
+) -> Option<JobRecord> {
     let instance = worker.instance.clone();
+    let body = error.map(|e| ErrorBody {
+        code: e.code,
+        reason: e.reason.clone(),
+    });
     let write = records::update(&worker.mesh.jobs, job_id, |current| {
         let mut record = current?;
+        if record.status.is_final() {
+            return None;
+        }
         record.status = status;
         record.owner = Some(instance.clone());
         record.updated_ms = now_ms();
-        if let Some(JobResult::Train(t)) = &result {
-            record.epochs_completed = Some(t.epochs_completed);
-        }
-        record.result = result.clone();
-        record.error = error.map(|e| ErrorBody {
-            code: e.code,
-            reason: e.reason.clone(),
-        });
+        record.error = body.clone();
+        end_attempt(
+            &mut record,
+            attempt,
+            &instance,
+            status_word(status),
+            body.clone(),
+        );
         Some(record)
     })
     .await;
-    if let Err(e) = write {
-        tracing::warn!(job = job_id, "cannot update the job record: {e}");
+    match write {
+        Ok(record) => record,
+        Err(e) => {
+            tracing::warn!(job = job_id, "cannot update the job record: {e}");
+            None
+        }
     }
+}
+
+/// The compare-and-set that completes a job once: from any non-final status to `completed`.
+async fn claim_completion(
+    worker: &Worker,
+    job_id: &str,
+    attempt: u32,
+    result: &JobResult,
+) -> Result<Claim, RuntimeError> {
+    let instance = worker.instance.clone();
+    let mut lost = None;
+    let written = records::update(&worker.mesh.jobs, job_id, |current| {
+        if let Some(c) = &current
+            && c.status.is_final()
+        {
+            lost = Some(Claim::Lost {
+                winner: c.owner.clone(),
+                status: c.status,
+            });
+            return None;
+        }
+        lost = None;
+        let now = now_ms();
+        let mut record = current.unwrap_or_else(|| {
+            JobRecord::new(
+                job_id,
+                result_kind(result),
+                JobStatus::Running,
+                attempt,
+                now,
+            )
+        });
+        record.status = JobStatus::Completed;
+        record.owner = Some(instance.clone());
+        record.updated_ms = now;
+        if let JobResult::Train(t) = result {
+            record.epochs_completed = Some(t.epochs_completed);
+        }
+        record.result = Some(result.clone());
+        record.error = None;
+        end_attempt(&mut record, attempt, &instance, "completed", None);
+        Some(record)
+    })
+    .await?;
+    Ok(match (written, lost) {
+        (Some(_), _) => Claim::Won,
+        (None, Some(lost)) => lost,
+        (None, None) => Claim::Won,
+    })
+}
+
+fn result_kind(result: &JobResult) -> JobKind {
+    match result {
+        JobResult::Preprocess(_) => JobKind::Preprocess,
+        JobResult::Train(_) => JobKind::Train,
+        JobResult::Evaluate(_) => JobKind::Evaluate,
+    }
+}
+
+/// Marks this attempt's history entry ended (adding one when the record lacks it).
+fn end_attempt(
+    record: &mut JobRecord,
+    attempt: u32,
+    instance: &str,
+    outcome: &str,
+    error: Option<ErrorBody>,
+) {
+    let now = now_ms();
+    let entry = record
+        .history
+        .iter_mut()
+        .rev()
+        .find(|e| e.attempt == attempt && e.instance == instance);
+    let entry = match entry {
+        Some(e) => e,
+        None => {
+            record.history.push(AttemptEntry {
+                attempt,
+                instance: instance.to_string(),
+                started_ms: now,
+                ended_ms: None,
+                outcome: None,
+                error: None,
+            });
+            let last = record.history.len() - 1;
+            &mut record.history[last]
+        }
+    };
+    entry.ended_ms = Some(now);
+    entry.outcome = Some(outcome.to_string());
+    entry.error = error;
+}
+
+fn status_word(status: JobStatus) -> &'static str {
+    match status {
+        JobStatus::Queued => "queued",
+        JobStatus::Running => "running",
+        JobStatus::Retrying => "retrying",
+        JobStatus::Completed => "completed",
+        JobStatus::Failed => "failed",
+        JobStatus::Cancelled => "cancelled",
+    }
+}
+
+/// This attempt lost the race to complete the job: its result is dropped, the message acked
+/// (the job is done), and a log line says so.
+async fn discard(
+    worker: &Worker,
+    message: &jetstream::Message,
+    job_id: &str,
+    attempt: u32,
+    winner: Option<String>,
+    status: JobStatus,
+) {
+    tracing::warn!(
+        job = job_id,
+        attempt,
+        winner = winner.as_deref().unwrap_or("?"),
+        "result discarded: the job was already {} by another attempt",
+        status_word(status)
+    );
+    let instance = worker.instance.clone();
+    let _ = records::update(&worker.mesh.jobs, job_id, |current| {
+        let mut record = current?;
+        end_attempt(&mut record, attempt, &instance, "superseded", None);
+        Some(record)
+    })
+    .await;
+    ack(message, AckKind::Ack, job_id).await;
+    worker.forget(job_id);
+}
+
+async fn publish_dead_letter(worker: &Worker, letter: &DeadLetter) {
+    let body = match serde_json::to_vec(letter) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(job = %letter.job_id, "dead letter not serialised: {e}");
+            return;
+        }
+    };
+    let sent = match worker
+        .mesh
+        .js
+        .publish(subjects::deadletter(letter.kind), body.into())
+        .await
+    {
+        Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match sent {
+        Ok(()) => {
+            tracing::warn!(job = %letter.job_id, deliveries = letter.deliveries, "dead-lettered: {}", letter.reason)
+        }
+        Err(e) => tracing::error!(job = %letter.job_id, "dead letter not stored: {e}"),
+    }
+}
+
+/// JetStream's max-deliveries advisory (the fields lexmesh reads).
+#[derive(serde::Deserialize)]
+struct MaxDeliveries {
+    stream_seq: u64,
+    deliveries: u64,
+}
+
+/// Dead-letters the jobs whose deliveries ran out because their workers kept disappearing
+/// (each delivery ended by ack_wait, not by a failure this loop saw).
+async fn handle_advisories(
+    worker: Arc<Worker>,
+    kind: JobKind,
+    mut advisories: async_nats::Subscriber,
+) {
+    while let Some(message) = advisories.next().await {
+        let advisory: MaxDeliveries = match serde_json::from_slice(&message.payload) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!("unreadable max-deliveries advisory: {e}");
+                continue;
+            }
+        };
+        let deliveries = u32::try_from(advisory.deliveries).unwrap_or(u32::MAX);
+        if let Err(e) = dead_letter_exhausted(&worker, kind, advisory.stream_seq, deliveries).await
+        {
+            tracing::error!(
+                sequence = advisory.stream_seq,
+                "cannot dead-letter a job that ran out of deliveries: {e}"
+            );
+        }
+    }
+}
+
+/// Dead-letters the job at `sequence` of the jobs stream, which JetStream no longer delivers
+/// (its `deliveries` ran out with workers lost): `failed` record and event (`worker_lost`), a
+/// dead letter, and the message removed. Nothing when the message is gone already; only the
+/// record's compare-and-set winner publishes, so two callers dead-letter it once.
+pub async fn dead_letter_exhausted(
+    worker: &Worker,
+    kind: JobKind,
+    sequence: u64,
+    deliveries: u32,
+) -> Result<(), RuntimeError> {
+    let stream = worker
+        .mesh
+        .js
+        .get_stream(names::JOBS_STREAM)
+        .await
+        .map_err(RuntimeError::nats("opening the jobs stream"))?;
+    let stored = match stream.get_raw_message(sequence).await {
+        Ok(m) => m,
+        // Gone already: another handler, or the job was acknowledged late.
+        Err(_) => return Ok(()),
+    };
+    let job_id = salvage_job_id(&stored.payload).unwrap_or_else(|| format!("seq-{sequence}"));
+    let reason = format!(
+        "its worker was lost {deliveries} time(s) in a row (killed, crashed or replaced before finishing); max_deliver is {}",
+        worker.config.jobs.max_deliver
+    );
+    let error = ErrorBody {
+        code: ErrorCode::WorkerLost,
+        reason: reason.clone(),
+    };
+    let mut ours = false;
+    let record = records::update(&worker.mesh.jobs, &job_id, |current| {
+        ours = false;
+        let mut record = current.unwrap_or_else(|| {
+            JobRecord::new(&job_id, kind, JobStatus::Running, deliveries, now_ms())
+        });
+        if record.status.is_final() {
+            return None;
+        }
+        ours = true;
+        record.status = JobStatus::Failed;
+        record.updated_ms = now_ms();
+        record.error = Some(error.clone());
+        Some(record)
+    })
+    .await?;
+    if ours {
+        let history = record.map(|r| r.history).unwrap_or_default();
+        let letter = DeadLetter {
+            job_id: job_id.clone(),
+            kind,
+            deliveries,
+            code: ErrorCode::WorkerLost,
+            reason: reason.clone(),
+            history,
+            request: serde_json::from_slice(&stored.payload).unwrap_or(serde_json::Value::Null),
+            stream_sequence: sequence,
+            instance: worker.instance.clone(),
+            timestamp_ms: now_ms(),
+        };
+        publish_dead_letter(worker, &letter).await;
+        publish(
+            worker,
+            &JobEvent::Failed(Failed {
+                job_id: job_id.clone(),
+                kind,
+                attempt: deliveries,
+                instance: worker.instance.clone(),
+                code: ErrorCode::WorkerLost,
+                reason,
+                retrying: false,
+                timestamp_ms: now_ms(),
+            }),
+        )
+        .await;
+    }
+    stream
+        .delete_message(sequence)
+        .await
+        .map(|_| ())
+        .map_err(RuntimeError::nats("removing a dead-lettered job"))
 }
 
 /// A message that is not a valid job: `failed` event, a failed record when it names a job,

@@ -25,7 +25,7 @@ pub mod worker;
 
 pub use config::Config;
 pub use error::RuntimeError;
-pub use job_loop::{JobContext, JobHandler, JobOutcome};
+pub use job_loop::{Claim, JobContext, JobHandler, JobOutcome};
 pub use mesh::Mesh;
 pub use service::ServiceRuntime;
 pub use worker::Worker;

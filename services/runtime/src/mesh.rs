@@ -22,6 +22,9 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// How long job events are kept for replay.
 pub const EVENTS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// How long dead letters are kept.
+pub const DEADLETTER_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// Handles to every JetStream resource.
 #[derive(Clone)]
 pub struct Mesh {
@@ -31,6 +34,8 @@ pub struct Mesh {
     pub js: jetstream::Context,
     /// Job records (`lexmesh_jobs`).
     pub jobs: kv::Store,
+    /// Leases (`lexmesh_leases`): the health service's leader lease.
+    pub leases: kv::Store,
     /// Uploaded and prepared datasets.
     pub datasets: object_store::ObjectStore,
     /// Training checkpoints.
@@ -67,7 +72,20 @@ impl Mesh {
             },
         )
         .await?;
+        ensure_stream(
+            &js,
+            stream::Config {
+                name: names::DEADLETTER_STREAM.into(),
+                subjects: vec![subjects::ALL_DEADLETTERS.into()],
+                retention: stream::RetentionPolicy::Limits,
+                storage: stream::StorageType::File,
+                max_age: DEADLETTER_MAX_AGE,
+                ..Default::default()
+            },
+        )
+        .await?;
         let jobs = ensure_kv(&js, names::JOBS_BUCKET, 8).await?;
+        let leases = ensure_kv(&js, names::LEASES_BUCKET, 1).await?;
         let datasets = ensure_object_store(&js, names::DATASETS_STORE).await?;
         let checkpoints = ensure_object_store(&js, names::CHECKPOINTS_STORE).await?;
         let models = ensure_object_store(&js, names::MODELS_STORE).await?;
@@ -75,6 +93,7 @@ impl Mesh {
             client,
             js,
             jobs,
+            leases,
             datasets,
             checkpoints,
             models,

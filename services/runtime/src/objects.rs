@@ -173,3 +173,15 @@ pub async fn download_dir(
     }
     Ok(count)
 }
+
+/// Deletes every object whose name starts with `prefix/`; returns how many.
+pub async fn delete_under(store: &ObjectStore, prefix: &str) -> Result<usize, RuntimeError> {
+    let names = list(store, &format!("{prefix}/")).await?;
+    for (name, _) in &names {
+        store
+            .delete(name)
+            .await
+            .map_err(RuntimeError::nats(format!("deleting object {name}")))?;
+    }
+    Ok(names.len())
+}

@@ -45,6 +45,9 @@ impl ServiceRuntime {
             }
             None => default_instance_id(kind),
         };
+        if let Some(dir) = &config.service.work_dir {
+            check_work_dir(dir)?;
+        }
         let client = connect(&config.nats, &instance, Patience::Retry).await?;
         let mesh = Mesh::open(client.clone()).await?;
         let worker = Arc::new(Worker::new(kind, instance.clone(), config, mesh));
@@ -62,6 +65,7 @@ impl ServiceRuntime {
                 what: "registering with the NATS service API".into(),
                 source: e,
             })?;
+        worker.set_service_id(service.info().await.id);
         let mut runtime = Self {
             worker,
             service,
@@ -142,6 +146,12 @@ impl ServiceRuntime {
         });
     }
 
+    /// Runs `task` alongside the service; it should end when [`Worker::shutdown`] is
+    /// cancelled, and is waited for before the connection is drained.
+    pub fn spawn(&mut self, task: impl Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn(task);
+    }
+
     /// Runs jobs with `handler` until shutdown.
     pub fn run_jobs<H: JobHandler>(&mut self, handler: H) {
         let worker = self.worker.clone();
@@ -159,19 +169,7 @@ impl ServiceRuntime {
                     _ = tick.tick() => {}
                     _ = worker.shutdown.cancelled() => break,
                 }
-                match serde_json::to_vec(&worker.heartbeat()) {
-                    Ok(body) => {
-                        if let Err(e) = worker
-                            .mesh
-                            .client
-                            .publish(subject.clone(), body.into())
-                            .await
-                        {
-                            tracing::debug!("heartbeat not sent: {e}");
-                        }
-                    }
-                    Err(e) => tracing::warn!("heartbeat not serialised: {e}"),
-                }
+                send_heartbeat(&worker, &subject, false).await;
             }
         });
     }
@@ -240,6 +238,9 @@ impl ServiceRuntime {
             }
         }
         while self.tasks.join_next().await.is_some() {}
+        // Goodbye: the health service marks this instance stopped instead of unresponsive.
+        let subject = subjects::heartbeat(self.worker.service.name(), &self.worker.instance);
+        send_heartbeat(&self.worker, &subject, true).await;
         let _ = self.service.stop().await;
         if let Err(e) = self.worker.mesh.client.drain().await {
             tracing::debug!("drain: {e}");
@@ -249,6 +250,36 @@ impl ServiceRuntime {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+}
+
+/// Fails at start-up, not at the first job, when the scratch folder cannot be written.
+fn check_work_dir(dir: &std::path::Path) -> Result<(), RuntimeError> {
+    let unusable = |e: std::io::Error| RuntimeError::Corrupt {
+        what: "service.work_dir".into(),
+        reason: format!("{} cannot be used: {e}", dir.display()),
+    };
+    std::fs::create_dir_all(dir).map_err(unusable)?;
+    let probe = dir.join(format!(".lexmesh-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(unusable)?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// Publishes one heartbeat (a lost one is only logged: the next follows within an interval).
+async fn send_heartbeat(worker: &Worker, subject: &str, stopping: bool) {
+    match serde_json::to_vec(&worker.heartbeat(stopping)) {
+        Ok(body) => {
+            if let Err(e) = worker
+                .mesh
+                .client
+                .publish(subject.to_string(), body.into())
+                .await
+            {
+                tracing::debug!("heartbeat not sent: {e}");
+            }
+        }
+        Err(e) => tracing::warn!("heartbeat not serialised: {e}"),
     }
 }
 

@@ -3,8 +3,8 @@
 //! cancel listener all read it.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use lexmesh_protocol::heartbeat::Heartbeat;
@@ -38,6 +38,8 @@ pub struct Worker {
     /// Cancelled when the instance is asked to stop (SIGTERM/SIGINT).
     pub shutdown: CancellationToken,
     started: Instant,
+    service_id: OnceLock<String>,
+    host: String,
     running: Mutex<HashMap<String, Entry>>,
     completed: AtomicU64,
     failed: AtomicU64,
@@ -53,6 +55,8 @@ impl Worker {
             mesh,
             shutdown: CancellationToken::new(),
             started: Instant::now(),
+            service_id: OnceLock::new(),
+            host: host_name(),
             running: Mutex::new(HashMap::new()),
             completed: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -64,8 +68,20 @@ impl Worker {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Notes the id the NATS service API gave this instance (set once, at start-up).
+    pub fn set_service_id(&self, id: String) {
+        let _ = self.service_id.set(id);
+    }
+
     /// Registers a job that starts now; the token is cancelled by a cancel request.
-    pub fn register(&self, job_id: &str, kind: JobKind, attempt: u32) -> CancellationToken {
+    /// `ack_subject` is the reply subject of its delivery (see [`RunningJob::ack_subject`]).
+    pub fn register(
+        &self,
+        job_id: &str,
+        kind: JobKind,
+        attempt: u32,
+        ack_subject: Option<String>,
+    ) -> CancellationToken {
         let cancel = CancellationToken::new();
         let now = now_ms();
         self.lock().insert(
@@ -80,6 +96,7 @@ impl Worker {
                     epoch: None,
                     total_epochs: None,
                     completion_percentage: None,
+                    ack_subject,
                 },
                 cancel: cancel.clone(),
             },
@@ -106,6 +123,11 @@ impl Worker {
             &self.failed
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Removes a job whose attempt was superseded, without counting it.
+    pub fn forget(&self, job_id: &str) {
+        self.lock().remove(job_id);
     }
 
     /// Counts a message that failed before it became a job.
@@ -147,13 +169,19 @@ impl Worker {
         }
     }
 
-    /// A heartbeat as of now.
-    pub fn heartbeat(&self) -> Heartbeat {
+    /// A heartbeat as of now; `stopping` on the last one of an orderly shutdown.
+    pub fn heartbeat(&self, stopping: bool) -> Heartbeat {
         Heartbeat {
             service: self.service.name().into(),
             instance: self.instance.clone(),
             protocol_version: PROTOCOL_VERSION,
             pid: std::process::id(),
+            host: self.host.clone(),
+            namespace: std::env::var("POD_NAMESPACE")
+                .ok()
+                .filter(|n| !n.is_empty()),
+            service_id: self.service_id.get().cloned().unwrap_or_default(),
+            stopping,
             running: self.running(),
             rss_bytes: rss_bytes(),
             memory_budget_bytes: self.config.service.memory_budget_mb * 1024 * 1024,
@@ -176,13 +204,20 @@ pub fn rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// This machine's host name (the pod name on Kubernetes).
+pub fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.trim().is_empty())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
 /// A default instance id: `<service>-<host>-<pid>`, reduced to subject-safe characters.
 pub fn default_instance_id(service: Service) -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .unwrap_or_else(|| "host".into());
-    let raw = format!("{}-{}-{}", service.name(), host.trim(), std::process::id());
+    let raw = format!("{}-{}-{}", service.name(), host_name(), std::process::id());
     let mut id: String = raw
         .chars()
         .map(|c| {

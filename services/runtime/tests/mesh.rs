@@ -19,20 +19,7 @@ async fn open(server: &NatsServer) -> Mesh {
 }
 
 fn record(job_id: &str) -> JobRecord {
-    JobRecord {
-        job_id: job_id.into(),
-        kind: JobKind::Train,
-        status: JobStatus::Running,
-        attempts: 1,
-        owner: None,
-        model_id: None,
-        epochs_completed: None,
-        total_epochs: None,
-        created_ms: 1.0,
-        updated_ms: 1.0,
-        result: None,
-        error: None,
-    }
+    JobRecord::new(job_id, JobKind::Train, JobStatus::Running, 1, 1.0)
 }
 
 async fn exercise(server: &NatsServer) {

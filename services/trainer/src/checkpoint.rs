@@ -119,6 +119,34 @@ impl CheckpointDir {
         Ok(())
     }
 
+    /// Copies the latest checkpoint into `into` (a folder of the same layout: `latest` and its
+    /// epoch folder) by hard links, so it stays whole while training goes on and replaces it.
+    /// Returns false when there is no checkpoint yet. Falls back to copying where hard links
+    /// are not possible.
+    pub fn snapshot(&self, into: &Path) -> Result<bool, TrainError> {
+        let Some(dir) = self.latest()? else {
+            return Ok(false);
+        };
+        let Some(name) = dir.file_name() else {
+            return Ok(false);
+        };
+        if into.exists() {
+            std::fs::remove_dir_all(into).map_err(TrainError::io(into))?;
+        }
+        let target = into.join(name);
+        std::fs::create_dir_all(&target).map_err(TrainError::io(&target))?;
+        for entry in std::fs::read_dir(&dir).map_err(TrainError::io(&dir))? {
+            let entry = entry.map_err(TrainError::io(&dir))?;
+            let to = target.join(entry.file_name());
+            if std::fs::hard_link(entry.path(), &to).is_err() {
+                std::fs::copy(entry.path(), &to).map_err(TrainError::io(&to))?;
+            }
+        }
+        let pointer = into.join("latest");
+        std::fs::write(&pointer, name.as_encoded_bytes()).map_err(TrainError::io(&pointer))?;
+        Ok(true)
+    }
+
     /// Loads the latest checkpoint into fresh modules (`model` on the training device, `best`
     /// on the plain device) and a fresh optimizer.
     pub fn load(

@@ -1,0 +1,416 @@
+//! Chaos under `lexmesh up`: two trainer replicas, a preprocessor and the health service on a
+//! private nats-server; eight train jobs; a random trainer is SIGKILLed every few seconds until
+//! every job has finished. Every job must complete exactly once, with the validation figures
+//! of an undisturbed run of the same job, and at least one must resume from a checkpoint.
+//! Prints the run's totals and the time from each kill to its jobs running again.
+//!
+//! Also: a replica that exits at start-up is restarted with growing delays, then given up on
+//! with a `crash_loop` alert.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a test stops at its first failed step
+
+mod mesh_common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use mesh_common::{TRAIN, TestMesh, no_early_stop_job, send_signal, short};
+use rand::{RngExt, SeedableRng};
+use serde_json::Value;
+
+const JOBS: usize = 8;
+const EPOCHS: u32 = 30;
+/// Kills at most this many times (then lets the jobs finish).
+const MAX_KILLS: usize = 12;
+/// The whole chaos run, kills and recovery included.
+const CHAOS_TIMEOUT: Duration = Duration::from_secs(480);
+/// Macro-F1 of a disturbed job may differ this much from the undisturbed run's.
+const F1_TOLERANCE: f64 = 0.1;
+
+/// `lexmesh up`, its output in files; SIGKILLed (with its replicas) on drop.
+struct Up {
+    child: Option<Child>,
+    err: PathBuf,
+}
+
+impl Up {
+    fn start(dir: &Path, url: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let err = dir.join("up.stderr");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_lexmesh"));
+        command
+            .arg("up")
+            .args(args)
+            .current_dir(dir)
+            .env("LEXMESH_NATS__URL", url)
+            .env("LEXMESH_SERVICE__COMPUTE_THREADS", "1")
+            .env("LEXMESH_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.join("up.stdout")).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        Self {
+            child: Some(command.spawn().expect("run lexmesh up")),
+            err,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(child) = &self.child {
+            send_signal("-TERM", child.id());
+        }
+        let status = self.wait_exit(Duration::from_secs(60));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "lexmesh up did not stop cleanly: {status:?}\n{}",
+            self.stderr()
+        );
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("===== lexmesh up =====\n{}\n===== end =====", self.stderr());
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn job(job_id: &str) -> Value {
+    no_early_stop_job(job_id, EPOCHS)
+}
+
+/// The latest heartbeat of each trainer: (pid, running job ids, when received).
+type Trainers = Arc<Mutex<BTreeMap<String, (u32, Vec<String>, Instant)>>>;
+
+/// Every job event, in arrival order, with its arrival time.
+type Events = Arc<Mutex<Vec<(Instant, Value)>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn events_of<'a>(events: &'a [(Instant, Value)], job: &str) -> Vec<&'a (Instant, Value)> {
+    events.iter().filter(|(_, e)| e["job_id"] == job).collect()
+}
+
+fn count(events: &[(Instant, Value)], job: &str, kind: &str) -> usize {
+    events_of(events, job)
+        .iter()
+        .filter(|(_, e)| e["event"] == kind)
+        .count()
+}
+
+fn macro_f1(completed: &Value) -> f64 {
+    completed["result"]["train"]["validation"]["macro_f1"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no macro_f1 in {}", short(completed)))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_job_completes_once_while_trainers_are_killed() {
+    let mesh = TestMesh::start().await;
+    let url = mesh.server.url();
+    let events: Events = Arc::default();
+    let trainers: Trainers = Arc::default();
+    {
+        let mut sub = mesh.client.subscribe("lexmesh.events.>").await.unwrap();
+        let events = events.clone();
+        let schemas = mesh.schemas.clone();
+        tokio::spawn(async move {
+            while let Some(m) = sub.next().await {
+                let v: Value = serde_json::from_slice(&m.payload).unwrap();
+                schemas.check("job-event", "chaos event", &v);
+                lock(&events).push((Instant::now(), v));
+            }
+        });
+        let mut sub = mesh
+            .client
+            .subscribe("lexmesh.heartbeat.trainer.*")
+            .await
+            .unwrap();
+        let trainers = trainers.clone();
+        tokio::spawn(async move {
+            while let Some(m) = sub.next().await {
+                let v: Value = serde_json::from_slice(&m.payload).unwrap();
+                let jobs = v["running"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|j| j["job_id"].as_str().unwrap().to_string())
+                    .collect();
+                let pid = v["pid"].as_u64().unwrap() as u32;
+                let instance = v["instance"].as_str().unwrap().to_string();
+                if v["stopping"] != true {
+                    lock(&trainers).insert(instance, (pid, jobs, Instant::now()));
+                }
+            }
+        });
+        mesh.client.flush().await.unwrap();
+    }
+    let work = mesh.dir().join("work");
+    let mut up = Up::start(
+        mesh.dir(),
+        &url,
+        &["--replicas", "trainer=2,evaluator=0"],
+        &[
+            ("LEXMESH_JOBS__CONCURRENCY", "2"),
+            ("LEXMESH_SERVICE__WORK_DIR", work.to_str().unwrap()),
+            // The kills are deliberate: never give up on a replica or a job, never wait long.
+            // (With the default max_deliver of 5, a job on the losing side of five kills is
+            // dead-lettered, as it should be: a_job_whose_workers_keep_dying_is_dead_lettered.)
+            ("LEXMESH_JOBS__MAX_DELIVER", "100"),
+            ("LEXMESH_HEALTH__MAX_RESTARTS", "1000"),
+            ("LEXMESH_HEALTH__RESTART_MAX_DELAY", "2s"),
+        ],
+    );
+    let ready = Instant::now();
+    while lock(&trainers).len() < 2 {
+        assert!(
+            ready.elapsed() < Duration::from_secs(60),
+            "two trainers did not start\n{}",
+            up.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The undisturbed run.
+    mesh.submit(TRAIN, &job("calm")).await;
+    let calm = loop {
+        let done = lock(&events)
+            .iter()
+            .find(|(_, e)| e["job_id"] == "calm" && e["event"] == "completed")
+            .map(|(_, e)| e.clone());
+        if let Some(done) = done {
+            break done;
+        }
+        assert!(
+            ready.elapsed() < CHAOS_TIMEOUT,
+            "the calm job did not complete"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let calm_f1 = macro_f1(&calm);
+
+    // The chaos run.
+    let ids: Vec<String> = (1..=JOBS).map(|i| format!("chaos{i}")).collect();
+    for id in &ids {
+        mesh.submit(TRAIN, &job(id)).await;
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let started = Instant::now();
+    // (when, instance, jobs it ran)
+    let mut kills: Vec<(Instant, String, Vec<String>)> = Vec::new();
+    let finished = |events: &[(Instant, Value)]| {
+        ids.iter()
+            .filter(|id| {
+                events_of(events, id)
+                    .iter()
+                    .any(|(_, e)| mesh_common::is_final(e))
+            })
+            .count()
+    };
+    loop {
+        let pause = Duration::from_millis(rng.random_range(2500..5000));
+        tokio::time::sleep(pause).await;
+        if finished(&lock(&events)) == JOBS {
+            break;
+        }
+        assert!(
+            started.elapsed() < CHAOS_TIMEOUT,
+            "jobs still unfinished after {CHAOS_TIMEOUT:?}\n{}",
+            up.stderr()
+        );
+        if kills.len() >= MAX_KILLS {
+            continue;
+        }
+        // A trainer heard from in the last 1.5 s (a killed one is not chosen before it is back).
+        let alive: Vec<(String, u32, Vec<String>)> = lock(&trainers)
+            .iter()
+            .filter(|(_, (_, _, at))| at.elapsed() < Duration::from_millis(1500))
+            .map(|(i, (pid, jobs, _))| (i.clone(), *pid, jobs.clone()))
+            .collect();
+        if alive.is_empty() {
+            continue;
+        }
+        let (instance, pid, jobs) = alive[rng.random_range(0..alive.len())].clone();
+        send_signal("-KILL", pid);
+        lock(&trainers).remove(&instance);
+        kills.push((Instant::now(), instance, jobs));
+    }
+    // Let late duplicates, if any, show up.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let events = lock(&events).clone();
+
+    let mut completions = 0;
+    let mut duplicates = 0;
+    let mut losses = 0;
+    let mut resumed = 0;
+    let mut worst_f1_gap: f64 = 0.0;
+    for id in &ids {
+        let n = count(&events, id, "completed");
+        completions += n.min(1);
+        duplicates += n.saturating_sub(1);
+        if n == 0 {
+            losses += 1;
+            continue;
+        }
+        let done = events_of(&events, id)
+            .into_iter()
+            .find(|(_, e)| e["event"] == "completed")
+            .unwrap();
+        assert_eq!(
+            done.1["result"]["train"]["epochs_completed"],
+            EPOCHS,
+            "{}",
+            short(&done.1)
+        );
+        worst_f1_gap = worst_f1_gap.max((macro_f1(&done.1) - calm_f1).abs());
+        resumed += events_of(&events, id)
+            .iter()
+            .filter(|(_, e)| {
+                e["phase"] == "started" && e["resumed_from_epoch"].as_u64().is_some_and(|n| n >= 1)
+            })
+            .count();
+        let record = mesh.job_record(id).await.unwrap();
+        assert_eq!(record["status"], "completed", "{}", short(&record));
+    }
+    // Per kill: time until each job the killed trainer ran started its next attempt, and the
+    // epochs that attempt had to redo.
+    let mut back_s = Vec::new();
+    let mut lost_epochs = Vec::new();
+    for (at, instance, jobs) in &kills {
+        for id in jobs {
+            let evs = events_of(&events, id);
+            let before = evs
+                .iter()
+                .filter(|(t, e)| t < at && e["instance"] == instance.as_str())
+                .filter_map(|(_, e)| e["attempt"].as_u64())
+                .max();
+            let Some(attempt) = before else { continue };
+            let done_by_killed = evs
+                .iter()
+                .filter(|(_, e)| e["attempt"] == attempt && e["phase"] == "epoch")
+                .filter_map(|(_, e)| e["epoch"].as_u64())
+                .max()
+                .unwrap_or(0);
+            let next = evs.iter().find(|(t, e)| {
+                t > at && e["phase"] == "started" && e["attempt"].as_u64() > Some(attempt)
+            });
+            if let Some((t, e)) = next {
+                back_s.push(t.duration_since(*at).as_secs_f64());
+                let from = e["resumed_from_epoch"].as_u64().unwrap_or(0);
+                lost_epochs.push(done_by_killed.saturating_sub(from));
+                eprintln!(
+                    "kill of {instance}: {id} attempt {attempt} had finished {done_by_killed} \
+                     epochs; attempt {} on {} resumed from {from} after {:.2}s",
+                    e["attempt"],
+                    e["instance"],
+                    t.duration_since(*at).as_secs_f64()
+                );
+            }
+        }
+    }
+    eprintln!(
+        "figure: chaos totals: jobs {JOBS}, kills {}, completions {completions}, duplicates \
+         {duplicates}, losses {losses}, resumed from a checkpoint {resumed}; kill -> running \
+         again median {:.2}s max {:.2}s over {} interrupted attempts; whole epochs redone per \
+         kill: max {}; worst macro-F1 gap to the undisturbed run {worst_f1_gap:.4} (calm \
+         {calm_f1:.4}); chaos run {:.0}s",
+        kills.len(),
+        median(back_s.clone()),
+        back_s.iter().copied().fold(0.0, f64::max),
+        back_s.len(),
+        lost_epochs.iter().max().copied().unwrap_or(0),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(kills.len() >= 3, "only {} kills", kills.len());
+    assert_eq!(duplicates, 0);
+    assert_eq!(losses, 0);
+    assert_eq!(completions, JOBS);
+    assert!(resumed >= 1, "no job resumed from a checkpoint");
+    assert!(
+        lost_epochs.iter().all(|n| *n == 0),
+        "a resumed attempt redid whole epochs: {lost_epochs:?}"
+    );
+    assert!(
+        worst_f1_gap <= F1_TOLERANCE,
+        "macro-F1 differs from the undisturbed run by {worst_f1_gap}"
+    );
+    mesh.wait_jobs_stream_empty().await;
+    up.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_exits_at_start_up_is_given_up_on_with_an_alert() {
+    let mesh = TestMesh::start().await;
+    let url = mesh.server.url();
+    let mut alerts = mesh.watch_messages("lexmesh.alerts.>", "alert").await;
+    // A scratch folder inside a file: the trainer exits at start-up, every time.
+    let blocker = mesh.dir().join("not-a-folder");
+    std::fs::write(&blocker, b"").unwrap();
+    let work = blocker.join("work");
+    let mut up = Up::start(
+        mesh.dir(),
+        &url,
+        &[
+            "--replicas",
+            "trainer=1,preprocessor=0,evaluator=0,health=0",
+        ],
+        &[
+            ("LEXMESH_SERVICE__WORK_DIR", work.to_str().unwrap()),
+            ("LEXMESH_HEALTH__RESTART_DELAY", "200ms"),
+            ("LEXMESH_HEALTH__MAX_RESTARTS", "3"),
+        ],
+    );
+    let alert = alerts.next(Duration::from_secs(60)).await;
+    assert_eq!(alert["kind"], "crash_loop", "{}", short(&alert));
+    assert_eq!(alert["state"], "raised");
+    assert_eq!(alert["instance"], "trainer-1");
+    assert_eq!(alert["service"], "trainer");
+    let status = up.wait_exit(Duration::from_secs(10));
+    let stderr = up.stderr();
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{stderr}");
+    assert!(stderr.contains("service.work_dir"), "{stderr}");
+    let delays: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("restarting trainer-1 in "))
+        .collect();
+    assert_eq!(delays, ["0.2s", "0.4s", "0.8s"], "{stderr}");
+    assert!(stderr.contains("giving up"), "{stderr}");
+}

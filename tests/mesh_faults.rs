@@ -1,0 +1,388 @@
+//! Faults, with real processes on a private nats-server: the health service finds a killed, a
+//! frozen (SIGSTOP) and a stalled trainer, replaces it and hands its job back at once, and the
+//! job resumes from its checkpoint elsewhere; a job whose workers keep dying is dead-lettered;
+//! two attempts racing complete the job once; a nats-server restart mid-training loses no job.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a test stops at its first failed step
+
+mod mesh_common;
+
+use std::time::{Duration, Instant};
+
+use mesh_common::{JOB_TIMEOUT, TRAIN, TestMesh, eventually, no_early_stop_job, short};
+use serde_json::{Value, json};
+
+/// Long enough that a fault lands mid-job (an epoch of the sample takes a fraction of a second).
+const EPOCHS: u32 = 40;
+
+/// How long the tests allow for a fault to be detected and the job to come back.
+const RECOVERY: Duration = Duration::from_secs(25);
+
+fn long_job(job_id: &str) -> Value {
+    no_early_stop_job(job_id, EPOCHS)
+}
+
+/// The highest epoch attempt `attempt` reported finished.
+fn epochs_done(events: &[&Value], attempt: u64) -> u64 {
+    events
+        .iter()
+        .filter(|e| e["event"] == "progress" && e["phase"] == "epoch" && e["attempt"] == attempt)
+        .filter_map(|e| e["epoch"].as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Starts a preprocessor, a health service (with `health_env`) and two trainers; submits a
+/// long job and waits until it has finished `after_epochs` epochs; returns the mesh, the
+/// watch on the job, and the instance running it.
+async fn mesh_with_running_job(
+    job_id: &str,
+    health_env: &[(&str, &str)],
+    trainer_env: &[(&str, &str)],
+    after_epochs: u64,
+) -> (TestMesh, mesh_common::EventWatch, String) {
+    let mut mesh = TestMesh::start().await;
+    mesh.start_service("preprocessor", "preprocessor-a", &[])
+        .await;
+    mesh.start_service("health", "health-a", health_env).await;
+    mesh.start_service("trainer", "trainer-a", trainer_env)
+        .await;
+    let mut watch = mesh.watch(job_id).await;
+    mesh.submit(TRAIN, &long_job(job_id)).await;
+    let accepted = watch.until(JOB_TIMEOUT, |e| e["event"] == "accepted").await;
+    let owner = accepted["instance"].as_str().unwrap().to_string();
+    assert_eq!(owner, "trainer-a");
+    // The replica that will take over; started now so that attempt 1 surely ran on trainer-a.
+    mesh.start_service("trainer", "trainer-b", &[]).await;
+    watch
+        .until(JOB_TIMEOUT, |e| {
+            e["event"] == "progress"
+                && e["phase"] == "epoch"
+                && e["epoch"].as_u64().is_some_and(|n| n >= after_epochs)
+        })
+        .await;
+    (mesh, watch, owner)
+}
+
+/// Waits for the job's attempt 2 to start on trainer-b, checks it resumed from attempt 1's
+/// checkpoint (at most the epoch in progress lost), lets it complete, and checks it completed
+/// exactly once. Returns the time from `since` to attempt 2's `started` event.
+async fn resumes_and_completes_once(
+    mesh: &TestMesh,
+    watch: &mut mesh_common::EventWatch,
+    job_id: &str,
+    since: Instant,
+) -> Duration {
+    let started = watch
+        .until(RECOVERY, |e| {
+            e["event"] == "progress" && e["phase"] == "started" && e["attempt"] == 2
+        })
+        .await;
+    let took = since.elapsed();
+    assert_eq!(started["instance"], "trainer-b", "{}", short(&started));
+    let events: Vec<&Value> = watch.of_kind("progress");
+    let done_before = epochs_done(&events, 1);
+    let from = started["resumed_from_epoch"]
+        .as_u64()
+        .expect("attempt 2 says where it resumed");
+    assert!(
+        from >= done_before && from >= 1,
+        "attempt 1 finished {done_before} epochs, attempt 2 resumed from {from}: more than \
+         the epoch in progress was lost"
+    );
+    let last = watch.until_final(JOB_TIMEOUT).await;
+    assert_eq!(last["event"], "completed", "{}", watch.summary());
+    assert_eq!(last["attempt"], 2);
+    assert_eq!(last["result"]["train"]["epochs_completed"], EPOCHS);
+    // Nothing after: one completion.
+    let late = watch.drain_for(Duration::from_secs(1)).await;
+    assert!(
+        late.iter().all(|e| e["event"] != "completed"),
+        "a second completion: {late:?}"
+    );
+    assert_eq!(watch.of_kind("completed").len(), 1, "{}", watch.summary());
+    let record = mesh.job_record(job_id).await.unwrap();
+    assert_eq!(record["status"], "completed", "{}", short(&record));
+    assert_eq!(record["owner"], "trainer-b");
+    let history = record["history"].as_array().unwrap();
+    assert_eq!(history.len(), 2, "{}", short(&record));
+    assert_eq!(history[0]["instance"], "trainer-a");
+    assert!(
+        history[0].get("ended_ms").is_none(),
+        "attempt 1's worker was lost"
+    );
+    assert_eq!(history[1]["outcome"], "completed");
+    took
+}
+
+/// Health events (`lexmesh.health.>`) seen so far, as (instance, state).
+async fn health_events(watch: &mut mesh_common::EventWatch) -> Vec<(String, String)> {
+    watch.drain_for(Duration::from_millis(200)).await;
+    watch
+        .events
+        .iter()
+        .map(|e| {
+            (
+                e["instance"].as_str().unwrap_or("?").to_string(),
+                e["state"].as_str().unwrap_or("?").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_trainer_is_found_and_its_job_runs_again_within_seconds() {
+    // Default settings: heartbeats every 1 s, unresponsive after 3 s, ack_wait 30 s.
+    let (mut mesh, mut watch, owner) = mesh_with_running_job("kill1", &[], &[], 2).await;
+    let mut health = mesh
+        .watch_messages("lexmesh.health.>", "health-event")
+        .await;
+    let killed = Instant::now();
+    mesh.process(&owner).kill();
+    let took = resumes_and_completes_once(&mesh, &mut watch, "kill1", killed).await;
+    eprintln!("figure: SIGKILL -> job running again elsewhere: {took:.2?}");
+    // Well under ack_wait (30 s): the health service handed the job back.
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    let states = health_events(&mut health).await;
+    for state in ["unresponsive", "replaced"] {
+        assert!(
+            states.contains(&(owner.clone(), state.to_string())),
+            "no {state} event for {owner}: {states:?}"
+        );
+    }
+    let log = mesh.process("health-a").log_text();
+    assert!(log.contains("handed the job back"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_trainer_is_replaced_and_its_job_completes_elsewhere() {
+    let (mut mesh, mut watch, owner) = mesh_with_running_job("stop1", &[], &[], 2).await;
+    let mut health = mesh
+        .watch_messages("lexmesh.health.>", "health-event")
+        .await;
+    let stopped = Instant::now();
+    mesh.process(&owner).signal("-STOP");
+    let took = resumes_and_completes_once(&mesh, &mut watch, "stop1", stopped).await;
+    eprintln!("figure: SIGSTOP -> job running again elsewhere: {took:.2?}");
+    let states = health_events(&mut health).await;
+    assert!(
+        states.contains(&(owner.clone(), "unresponsive".into())),
+        "{states:?}"
+    );
+    // Replaced: the frozen process was killed (SIGKILL ends a stopped process).
+    let status = mesh
+        .process(&owner)
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("the frozen trainer was killed");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_trainer_is_found_within_the_worker_timeout_and_replaced() {
+    // trainer-a's compute thread wedges after 12 batches (3 epochs of 4) while its heartbeats
+    // go on; WORKER_TIMEOUT is 4 s here.
+    let timeout = Duration::from_secs(4);
+    let (mesh, mut watch, owner) = mesh_with_running_job(
+        "stall1",
+        &[("LEXMESH_HEALTH__WORKER_TIMEOUT", "4s")],
+        &[("LEXMESH_SERVICE__DRILL_STALL_AFTER_BATCHES", "12")],
+        2,
+    )
+    .await;
+    let mut health = mesh
+        .watch_messages("lexmesh.health.>", "health-event")
+        .await;
+    let stalled = health.until(RECOVERY, |e| e["state"] == "stalled").await;
+    assert_eq!(stalled["instance"], owner.as_str());
+    assert!(
+        stalled["reason"].as_str().unwrap().contains("stall1"),
+        "{stalled}"
+    );
+    assert_eq!(stalled["jobs"], json!(["stall1"]));
+    // Detected within WORKER_TIMEOUT + one heartbeat (+ scheduling slack) of the last batch.
+    let last_batch_ms = watch
+        .of_kind("progress")
+        .iter()
+        .filter(|e| e["attempt"] == 1)
+        .filter_map(|e| e["timestamp_ms"].as_f64())
+        .fold(0.0, f64::max);
+    let detected_after =
+        Duration::from_secs_f64((stalled["timestamp_ms"].as_f64().unwrap() - last_batch_ms) / 1e3);
+    eprintln!(
+        "figure: last batch -> stalled: {detected_after:.2?} (worker_timeout {timeout:?}, heartbeat 1 s)"
+    );
+    assert!(
+        detected_after >= timeout && detected_after < timeout + Duration::from_secs(3),
+        "stalled {detected_after:?} after the last progress event"
+    );
+    let since = Instant::now();
+    resumes_and_completes_once(&mesh, &mut watch, "stall1", since).await;
+    let states = health_events(&mut health).await;
+    assert!(
+        states.contains(&(owner.clone(), "replaced".into())),
+        "{states:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_workers_keep_dying_is_dead_lettered_once() {
+    // No health service: each lost delivery comes back after ack_wait; after max_deliver (2)
+    // deliveries JetStream gives up and a live trainer dead-letters the job.
+    let env = [
+        ("LEXMESH_JOBS__ACK_WAIT", "2s"),
+        ("LEXMESH_JOBS__MAX_DELIVER", "2"),
+    ];
+    let mut mesh = TestMesh::start().await;
+    mesh.start_service("preprocessor", "preprocessor-a", &[])
+        .await;
+    let mut dead = mesh
+        .watch_messages("lexmesh.deadletter.>", "dead-letter")
+        .await;
+    let mut watch = mesh.watch("doomed").await;
+    mesh.start_service("trainer", "trainer-a", &env).await;
+    mesh.submit(TRAIN, &long_job("doomed")).await;
+    for (attempt, instance, next) in [(1, "trainer-a", "trainer-b"), (2, "trainer-b", "trainer-c")]
+    {
+        watch
+            .until(JOB_TIMEOUT, |e| {
+                e["event"] == "progress" && e["phase"] == "epoch" && e["attempt"] == attempt
+            })
+            .await;
+        mesh.process(instance).kill();
+        mesh.start_service("trainer", next, &env).await;
+    }
+    let letter = dead.next(RECOVERY).await;
+    assert_eq!(letter["job_id"], "doomed");
+    assert_eq!(letter["kind"], "train");
+    assert_eq!(letter["deliveries"], 2);
+    assert_eq!(letter["code"], "worker_lost");
+    assert_eq!(letter["request"]["job_id"], "doomed");
+    let history = letter["history"].as_array().unwrap();
+    let who: Vec<&str> = history
+        .iter()
+        .map(|h| h["instance"].as_str().unwrap())
+        .collect();
+    assert_eq!(who, ["trainer-a", "trainer-b"], "{}", short(&letter));
+    let failed = watch.until_final(RECOVERY).await;
+    assert_eq!(failed["event"], "failed", "{}", watch.summary());
+    assert_eq!(failed["code"], "worker_lost");
+    assert_eq!(failed["retrying"], false);
+    let record = mesh.job_record("doomed").await.unwrap();
+    assert_eq!(record["status"], "failed");
+    assert_eq!(record["error"]["code"], "worker_lost");
+    // Out of the queue, never delivered again, dead-lettered once.
+    mesh.wait_jobs_stream_empty().await;
+    let again = watch.drain_for(Duration::from_secs(3)).await;
+    assert!(
+        again.iter().all(|e| e["event"] != "accepted"),
+        "delivered again: {again:?}"
+    );
+    assert!(dead.next_within(Duration::from_secs(1)).await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_racing_attempts_complete_the_job_once() {
+    // trainer-a is frozen long enough for its job to be redelivered (ack_wait 2 s, no health
+    // service) and completed by trainer-b; thawed, trainer-a finishes too, loses the
+    // compare-and-set, and discards its result.
+    let env = [("LEXMESH_JOBS__ACK_WAIT", "2s")];
+    let mut mesh = TestMesh::start().await;
+    mesh.start_service("preprocessor", "preprocessor-a", &[])
+        .await;
+    mesh.start_service("trainer", "trainer-a", &env).await;
+    let mut watch = mesh.watch("race1").await;
+    mesh.submit(TRAIN, &long_job("race1")).await;
+    watch
+        .until(JOB_TIMEOUT, |e| {
+            e["event"] == "progress" && e["phase"] == "epoch"
+        })
+        .await;
+    mesh.process("trainer-a").signal("-STOP");
+    mesh.start_service("trainer", "trainer-b", &env).await;
+    let completed = watch
+        .until(JOB_TIMEOUT, |e| e["event"] == "completed")
+        .await;
+    assert_eq!(completed["instance"], "trainer-b");
+    // Attempt 2, or 3 when the redelivery first went to a pull request trainer-a had left
+    // pending when it froze.
+    let winner = completed["attempt"].as_u64().unwrap();
+    assert!(winner >= 2, "{}", short(&completed));
+    mesh.process("trainer-a").signal("-CONT");
+    eventually("trainer-a discards its result", JOB_TIMEOUT, || {
+        let log = mesh_log(&mut mesh, "trainer-a");
+        async move { log.contains("result discarded").then_some(()) }
+    })
+    .await;
+    let late = watch.drain_for(Duration::from_secs(1)).await;
+    assert!(late.iter().all(|e| e["event"] != "completed"), "{late:?}");
+    assert_eq!(watch.of_kind("completed").len(), 1, "{}", watch.summary());
+    let record = mesh.job_record("race1").await.unwrap();
+    assert_eq!(record["status"], "completed");
+    assert_eq!(record["owner"], "trainer-b");
+    let outcomes: Vec<&str> = record["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["outcome"].as_str())
+        .collect();
+    assert!(
+        outcomes.contains(&"completed") && outcomes.contains(&"superseded"),
+        "{outcomes:?}"
+    );
+    // The stored model is trainer-b's: its manifest names the winning attempt's folder.
+    let js = async_nats::jetstream::new(mesh.client.clone());
+    let store = js.get_object_store("lexmesh_models").await.unwrap();
+    let mut manifest = store.get("model-race1/manifest.json").await.unwrap();
+    let mut bytes = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut manifest, &mut bytes)
+        .await
+        .unwrap();
+    let manifest: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(
+        manifest["folder"],
+        format!("race1-a{winner}"),
+        "{}",
+        short(&manifest)
+    );
+}
+
+fn mesh_log(mesh: &mut TestMesh, instance: &str) -> String {
+    mesh.process(instance).log_text()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_server_restart_mid_training_loses_no_job() {
+    let mut mesh = TestMesh::start().await;
+    mesh.start_service("preprocessor", "preprocessor-a", &[])
+        .await;
+    mesh.start_service(
+        "trainer",
+        "trainer-a",
+        &[("LEXMESH_JOBS__CONCURRENCY", "2")],
+    )
+    .await;
+    let mut watch = mesh.watch("restart1").await;
+    for id in ["restart1", "restart2"] {
+        mesh.submit(TRAIN, &long_job(id)).await;
+    }
+    watch
+        .until(JOB_TIMEOUT, |e| {
+            e["event"] == "progress" && e["phase"] == "epoch"
+        })
+        .await;
+    mesh.server.restart().expect("restart nats-server");
+    for id in ["restart1", "restart2"] {
+        let record = mesh
+            .wait_job_status(id, "completed", JOB_TIMEOUT + RECOVERY)
+            .await;
+        assert_eq!(
+            record["result"]["train"]["epochs_completed"],
+            EPOCHS,
+            "{}",
+            short(&record)
+        );
+    }
+    mesh.wait_jobs_stream_empty().await;
+    mesh.assert_all_serving().await;
+}

@@ -386,3 +386,78 @@ async fn a_nats_server_restart_mid_training_loses_no_job() {
     mesh.wait_jobs_stream_empty().await;
     mesh.assert_all_serving().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_over_its_memory_budget_is_replaced() {
+    let mut mesh = TestMesh::start().await;
+    mesh.start_service("health", "health-a", &[]).await;
+    let mut health = mesh
+        .watch_messages("lexmesh.health.>", "health-event")
+        .await;
+    // A 1 MiB budget no process keeps: over budget from the first heartbeat on.
+    mesh.start_service(
+        "preprocessor",
+        "preprocessor-a",
+        &[("LEXMESH_SERVICE__MEMORY_BUDGET_MB", "1")],
+    )
+    .await;
+    let over = health
+        .until(RECOVERY, |e| e["state"] == "over_budget")
+        .await;
+    assert_eq!(over["instance"], "preprocessor-a");
+    assert!(
+        over["reason"].as_str().unwrap().contains("5 heartbeats in a row"),
+        "{}",
+        short(&over)
+    );
+    let replaced = health.until(RECOVERY, |e| e["state"] == "replaced").await;
+    assert_eq!(replaced["instance"], "preprocessor-a");
+    let status = mesh
+        .process("preprocessor-a")
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("the over-budget instance was killed");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_health_replicas_replace_a_worker_once_and_hand_over_the_lead() {
+    let mut mesh = TestMesh::start().await;
+    mesh.start_service("health", "health-a", &[]).await;
+    // health-a holds the lease before health-b exists.
+    eventually("health-a leads", RECOVERY, || {
+        let log = mesh_log(&mut mesh, "health-a");
+        async move { log.contains("became the health leader").then_some(()) }
+    })
+    .await;
+    mesh.start_service("health", "health-b", &[]).await;
+    mesh.start_service("preprocessor", "preprocessor-a", &[])
+        .await;
+    let mut health = mesh
+        .watch_messages("lexmesh.health.preprocessor-a.>", "health-event")
+        .await;
+    mesh.process("preprocessor-a").signal("-STOP");
+    health
+        .until(RECOVERY, |e| e["state"] == "replaced")
+        .await;
+    let more = health.drain_for(Duration::from_secs(3)).await;
+    let states: Vec<&str> = health
+        .events
+        .iter()
+        .map(|e| e["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["unresponsive", "replaced"], "{more:?}");
+    assert!(health.events.iter().all(|e| e["observer"] == "health-a"));
+    assert!(
+        !mesh_log(&mut mesh, "health-b").contains("became the health leader"),
+        "two leaders"
+    );
+    // The leader dies: the other takes over once the lease runs out (5 s).
+    mesh.process("health-a").kill();
+    eventually("health-b leads", RECOVERY, || {
+        let log = mesh_log(&mut mesh, "health-b");
+        async move { log.contains("became the health leader").then_some(()) }
+    })
+    .await;
+}

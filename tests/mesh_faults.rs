@@ -406,7 +406,10 @@ async fn an_instance_over_its_memory_budget_is_replaced() {
         .await;
     assert_eq!(over["instance"], "preprocessor-a");
     assert!(
-        over["reason"].as_str().unwrap().contains("5 heartbeats in a row"),
+        over["reason"]
+            .as_str()
+            .unwrap()
+            .contains("5 heartbeats in a row"),
         "{}",
         short(&over)
     );
@@ -438,9 +441,7 @@ async fn two_health_replicas_replace_a_worker_once_and_hand_over_the_lead() {
         .watch_messages("lexmesh.health.preprocessor-a.>", "health-event")
         .await;
     mesh.process("preprocessor-a").signal("-STOP");
-    health
-        .until(RECOVERY, |e| e["state"] == "replaced")
-        .await;
+    health.until(RECOVERY, |e| e["state"] == "replaced").await;
     let more = health.drain_for(Duration::from_secs(3)).await;
     let states: Vec<&str> = health
         .events

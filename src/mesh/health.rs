@@ -264,11 +264,7 @@ impl HealthService {
                 .state(&instance)
                 .is_some_and(HealthState::needs_replacement);
             if still {
-                let service = lock(&self.shared)
-                    .monitor
-                    .target(&instance)
-                    .map(|t| t.service)
-                    .unwrap_or_default();
+                let service = self.service_of(&instance);
                 self.act(&service, &instance, done);
             }
         }
@@ -301,24 +297,15 @@ impl HealthService {
                         } else {
                             job_loop::PULL_EXPIRES + Duration::from_secs(1)
                         };
-                        let worker = self.worker.clone();
-                        let gone = instance.clone();
-                        tokio::spawn(async move {
-                            tokio::time::sleep(wait).await;
-                            release(&worker, &gone, &jobs).await;
-                        });
+                        release_later(self.worker.clone(), instance.clone(), jobs, wait);
                         if let Some(t) = change {
                             self.on_transition(t, tx).await;
                         }
                     }
                     Err(reason) => {
                         tracing::error!(instance = %instance, "cannot replace: {reason}");
-                        self.release_jobs(&instance, &jobs).await;
-                        let service = lock(&self.shared)
-                            .monitor
-                            .target(&instance)
-                            .map(|t| t.service)
-                            .unwrap_or_default();
+                        release(&self.worker, &instance, &jobs).await;
+                        let service = self.service_of(&instance);
                         let alert = new_alert(
                             "replacement_failed",
                             AlertState::Raised,
@@ -344,13 +331,12 @@ impl HealthService {
                 "restarted while running {} job(s); handing them back",
                 t.orphaned.len()
             );
-            let worker = self.worker.clone();
-            let instance = t.instance.clone();
-            let jobs = t.orphaned.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(EXITED_RELEASE_DELAY).await;
-                release(&worker, &instance, &jobs).await;
-            });
+            release_later(
+                self.worker.clone(),
+                t.instance.clone(),
+                t.orphaned.clone(),
+                EXITED_RELEASE_DELAY,
+            );
         }
         let line = format!(
             "{} {}: {} -> {} ({})",
@@ -450,8 +436,13 @@ impl HealthService {
         }
     }
 
-    async fn release_jobs(&self, instance: &str, jobs: &[lexmesh_protocol::status::RunningJob]) {
-        release(&self.worker, instance, jobs).await;
+    /// The service an instance belongs to, as its heartbeats said.
+    fn service_of(&self, instance: &str) -> String {
+        lock(&self.shared)
+            .monitor
+            .target(instance)
+            .map(|t| t.service)
+            .unwrap_or_default()
     }
 
     async fn publish<T: Serialize>(&self, subject: String, body: &T) {
@@ -599,6 +590,19 @@ async fn ping(
         false
     };
     tokio::time::timeout(timeout, found).await.unwrap_or(false)
+}
+
+/// [`release`] after `wait`, without holding up the caller.
+fn release_later(
+    worker: Arc<Worker>,
+    instance: String,
+    jobs: Vec<lexmesh_protocol::status::RunningJob>,
+    wait: Duration,
+) {
+    tokio::spawn(async move {
+        tokio::time::sleep(wait).await;
+        release(&worker, &instance, &jobs).await;
+    });
 }
 
 /// Hands `instance`'s jobs back to the queue: a `-NAK` on each job's delivery makes

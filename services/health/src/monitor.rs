@@ -179,20 +179,7 @@ impl Monitor {
         let (state, reason) = assess(tracked, &self.thresholds, new_process);
         if new_process {
             // Always reported: a restart is news even when the state stays `healthy`.
-            let from = tracked.state;
-            tracked.state = state;
-            tracked.reason = reason.clone();
-            tracked.since_ms = now_ms;
-            return Some(Transition {
-                service: tracked.heartbeat.service.clone(),
-                instance: tracked.heartbeat.instance.clone(),
-                from: Some(from),
-                to: state,
-                reason,
-                jobs: tracked.heartbeat.running.clone(),
-                orphaned,
-                target: tracked.target(),
-            });
+            return Some(enter(tracked, state, reason, now_ms, orphaned));
         }
         change(tracked, state, reason, now_ms)
     }
@@ -370,20 +357,31 @@ fn change(
     if tracked.state == state {
         return None;
     }
+    Some(enter(tracked, state, reason, now_ms, Vec::new()))
+}
+
+/// Puts `tracked` in `state` and describes the step.
+fn enter(
+    tracked: &mut Tracked,
+    state: HealthState,
+    reason: String,
+    now_ms: f64,
+    orphaned: Vec<RunningJob>,
+) -> Transition {
     let from = tracked.state;
     tracked.state = state;
     tracked.reason = reason.clone();
     tracked.since_ms = now_ms;
-    Some(Transition {
+    Transition {
         service: tracked.heartbeat.service.clone(),
         instance: tracked.heartbeat.instance.clone(),
         from: Some(from),
         to: state,
         reason,
         jobs: tracked.heartbeat.running.clone(),
-        orphaned: Vec::new(),
+        orphaned,
         target: tracked.target(),
-    })
+    }
 }
 
 #[cfg(test)]

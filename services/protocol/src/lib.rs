@@ -5,7 +5,8 @@
 //! - [`control`]: the cancel message and its reply.
 //! - [`classify`]: the request/reply inference endpoint.
 //! - [`heartbeat`], [`status`]: what workers say about themselves; [`health`]: what the health
-//!   service says about them; [`alert`]: alerts; [`deadletter`]: jobs given up on.
+//!   service says about them; [`alert`]: alerts; [`deadletter`]: jobs given up on;
+//!   [`metrics`]: what every instance measures, and the metrics service's snapshot.
 //! - [`record`]: the job record kept in the jobs KV bucket, and stored-model manifests.
 //! - [`error`]: stable error codes and the error reply; [`decode`] turns bytes into a message
 //!   or a typed error.
@@ -26,6 +27,7 @@ pub mod event;
 pub mod health;
 pub mod heartbeat;
 pub mod job;
+pub mod metrics;
 pub mod names;
 pub mod record;
 pub mod schema;

@@ -21,11 +21,15 @@ pub fn deadletter_queue(kind: JobKind) -> String {
     format!("lexmesh-deadletter-{}", kind.name())
 }
 
-/// KV bucket of leases (the health service's leader lease, key [`HEALTH_LEASE`]).
+/// KV bucket of leader leases (keys [`HEALTH_LEASE`], [`METRICS_LEASE`]).
 pub const LEASES_BUCKET: &str = "lexmesh_leases";
 
 /// Key of the health service's leader lease in [`LEASES_BUCKET`].
 pub const HEALTH_LEASE: &str = "health";
+
+/// Key of the metrics service's leader lease in [`LEASES_BUCKET`] (the leader publishes
+/// alerts).
+pub const METRICS_LEASE: &str = "metrics";
 
 /// KV bucket of job records ([`crate::record::JobRecord`]), keyed by job id.
 pub const JOBS_BUCKET: &str = "lexmesh_jobs";
@@ -70,15 +74,18 @@ pub enum Service {
     Evaluator,
     /// Watches the other instances and replaces the ones that stop working.
     Health,
+    /// Gathers every instance's metrics, serves them to Prometheus and raises alerts.
+    Metrics,
 }
 
 impl Service {
     /// All services, in start-up order.
-    pub const ALL: [Service; 4] = [
+    pub const ALL: [Service; 5] = [
         Self::Preprocessor,
         Self::Trainer,
         Self::Evaluator,
         Self::Health,
+        Self::Metrics,
     ];
 
     /// Short name: `preprocessor`, `trainer`, `evaluator`.
@@ -88,6 +95,7 @@ impl Service {
             Self::Trainer => "trainer",
             Self::Evaluator => "evaluator",
             Self::Health => "health",
+            Self::Metrics => "metrics",
         }
     }
 
@@ -102,7 +110,7 @@ impl Service {
             Self::Preprocessor => &[JobKind::Preprocess],
             Self::Trainer => &[JobKind::Train],
             Self::Evaluator => &[JobKind::Evaluate],
-            Self::Health => &[],
+            Self::Health | Self::Metrics => &[],
         }
     }
 }
@@ -114,7 +122,7 @@ impl std::str::FromStr for Service {
             .into_iter()
             .find(|v| v.name() == s)
             .ok_or_else(|| {
-                format!("unknown service `{s}` (preprocessor, trainer, evaluator, health)")
+                format!("unknown service `{s}` (preprocessor, trainer, evaluator, health, metrics)")
             })
     }
 }

@@ -96,6 +96,10 @@ pub struct AttemptEntry {
     /// The error, when it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
+    /// W3C `traceparent` of this attempt's span, when tracing is on: a later attempt's span
+    /// links to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl JobRecord {

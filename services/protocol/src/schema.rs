@@ -6,7 +6,7 @@ use std::path::Path;
 use schemars::{JsonSchema, Schema, schema_for};
 
 use crate::PROTOCOL_VERSION;
-use crate::{alert, deadletter, health};
+use crate::{alert, deadletter, health, metrics};
 
 /// One message's schema.
 #[derive(Debug, Clone)]
@@ -79,6 +79,14 @@ pub fn all() -> Vec<MessageSchema> {
         message::<health::HealthReport>("health-report", "reply to lexmesh.api.health.instances"),
         message::<deadletter::DeadLetter>("dead-letter", "lexmesh.deadletter.<kind>"),
         message::<alert::Alert>("alert", "lexmesh.alerts.<kind>"),
+        message::<metrics::WorkerMetrics>(
+            "worker-metrics",
+            "lexmesh.metrics.<service>.<instance>, $SRV.STATS data",
+        ),
+        message::<metrics::MetricsSnapshot>(
+            "metrics-snapshot",
+            "reply to lexmesh.api.metrics.snapshot",
+        ),
         message::<record::ModelManifest>(
             "model-manifest",
             "object lexmesh_models <model>/manifest.json",

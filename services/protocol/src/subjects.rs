@@ -67,6 +67,17 @@ pub fn alert(kind: &str) -> String {
 /// Every alert: `lexmesh.alerts.>`.
 pub const ALL_ALERTS: &str = "lexmesh.alerts.>";
 
+/// Metrics reports of one instance: `lexmesh.metrics.<service>.<instance>`.
+pub fn metrics(service: &str, instance: &str) -> String {
+    format!("{ROOT}.metrics.{service}.{instance}")
+}
+
+/// Every instance's metrics reports.
+pub const ALL_METRICS: &str = "lexmesh.metrics.>";
+
+/// The metrics service's snapshot endpoint (schema `metrics-snapshot`).
+pub const METRICS_SNAPSHOT: &str = "lexmesh.api.metrics.snapshot";
+
 /// `lexmesh.api.health.instances`: the health service's view of every instance.
 pub const HEALTH_INSTANCES: &str = "lexmesh.api.health.instances";
 

@@ -25,6 +25,8 @@ pub struct Config {
     /// The health service: when an instance counts as unresponsive, stalled or over budget, and
     /// how it is replaced.
     pub health: HealthConfig,
+    /// The metrics service: its Prometheus endpoint and alert thresholds.
+    pub metrics: MetricsConfig,
 }
 
 /// NATS connection settings.
@@ -158,6 +160,15 @@ pub struct ServiceConfig {
     /// would. Lets a drill (and the tests) show that the health service finds and replaces a
     /// stalled trainer. Unset in any real deployment.
     pub drill_stall_after_batches: Option<u64>,
+    /// Interval of the metrics reports on `lexmesh.metrics.<service>.<instance>`.
+    #[serde(with = "humantime_serde")]
+    pub metrics_interval: Duration,
+    /// Window of the windowed figures of a report (latencies, error rate).
+    #[serde(with = "humantime_serde")]
+    pub metrics_window: Duration,
+    /// Period of the tick whose lateness measures how responsive the async runtime is.
+    #[serde(with = "humantime_serde")]
+    pub tick_interval: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -171,6 +182,9 @@ impl Default for ServiceConfig {
             model_cache: 4,
             progress_interval: Duration::from_millis(250),
             drill_stall_after_batches: None,
+            metrics_interval: Duration::from_secs(2),
+            metrics_window: Duration::from_secs(60),
+            tick_interval: Duration::from_millis(100),
         }
     }
 }
@@ -243,6 +257,35 @@ impl Default for HealthConfig {
             restart_window: Duration::from_secs(60),
             lease_ttl: Duration::from_secs(5),
             forget_after: Duration::from_secs(600),
+        }
+    }
+}
+
+/// The metrics service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of the HTTP endpoint serving Prometheus metrics on `/metrics`.
+    pub listen: String,
+    /// An instance that sent no report for this long is dropped: its series leave `/metrics`
+    /// and its alerts are cleared.
+    #[serde(with = "humantime_serde")]
+    pub forget_after: Duration,
+    /// How long the leader's lease lasts without renewal (only the leader publishes alerts).
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// Alert thresholds (defaults from the old system: 512 MiB, 80 % CPU, 100 ms response,
+    /// 5 % errors, 50 ms message latency), per-service overrides and hysteresis.
+    pub alerts: lexmesh_metrics::alerts::AlertConfig,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:9464".into(),
+            forget_after: Duration::from_secs(30),
+            lease_ttl: Duration::from_secs(5),
+            alerts: lexmesh_metrics::alerts::AlertConfig::default(),
         }
     }
 }

@@ -41,7 +41,8 @@ use tokio_util::sync::CancellationToken;
 use crate::error::RuntimeError;
 use crate::mesh::Mesh;
 use crate::worker::Worker;
-use crate::{events, records};
+use crate::{events, records, telemetry};
+use tracing::Instrument;
 
 /// How long a pull request for the next job waits at the server before it expires (and the
 /// loop pulls again). A replica that died leaves no pull request behind for longer.
@@ -93,6 +94,8 @@ pub struct JobContext {
     pub attempt: u32,
     /// Cancelled when someone cancels the job.
     pub cancel: CancellationToken,
+    /// This attempt's span (parent of the spans a handler makes, such as one per epoch).
+    pub span: tracing::Span,
     claim: Arc<OnceLock<Claim>>,
 }
 
@@ -183,6 +186,7 @@ pub async fn run<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>) -> Result<
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             _ = worker.shutdown.cancelled() => break,
         };
+        let asked_ms = now_ms();
         let batch = consumer
             .batch()
             .max_messages(1)
@@ -207,6 +211,11 @@ pub async fn run<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>) -> Result<
             };
             match next {
                 Some(Ok(message)) => {
+                    // Publish to receipt; a job that waited in the stream for a free worker
+                    // counts from the moment this worker asked for it.
+                    if let Some(published_ms) = published_ms(&message) {
+                        worker.record_message_latency(published_ms.max(asked_ms));
+                    }
                     let worker = worker.clone();
                     let handler = handler.clone();
                     running.spawn(async move {
@@ -234,6 +243,12 @@ pub async fn run<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>) -> Result<
     Ok(())
 }
 
+/// When the server stored the message (ms since the Unix epoch).
+fn published_ms(message: &jetstream::Message) -> Option<f64> {
+    let info = message.info().ok()?;
+    Some(info.published.unix_timestamp_nanos() as f64 / 1e6)
+}
+
 fn attempt_of(message: &jetstream::Message) -> (u32, u64) {
     message
         .info()
@@ -259,7 +274,6 @@ async fn ack(message: &jetstream::Message, kind: AckKind, job_id: &str) {
 async fn handle<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>, message: jetstream::Message) {
     let kind = H::Job::KIND;
     let (attempt, sequence) = attempt_of(&message);
-    let max_deliver = worker.config.jobs.max_deliver.max(1);
     let job: H::Job = match decode(&message.payload) {
         Ok(job) => job,
         Err(error) => {
@@ -286,13 +300,18 @@ async fn handle<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>, message: je
         return;
     }
     let kv = &worker.mesh.jobs;
-    match records::read(kv, &job_id).await {
+    let earlier_attempts: Vec<String> = match records::read(kv, &job_id).await {
         Ok(Some((record, _))) if record.status.is_final() => {
             tracing::info!(job = %job_id, "job already {:?}; duplicate submit dropped", record.status);
             ack(&message, AckKind::Ack, &job_id).await;
             return;
         }
-        Ok(_) => {}
+        Ok(Some((record, _))) => record
+            .history
+            .iter()
+            .filter_map(|e| e.traceparent.clone())
+            .collect(),
+        Ok(None) => Vec::new(),
         Err(e) => {
             tracing::warn!(job = %job_id, "cannot read the job record ({e}); retrying the job later");
             ack(
@@ -303,7 +322,71 @@ async fn handle<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>, message: je
             .await;
             return;
         }
+    };
+    // This attempt's span: a child of the submitter's span (W3C trace context in the message
+    // headers), linked to the spans of earlier attempts of the job.
+    let span = tracing::info_span!(
+        "job",
+        otel.name = %format!("{} {}", kind.name(), job_id),
+        otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
+        job_id = %job_id,
+        kind = kind.name(),
+        attempt,
+        instance = %worker.instance,
+        outcome = tracing::field::Empty,
+    );
+    telemetry::set_parent_from_headers(&span, message.headers.as_ref());
+    for earlier in &earlier_attempts {
+        telemetry::add_link(&span, earlier);
     }
+    let delivery = Delivery {
+        attempt,
+        sequence,
+        traceparent: telemetry::traceparent(&span),
+    };
+    run_attempt(
+        worker,
+        handler,
+        message,
+        job,
+        job_id,
+        delivery,
+        span.clone(),
+    )
+    .instrument(span)
+    .await;
+}
+
+/// How this attempt of a job reached this instance.
+struct Delivery {
+    attempt: u32,
+    sequence: u64,
+    traceparent: Option<String>,
+}
+
+/// Runs one attempt of a decoded job, inside its span.
+async fn run_attempt<H: JobHandler>(
+    worker: Arc<Worker>,
+    handler: Arc<H>,
+    message: jetstream::Message,
+    job: H::Job,
+    job_id: String,
+    delivery: Delivery,
+    span: tracing::Span,
+) {
+    let kind = H::Job::KIND;
+    let Delivery {
+        attempt, sequence, ..
+    } = delivery;
+    let max_deliver = worker.config.jobs.max_deliver.max(1);
+    let kv = &worker.mesh.jobs;
+    let end_span = |outcome: &str, error: bool| {
+        span.record("outcome", outcome);
+        if error {
+            span.record("otel.status_code", "ERROR");
+        }
+    };
     if records::is_marked_cancelled(kv, &job_id)
         .await
         .unwrap_or(false)
@@ -313,12 +396,12 @@ async fn handle<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>, message: je
             &worker,
             &job_id,
             kind,
-            attempt,
+            &delivery,
             model_id,
             JobStatus::Cancelled,
-            sequence,
         )
         .await;
+        end_span("cancelled", false);
         tracing::info!(job = %job_id, "cancelled before it started");
         let event = JobEvent::Cancelled(Cancelled {
             job_id: job_id.clone(),
@@ -337,10 +420,9 @@ async fn handle<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>, message: je
         &worker,
         &job_id,
         kind,
-        attempt,
+        &delivery,
         model_id,
         JobStatus::Running,
-        sequence,
     )
     .await;
     let ack_subject = message.reply.as_ref().map(|r| r.to_string());
@@ -376,6 +458,7 @@ async fn handle<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>, message: je
         kind,
         attempt,
         cancel,
+        span: span.clone(),
         claim: Arc::new(OnceLock::new()),
     };
     let claim = ctx.claim.clone();
@@ -404,6 +487,7 @@ async fn handle<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>, message: je
             match outcome {
                 Ok(Claim::Won) => {}
                 Ok(Claim::Lost { winner, status }) => {
+                    end_span("superseded", false);
                     discard(&worker, &message, &job_id, attempt, winner, status).await;
                     return;
                 }
@@ -411,6 +495,7 @@ async fn handle<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>, message: je
                     // Neither won nor lost: hand the job back; the next attempt finds either a
                     // completed record (and drops it) or none (and completes it).
                     tracing::warn!(job = %job_id, "cannot record the completion ({e}); handing the job back");
+                    end_span("handed_back", true);
                     ack(
                         &message,
                         AckKind::Nak(Some(worker.config.jobs.retry_delay)),
@@ -430,12 +515,14 @@ async fn handle<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>, message: je
                 result,
                 timestamp_ms: now_ms(),
             });
+            end_span("completed", false);
             publish(&worker, &event).await;
             ack(&message, AckKind::Ack, &job_id).await;
             worker.finish(&job_id, true);
             tracing::info!(job = %job_id, "completed in {:.1}s", started.elapsed().as_secs_f64());
         }
         Ok(JobOutcome::Superseded { winner }) => {
+            end_span("superseded", false);
             discard(
                 &worker,
                 &message,
@@ -447,6 +534,7 @@ async fn handle<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>, message: je
             .await;
         }
         Ok(JobOutcome::Cancelled { epochs_completed }) => {
+            end_span("cancelled", false);
             finish_record(&worker, &job_id, attempt, JobStatus::Cancelled, None).await;
             let event = JobEvent::Cancelled(Cancelled {
                 job_id: job_id.clone(),
@@ -462,6 +550,7 @@ async fn handle<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>, message: je
             tracing::info!(job = %job_id, "cancelled after {epochs_completed} epoch(s)");
         }
         Ok(JobOutcome::Interrupted) => {
+            end_span("handed_back", false);
             let _ = records::update(&worker.mesh.jobs, &job_id, |current| {
                 let mut r = current?;
                 if r.status.is_final() {
@@ -478,6 +567,7 @@ async fn handle<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>, message: je
             tracing::info!(job = %job_id, "handed back for another replica (shutting down)");
         }
         Err(error) if error.retryable() && attempt < max_deliver => {
+            end_span("retrying", true);
             let delay = worker.config.jobs.retry_delay_after(attempt);
             finish_record(&worker, &job_id, attempt, JobStatus::Retrying, Some(&error)).await;
             publish(&worker, &failed_event(&error, true)).await;
@@ -486,6 +576,7 @@ async fn handle<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>, message: je
             tracing::warn!(job = %job_id, attempt, "failed ({error}); retrying in {delay:?}");
         }
         Err(error) => {
+            end_span("failed", true);
             let record =
                 finish_record(&worker, &job_id, attempt, JobStatus::Failed, Some(&error)).await;
             if error.retryable() {
@@ -518,11 +609,15 @@ async fn open_record(
     worker: &Worker,
     job_id: &str,
     kind: JobKind,
-    attempt: u32,
+    delivery: &Delivery,
     model_id: Option<String>,
     status: JobStatus,
-    sequence: u64,
 ) {
+    let Delivery {
+        attempt,
+        sequence,
+        ref traceparent,
+    } = *delivery;
     let instance = worker.instance.clone();
     let write = records::update(&worker.mesh.jobs, job_id, |current| {
         let now = now_ms();
@@ -537,6 +632,7 @@ async fn open_record(
             ended_ms: (status != JobStatus::Running).then_some(now),
             outcome: (status != JobStatus::Running).then(|| status_word(status).to_string()),
             error: None,
+            traceparent: traceparent.clone(),
         });
         Some(JobRecord {
             owner: Some(instance.clone()),
@@ -688,6 +784,7 @@ fn end_attempt(
                 ended_ms: None,
                 outcome: None,
                 error: None,
+                traceparent: None,
             });
             let last = record.history.len() - 1;
             &mut record.history[last]

@@ -6,10 +6,13 @@
 //! - [`records`]: job records with compare-and-set, cancel markers.
 //! - [`objects`]: folders to and from object stores.
 //! - [`worker`]: what an instance knows about itself (running jobs, counters, memory).
+//! - [`metrics`]: what it measures for its metrics reports (CPU, tick lateness, message
+//!   latency, error rate over a window).
 //! - [`events`]: publishing job events.
 //! - [`job_loop`]: the shared job-consumer loop ([`job_loop::JobHandler`]).
 //! - [`service`]: a running instance: service API, status, heartbeats, cancel, shutdown.
 //! - [`nats_server`]: finding and starting a local `nats-server` (for `lexmesh up` and tests).
+//! - [`telemetry`]: logs, OpenTelemetry traces over OTLP (`OTEL_*`), trace context in headers.
 
 pub mod config;
 pub mod connection;
@@ -17,10 +20,12 @@ pub mod error;
 pub mod events;
 pub mod job_loop;
 pub mod mesh;
+pub mod metrics;
 pub mod nats_server;
 pub mod objects;
 pub mod records;
 pub mod service;
+pub mod telemetry;
 pub mod worker;
 
 pub use config::Config;

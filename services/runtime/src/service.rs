@@ -1,7 +1,7 @@
 //! A running service instance: connection, JetStream resources, NATS service API registration
-//! (`$SRV.PING/INFO/STATS`, so `nats micro ls` lists it), status endpoints, heartbeats, the
-//! cancel listener, signal handling, and the orderly shutdown: stop pulling, let running jobs
-//! checkpoint and hand back (or finish), stop the service, drain the connection.
+//! (`$SRV.PING/INFO/STATS`, so `nats micro ls` lists it), status endpoints, heartbeats, metrics
+//! reports, the cancel listener, signal handling, and the orderly shutdown: stop pulling, let
+//! running jobs checkpoint and hand back (or finish), stop the service, drain the connection.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -57,7 +57,7 @@ impl ServiceRuntime {
             .description(format!("lexmesh {} (instance {instance})", kind.name()))
             .metadata([("instance".to_string(), instance.clone())].into())
             .stats_handler(move |_endpoint, _stats| {
-                serde_json::to_value(stats_worker.status()).unwrap_or_default()
+                serde_json::to_value(stats_worker.metrics()).unwrap_or_default()
             })
             .start(kind.service_api_name(), VERSION)
             .await
@@ -90,6 +90,7 @@ impl ServiceRuntime {
             });
         }
         runtime.start_heartbeats();
+        runtime.start_metrics();
         runtime.start_cancel_listener().await?;
         runtime.start_signal_handler();
         tracing::info!(service = kind.name(), instance = %instance, "started");
@@ -170,6 +171,52 @@ impl ServiceRuntime {
                     _ = worker.shutdown.cancelled() => break,
                 }
                 send_heartbeat(&worker, &subject, false).await;
+            }
+        });
+    }
+
+    /// The responsiveness tick (how late it fires is the runtime's response time) and the
+    /// metrics reports on `lexmesh.metrics.<service>.<instance>`.
+    fn start_metrics(&mut self) {
+        let worker = self.worker.clone();
+        self.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(worker.config.service.tick_interval);
+            // A late tick is measured once; the next is scheduled a period after it.
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let due = tokio::select! {
+                    due = tick.tick() => due,
+                    _ = worker.shutdown.cancelled() => break,
+                };
+                worker.record_tick_lateness(
+                    tokio::time::Instant::now().saturating_duration_since(due),
+                );
+            }
+        });
+        let worker = self.worker.clone();
+        self.tasks.spawn(async move {
+            let subject = subjects::metrics(worker.service.name(), &worker.instance);
+            let every = worker.config.service.metrics_interval;
+            // The first report after one interval, when there is something to report.
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = worker.shutdown.cancelled() => break,
+                }
+                match serde_json::to_vec(&worker.metrics()) {
+                    Ok(body) => {
+                        if let Err(e) = worker
+                            .mesh
+                            .client
+                            .publish(subject.clone(), body.into())
+                            .await
+                        {
+                            tracing::debug!("metrics report not sent: {e}");
+                        }
+                    }
+                    Err(e) => tracing::warn!("metrics report not serialised: {e}"),
+                }
             }
         });
     }

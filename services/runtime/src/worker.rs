@@ -8,6 +8,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use lexmesh_protocol::heartbeat::Heartbeat;
+use lexmesh_protocol::metrics::WorkerMetrics;
 use lexmesh_protocol::names::Service;
 use lexmesh_protocol::status::{RunningJob, WorkerStatus};
 use lexmesh_protocol::time::now_ms;
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::mesh::Mesh;
+use crate::metrics::Measurements;
 
 /// lexmesh's version, as reported by every service.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -43,6 +45,7 @@ pub struct Worker {
     running: Mutex<HashMap<String, Entry>>,
     completed: AtomicU64,
     failed: AtomicU64,
+    measurements: Mutex<Measurements>,
 }
 
 impl Worker {
@@ -51,7 +54,6 @@ impl Worker {
         Self {
             service,
             instance,
-            config,
             mesh,
             shutdown: CancellationToken::new(),
             started: Instant::now(),
@@ -60,12 +62,37 @@ impl Worker {
             running: Mutex::new(HashMap::new()),
             completed: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            measurements: Mutex::new(Measurements::new(config.service.metrics_window, now_ms())),
+            config,
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         // A panic while holding the lock leaves plain data behind; keep serving.
         self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn measure(&self) -> std::sync::MutexGuard<'_, Measurements> {
+        self.measurements.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn note_activity(&self) {
+        self.measure().last_activity_ms = now_ms();
+    }
+
+    /// Notes how late the runtime's periodic tick fired.
+    pub fn record_tick_lateness(&self, late: std::time::Duration) {
+        self.measure()
+            .ticks
+            .push(Instant::now(), late.as_secs_f64() * 1000.0);
+    }
+
+    /// Notes a received message published at `published_ms` (ms since the Unix epoch, by the
+    /// publisher's or the server's clock).
+    pub fn record_message_latency(&self, published_ms: f64) {
+        self.measure()
+            .latency
+            .push(Instant::now(), now_ms() - published_ms);
     }
 
     /// Notes the id the NATS service API gave this instance (set once, at start-up).
@@ -84,6 +111,7 @@ impl Worker {
     ) -> CancellationToken {
         let cancel = CancellationToken::new();
         let now = now_ms();
+        self.note_activity();
         self.lock().insert(
             job_id.to_string(),
             Entry {
@@ -106,6 +134,7 @@ impl Worker {
 
     /// Notes progress of a running job.
     pub fn record_progress(&self, job_id: &str, epoch: u32, total_epochs: u32, percent: f64) {
+        self.note_activity();
         if let Some(e) = self.lock().get_mut(job_id) {
             e.job.last_progress_ms = now_ms();
             e.job.epoch = Some(epoch);
@@ -117,12 +146,19 @@ impl Worker {
     /// Removes a finished job and counts it.
     pub fn finish(&self, job_id: &str, succeeded: bool) {
         self.lock().remove(job_id);
+        self.count(succeeded);
+    }
+
+    fn count(&self, succeeded: bool) {
         let counter = if succeeded {
             &self.completed
         } else {
             &self.failed
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        let mut m = self.measure();
+        m.outcomes.push(Instant::now(), succeeded);
+        m.last_activity_ms = now_ms();
     }
 
     /// Removes a job whose attempt was superseded, without counting it.
@@ -132,7 +168,7 @@ impl Worker {
 
     /// Counts a message that failed before it became a job.
     pub fn count_failure(&self) {
-        self.failed.fetch_add(1, Ordering::Relaxed);
+        self.count(false);
     }
 
     /// Cancels a job running here; false when it does not run here.
@@ -165,6 +201,38 @@ impl Worker {
             completed: self.completed.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             rss_bytes: rss_bytes(),
+            timestamp_ms: now_ms(),
+        }
+    }
+
+    /// The metrics report as of now (published every `service.metrics_interval`, and the
+    /// `$SRV.STATS` data).
+    pub fn metrics(&self) -> WorkerMetrics {
+        let running = self.running();
+        let now = Instant::now();
+        let mut m = self.measure();
+        let (window_completed, window_failed, error_rate) = m.outcomes.counts(now);
+        WorkerMetrics {
+            service: self.service.name().into(),
+            instance: self.instance.clone(),
+            version: VERSION.into(),
+            pid: std::process::id(),
+            host: self.host.clone(),
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            cpu_percent: m.cpu.read(now),
+            rss_bytes: rss_bytes(),
+            active_jobs: u32::try_from(running.len()).unwrap_or(u32::MAX),
+            completed: self.completed.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            running,
+            last_activity_ms: m.last_activity_ms,
+            tick_lateness: m.ticks.summary(now),
+            message_latency: m.latency.summary(now),
+            window_completed,
+            window_failed,
+            error_rate,
+            window_s: self.config.service.metrics_window.as_secs_f64(),
+            interval_s: self.config.service.metrics_interval.as_secs_f64(),
             timestamp_ms: now_ms(),
         }
     }

@@ -1,4 +1,5 @@
-//! Test-only helpers for lexmesh: a private `nats-server` with JetStream per test.
+//! Test-only helpers for lexmesh: a private `nats-server` with JetStream per test, and an
+//! OTLP trace receiver ([`otlp::OtlpReceiver`]) for the tracing tests.
 //!
 //! ```no_run
 //! let server = lexmesh_testkit::NatsServer::start().expect("a nats-server for the test");
@@ -11,6 +12,8 @@
 //! `.tools/nats/bin/nats-server` (installed by `scripts/setup-nats`), then a 2.10+ server on
 //! `PATH`. When none is found, [`NatsServer::start`] fails with a message that says how to
 //! install one; tests never skip silently.
+
+pub mod otlp;
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -39,6 +39,15 @@
 //! `--floor-captured` (the floor publisher sends on a subject the events stream captures, as
 //! lexmesh's progress events are), `--data DIR` (the rulings), `--out FILE`
 //! (`target/mesh-bench.json`).
+//!
+//! `--observability` runs only the cost of observability instead (figures in
+//! `target/observability-bench.json`): in each of `--rounds N` (3) rounds, a fresh trainer
+//! with metrics reports and tracing off (reports and ticks every hour, no `OTEL_*`) and one
+//! with both on (reports every 2 s, the responsiveness tick every 100 ms, every span exported
+//! over OTLP to a collector inside this program, a metrics service gathering the reports and
+//! events), in alternating order, each training the same `bow` job (`--epochs N`, default 8) on
+//! the rulings while the trainer's status endpoint is asked `--requests N` times: examples/s
+//! (median of the epochs after the first) and the status round trip, off against on.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
@@ -95,6 +104,8 @@ struct Options {
     concurrency: bool,
     trainer_env: Vec<(String, String)>,
     floor_captured: bool,
+    observability: bool,
+    rounds: usize,
     data: PathBuf,
     sample: PathBuf,
     out: PathBuf,
@@ -120,6 +131,8 @@ fn options() -> Result<Options> {
         concurrency: true,
         trainer_env: Vec::new(),
         floor_captured: false,
+        observability: false,
+        rounds: 3,
         data: root.join("../shared/data/iran-court-rulings"),
         sample: root.join("data/sample"),
         out: target.join("mesh-bench.json"),
@@ -134,6 +147,7 @@ fn options() -> Result<Options> {
         o.spread = Duration::from_secs(5);
         o.concurrent_epochs = 1;
         o.small_jobs = 4;
+        o.rounds = 1;
     }
     let mut it = args.into_iter();
     let number = |v: Option<String>, name: &str| -> Result<usize> {
@@ -162,6 +176,8 @@ fn options() -> Result<Options> {
             "--skip-memory" => o.memory = false,
             "--skip-concurrency" => o.concurrency = false,
             "--floor-captured" => o.floor_captured = true,
+            "--observability" => o.observability = true,
+            "--rounds" => o.rounds = number(it.next(), "--rounds")?.max(1),
             "--compute-threads" => {
                 let n = number(it.next(), "--compute-threads")?;
                 o.trainer_env
@@ -1610,5 +1626,239 @@ fn main() -> Result<()> {
         return publisher(a[0], a[1], a[2].parse()?, a[3].parse()?);
     }
     let o = options()?;
+    if o.observability {
+        return runtime()?.block_on(observability(o));
+    }
     runtime()?.block_on(run(o))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cost of observability (`--observability`)
+// ---------------------------------------------------------------------------------------------
+
+/// One trainer's run of the observability comparison.
+struct ObservedRun {
+    /// Median examples/s of the epochs after the first.
+    examples_per_sec: f64,
+    /// The trainer's status endpoint during training.
+    status: Stats,
+}
+
+/// Trains `job_id` on a fresh trainer started with `env`, asking its status endpoint
+/// `o.requests` times spread over the training.
+async fn observed_run(
+    harness: &Harness,
+    client: &Client,
+    js: &jetstream::Context,
+    finals: &Finals,
+    o: &Options,
+    (instance, job_id): (&str, &str),
+    env: &[(String, String)],
+) -> Result<ObservedRun> {
+    let mut env = env.to_vec();
+    env.extend(o.trainer_env.iter().cloned());
+    let mut trainer = harness.spawn_service("trainer", instance, 1, &env)?;
+    wait_ready(client, &mut trainer, "trainer", instance).await?;
+    let epochs = collect_events(client, &format!("lexmesh.events.{job_id}.progress")).await?;
+    let rates: Arc<Mutex<Vec<f64>>> = Arc::default();
+    {
+        let mut sub = client
+            .subscribe(format!("lexmesh.events.{job_id}.progress"))
+            .await?;
+        let rates = rates.clone();
+        tokio::spawn(async move {
+            while let Some(m) = sub.next().await {
+                let Ok(v) = serde_json::from_slice::<Value>(&m.payload) else {
+                    continue;
+                };
+                if v["phase"] == "epoch"
+                    && v["epoch"].as_u64().is_some_and(|e| e > 1)
+                    && let Some(r) = v["examples_per_sec"].as_f64()
+                {
+                    rates.lock().unwrap().push(r);
+                }
+            }
+        });
+    }
+    submit(
+        js,
+        job_id,
+        &object_dataset(RULINGS_TRAIN, RULINGS_VALIDATION),
+        json!({"model": "bow", "epochs": o.load_epochs, "patience": 0}),
+    )
+    .await?;
+    // Training: the first batch event arrived.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !epochs.lock().unwrap().iter().any(|e| e.phase == "batch") {
+        if Instant::now() > deadline || trainer.exited() {
+            bail!("{job_id} did not start training:\n{}", trainer.log_tail(30));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let subject = status_subject("trainer", instance);
+    let mut latencies = Vec::with_capacity(o.requests);
+    while finals.get(job_id).is_none() && latencies.len() < o.requests {
+        let t = Instant::now();
+        if client.request(subject.clone(), Bytes::new()).await.is_ok() {
+            latencies.push(ms(t.elapsed()));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    finals
+        .wait(&[job_id.to_string()], Duration::from_secs(1800), ())
+        .await?;
+    trainer.stop();
+    let mut rates = rates.lock().unwrap().clone();
+    if rates.is_empty() {
+        bail!("{job_id}: no epoch after the first reported examples/s (--epochs 2 or more)");
+    }
+    rates.sort_by(f64::total_cmp);
+    Ok(ObservedRun {
+        examples_per_sec: rates[rates.len() / 2],
+        status: stats(&latencies),
+    })
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+async fn observability(mut o: Options) -> Result<()> {
+    if !std::env::args().any(|a| a == "--epochs") && !o.quick {
+        o.load_epochs = 8;
+    }
+    let harness = Harness::start()?;
+    let url = harness.url();
+    let receiver = lexmesh_testkit::otlp::OtlpReceiver::start()?;
+    println!(
+        "lexmesh observability cost{}: {} rounds, bow on the rulings, {} epochs; services {}",
+        if o.quick { " (--quick)" } else { "" },
+        o.rounds,
+        o.load_epochs,
+        harness.lexmesh.display()
+    );
+    let client = connect(&url).await?;
+    let js = jetstream::new(client.clone());
+    let mut pre = harness.spawn_service("preprocessor", "obs-pre", 1, &[])?;
+    wait_ready(&client, &mut pre, "preprocessor", "obs-pre").await?;
+    let mut metrics = harness.spawn_service(
+        "metrics",
+        "obs-metrics",
+        1,
+        &[("LEXMESH_METRICS__LISTEN".into(), "127.0.0.1:0".into())],
+    )?;
+    wait_ready(&client, &mut metrics, "metrics", "obs-metrics").await?;
+    upload(&js, RULINGS_TRAIN, &o.data.join("train.jsonl")).await?;
+    upload(&js, RULINGS_VALIDATION, &o.data.join("validation.jsonl")).await?;
+    let finals = Finals::start(&client).await?;
+    let off: Vec<(String, String)> = vec![
+        ("LEXMESH_SERVICE__METRICS_INTERVAL".into(), "1h".into()),
+        ("LEXMESH_SERVICE__TICK_INTERVAL".into(), "1h".into()),
+    ];
+    let on: Vec<(String, String)> = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), receiver.endpoint()),
+        ("OTEL_BSP_SCHEDULE_DELAY".into(), "1000".into()),
+    ];
+    let mut runs: Vec<(bool, ObservedRun)> = Vec::new();
+    let started = Instant::now();
+    for round in 0..o.rounds {
+        // Alternate the order so that a drift of the machine hits both alike.
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for observed in order {
+            let name = format!("obs-{}-{round}", if observed { "on" } else { "off" });
+            let run = observed_run(
+                &harness,
+                &client,
+                &js,
+                &finals,
+                &o,
+                (&name, &format!("job-{name}")),
+                if observed { &on } else { &off },
+            )
+            .await?;
+            println!(
+                "[{:>6.1}s] round {}: observability {:<3} {:>8.0} examples/s, status p50 {:.2} ms p99 {:.2} ms",
+                started.elapsed().as_secs_f64(),
+                round + 1,
+                if observed { "on" } else { "off" },
+                run.examples_per_sec,
+                run.status.p50,
+                run.status.p99
+            );
+            runs.push((observed, run));
+        }
+    }
+    let spans = receiver.spans();
+    let epoch_spans = spans
+        .iter()
+        .filter(|s| s.attributes.contains_key("epoch"))
+        .count();
+    let pick = |observed: bool| -> Vec<&ObservedRun> {
+        runs.iter()
+            .filter(|(o, _)| *o == observed)
+            .map(|(_, r)| r)
+            .collect()
+    };
+    let summary = |runs: &[&ObservedRun]| {
+        let mut rate: Vec<f64> = runs.iter().map(|r| r.examples_per_sec).collect();
+        let mut p50: Vec<f64> = runs.iter().map(|r| r.status.p50).collect();
+        let mut p99: Vec<f64> = runs.iter().map(|r| r.status.p99).collect();
+        (median(&mut rate), median(&mut p50), median(&mut p99))
+    };
+    let (off_rate, off_p50, off_p99) = summary(&pick(false));
+    let (on_rate, on_p50, on_p99) = summary(&pick(true));
+    let cost = (off_rate - on_rate) / off_rate * 100.0;
+    println!();
+    println!(
+        "| figure (median of {} rounds) | off | on | on vs off |",
+        o.rounds
+    );
+    println!("| --- | --- | --- | --- |");
+    println!(
+        "| training throughput, examples/s | {off_rate:.0} | {on_rate:.0} | **{cost:+.2} %** cost ({}; target < 2 %) |",
+        verdict(cost < 2.0)
+    );
+    println!(
+        "| trainer status round trip while training, p50 ms | {off_p50:.2} | {on_p50:.2} | {:.2}x |",
+        on_p50 / off_p50
+    );
+    println!(
+        "| trainer status round trip while training, p99 ms | {off_p99:.2} | {on_p99:.2} | {:.2}x |",
+        on_p99 / off_p99
+    );
+    println!(
+        "spans received by the collector: {} ({epoch_spans} epoch spans) in {} export requests",
+        spans.len(),
+        receiver.requests()
+    );
+    let out = o.out.with_file_name("observability-bench.json");
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let json_runs: Vec<Value> = runs
+        .iter()
+        .map(|(observed, r)| {
+            json!({"observability": observed, "examples_per_sec": r.examples_per_sec, "status": r.status.json()})
+        })
+        .collect();
+    std::fs::write(
+        &out,
+        serde_json::to_vec_pretty(&json!({
+            "rounds": o.rounds, "epochs": o.load_epochs, "requests": o.requests,
+            "off": {"examples_per_sec": off_rate, "status_p50_ms": off_p50, "status_p99_ms": off_p99},
+            "on": {"examples_per_sec": on_rate, "status_p50_ms": on_p50, "status_p99_ms": on_p99},
+            "throughput_cost_percent": cost,
+            "spans": spans.len(), "epoch_spans": epoch_spans,
+            "runs": json_runs,
+        }))?,
+    )?;
+    println!("figures in {}", out.display());
+    pre.stop();
+    metrics.stop();
+    Ok(())
 }

@@ -34,8 +34,11 @@ pub enum Command {
     Watch(crate::cli_mesh::WatchArgs),
     /// List jobs with their status.
     Jobs(crate::cli_mesh::JobsArgs),
-    /// Show every service instance with its health, memory and running jobs.
+    /// Show every service instance (health, CPU, memory), running jobs with progress, and
+    /// active alerts.
     Status(crate::cli_mesh::StatusArgs),
+    /// Show the `status` view again every `--interval` until Ctrl-C.
+    Top(crate::cli_mesh::TopArgs),
     /// Cancel a job.
     Cancel(crate::cli_mesh::CancelArgs),
     /// List stored models.

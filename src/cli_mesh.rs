@@ -3,6 +3,7 @@
 //! auth, TLS; see `lexmesh_runtime::config`), layered under `LEXMESH_*__*` and `NATS_URL`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
@@ -19,6 +20,8 @@ pub enum ServiceArg {
     Evaluator,
     /// Watches every instance's heartbeats and replaces those that stop working.
     Health,
+    /// Gathers every instance's metrics, serves Prometheus `/metrics` and raises alerts.
+    Metrics,
 }
 
 /// Job kinds that can be submitted.
@@ -155,9 +158,24 @@ pub struct JobsArgs {
 /// `lexmesh status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Output format.
+    /// Output format: the instances, running jobs and active alerts as tables, or
+    /// `{"health": <health report or null>, "metrics": <metrics snapshot or null>}`.
     #[arg(long, value_enum, default_value_t = FormatArg::Text)]
     pub format: FormatArg,
+    /// Shared options.
+    #[command(flatten)]
+    pub mesh: MeshOptions,
+}
+
+/// `lexmesh top`.
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Time between two frames: `500ms`, `2s`, `1.5s`, `1m` (at least 200ms).
+    #[arg(long, default_value = "2s", value_parser = crate::commands::top::parse_interval)]
+    pub interval: Duration,
+    /// Stop after this many frames (default: until Ctrl-C).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
     /// Shared options.
     #[command(flatten)]
     pub mesh: MeshOptions,

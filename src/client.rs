@@ -12,7 +12,8 @@ use futures::StreamExt;
 use lexmesh_protocol::record::{JobRecord, JobStatus};
 use lexmesh_protocol::{JobEvent, JobKind, names, subjects};
 use lexmesh_runtime::connection::{self, Patience};
-use lexmesh_runtime::{Config, Mesh, records};
+use lexmesh_runtime::{Config, Mesh, records, telemetry};
+use tracing::Instrument;
 
 use crate::cli_mesh::MeshOptions;
 
@@ -64,36 +65,60 @@ pub struct Submitted {
 /// Publishes a job (already encoded) to `lexmesh.jobs.<kind>` with `Nats-Msg-Id` = the job id
 /// and waits for the stream's acknowledgement. A new job also gets a `queued` record, so
 /// `jobs` and `cancel` know it before a worker takes it.
+///
+/// The job's trace starts here: a `submit` span (exported when the `OTEL_*` variables ask for
+/// it), a child of the `TRACEPARENT` environment variable when one is set, whose context
+/// travels in the message's `traceparent` header. Without export, a `TRACEPARENT` given is
+/// passed on as is, so the services still join the caller's trace.
 pub async fn submit(
     mesh: &Mesh,
     kind: JobKind,
     job_id: &str,
     payload: Vec<u8>,
 ) -> anyhow::Result<Submitted> {
-    let message = PublishMessage::build()
-        .payload(payload.into())
-        .message_id(job_id);
-    let ack = mesh
-        .js
-        .send_publish(subjects::jobs(kind), message)
-        .await
-        .with_context(|| format!("publishing job {job_id}"))?
-        .await
-        .with_context(|| format!("storing job {job_id} in the jobs stream"))?;
-    if !ack.duplicate {
-        let now = lexmesh_protocol::time::now_ms();
-        // Only when absent: a worker may already have taken the job and written its own.
-        records::update(&mesh.jobs, job_id, |current| match current {
-            Some(_) => None,
-            None => Some(JobRecord::new(job_id, kind, JobStatus::Queued, 0, now)),
-        })
-        .await
-        .with_context(|| format!("recording job {job_id} as queued"))?;
+    let span = tracing::info_span!(
+        "submit",
+        otel.name = %format!("submit {} {job_id}", kind.name()),
+        otel.kind = "producer",
+        job_id,
+        kind = kind.name(),
+    );
+    let outer = telemetry::context_from_env();
+    let mut headers = async_nats::HeaderMap::new();
+    if telemetry::set_parent(&span, outer.clone()) || telemetry::traceparent(&span).is_some() {
+        telemetry::inject(&span, &mut headers);
+    } else {
+        telemetry::inject_context(&outer, &mut headers);
     }
-    Ok(Submitted {
-        sequence: ack.sequence,
-        duplicate: ack.duplicate,
-    })
+    async move {
+        let message = PublishMessage::build()
+            .payload(payload.into())
+            .headers(headers)
+            .message_id(job_id);
+        let ack = mesh
+            .js
+            .send_publish(subjects::jobs(kind), message)
+            .await
+            .with_context(|| format!("publishing job {job_id}"))?
+            .await
+            .with_context(|| format!("storing job {job_id} in the jobs stream"))?;
+        if !ack.duplicate {
+            let now = lexmesh_protocol::time::now_ms();
+            // Only when absent: a worker may already have taken the job and written its own.
+            records::update(&mesh.jobs, job_id, |current| match current {
+                Some(_) => None,
+                None => Some(JobRecord::new(job_id, kind, JobStatus::Queued, 0, now)),
+            })
+            .await
+            .with_context(|| format!("recording job {job_id} as queued"))?;
+        }
+        Ok(Submitted {
+            sequence: ack.sequence,
+            duplicate: ack.duplicate,
+        })
+    }
+    .instrument(span)
+    .await
 }
 
 /// The events of one job, replayed from the first and then live, until a final one.
@@ -194,7 +219,9 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-fn table_lines(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
+/// Rows under a header, each column as wide as its widest cell (by characters), one line each,
+/// trailing spaces trimmed.
+pub fn table_lines(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {

@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         cli::Command::Watch(args) => commands::watch::run(args),
         cli::Command::Jobs(args) => commands::jobs::run(args),
         cli::Command::Status(args) => commands::status::run(args),
+        cli::Command::Top(args) => commands::top::run(args),
         cli::Command::Cancel(args) => commands::cancel::run(args),
         cli::Command::Models(args) => commands::models::run(args),
         cli::Command::Classify(args) => commands::classify::run(args),

@@ -175,7 +175,9 @@ impl User {
         }
         cmd.env("NATS_URL", &self.url)
             .env("LEXMESH_SERVICE__WORK_DIR", self.dir.join("work"))
-            .env("LEXMESH_SERVICE__COMPUTE_THREADS", "1");
+            .env("LEXMESH_SERVICE__COMPUTE_THREADS", "1")
+            // Tests run side by side: no fixed Prometheus port.
+            .env("LEXMESH_METRICS__LISTEN", "127.0.0.1:0");
         cmd
     }
 
@@ -523,6 +525,7 @@ fn up_runs_a_mesh_that_the_commands_drive_and_stops_on_sigterm() {
         [
             "evaluator-1",
             "health-1",
+            "metrics-1",
             "preprocessor-1",
             "trainer-1",
             "trainer-2"
@@ -540,7 +543,8 @@ fn up_runs_a_mesh_that_the_commands_drive_and_stops_on_sigterm() {
             .lines()
             .filter(|l| l.split_whitespace().nth(2) == Some("healthy"))
             .count();
-        if healthy == 5 {
+        // preprocessor, two trainers, evaluator, health, metrics.
+        if healthy == 6 {
             assert!(
                 status.stdout.starts_with("SERVICE"),
                 "{}",
@@ -551,14 +555,24 @@ fn up_runs_a_mesh_that_the_commands_drive_and_stops_on_sigterm() {
         }
         assert!(
             Instant::now() < deadline,
-            "lexmesh status does not show 5 healthy instances\n{}",
+            "lexmesh status does not show 6 healthy instances\n{}",
             status.describe()
         );
         std::thread::sleep(Duration::from_millis(500));
     }
     let json = user.run(&["status", "--format", "json"], JOB).success();
-    let report: serde_json::Value = serde_json::from_str(&json.stdout).expect("status JSON");
-    schemas.check("health-report", "lexmesh status --format json", &report);
+    let status: serde_json::Value = serde_json::from_str(&json.stdout).expect("status JSON");
+    // `{"health": <HealthReport or null>, "metrics": <MetricsSnapshot or null>}`.
+    schemas.check(
+        "health-report",
+        "lexmesh status --format json: health",
+        &status["health"],
+    );
+    schemas.check(
+        "metrics-snapshot",
+        "lexmesh status --format json: metrics",
+        &status["metrics"],
+    );
 
     // --- submit with flags: upload the files, prepare them -----------------------------------
     let prep = user

@@ -47,6 +47,8 @@ impl Up {
             .env("LEXMESH_NATS__URL", url)
             .env("LEXMESH_SERVICE__COMPUTE_THREADS", "1")
             .env("LEXMESH_LOG", "info")
+            // Tests run side by side: no fixed Prometheus port.
+            .env("LEXMESH_METRICS__LISTEN", "127.0.0.1:0")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(dir.join("up.stdout")).unwrap())
             .stderr(std::fs::File::create(&err).unwrap());

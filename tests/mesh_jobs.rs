@@ -574,7 +574,7 @@ async fn heartbeats_and_the_service_api_describe_the_instance() {
             }
         }
     }
-    // The NATS service API sees the instance, and its stats carry the worker status.
+    // The NATS service API sees the instance, and its stats carry the instance's metrics.
     let stats = mesh
         .client
         .request("$SRV.STATS.lexmesh-trainer", "".into())
@@ -584,8 +584,11 @@ async fn heartbeats_and_the_service_api_describe_the_instance() {
     assert_eq!(stats["name"], "lexmesh-trainer", "{stats}");
     let data = &stats["endpoints"][0]["data"];
     mesh.schemas
-        .check("worker-status", "service API stats data", data);
+        .check("worker-metrics", "service API stats data", data);
     assert_eq!(data["instance"], "trainer-a");
+    assert_eq!(data["service"], "trainer");
+    assert!(data["uptime_s"].as_f64().unwrap() > 0.0, "{data}");
+    assert!(data["rss_bytes"].as_u64().unwrap() > 0, "{data}");
     let info = mesh
         .client
         .request("$SRV.INFO.lexmesh-trainer", "".into())

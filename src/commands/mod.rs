@@ -10,6 +10,7 @@ pub mod schemas;
 pub mod serve;
 pub mod status;
 pub mod submit;
+pub mod top;
 pub mod train;
 pub mod up;
 pub mod watch;

@@ -1,25 +1,33 @@
 //! `lexmesh serve <service>`: runs one service until SIGTERM/SIGINT (what a container runs).
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use lexmesh_protocol::names::Service;
-use lexmesh_runtime::{Config, ServiceRuntime};
+use lexmesh_runtime::{Config, ServiceRuntime, telemetry};
 
 use crate::cli_mesh::{ServeArgs, ServiceArg};
 use crate::mesh;
 
 /// Runs the command.
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    init_logging();
-    let config = Config::load(args.mesh.config.as_deref())?;
     let service = match args.service {
         ServiceArg::Preprocessor => Service::Preprocessor,
         ServiceArg::Trainer => Service::Trainer,
         ServiceArg::Evaluator => Service::Evaluator,
         ServiceArg::Health => Service::Health,
+        ServiceArg::Metrics => Service::Metrics,
     };
+    let config = Config::load(args.mesh.config.as_deref())?;
+    let instance = config
+        .service
+        .instance
+        .clone()
+        .unwrap_or_else(|| lexmesh_runtime::worker::default_instance_id(service));
+    // Logs, and traces when the OTEL_* variables ask for them.
+    let telemetry = telemetry::Telemetry::builder(&service.service_api_name())
+        .instance_id(instance)
+        .init();
     if service == Service::Trainer {
         // Once per process, before any training thread exists.
         lexmesh_trainer::device::tune_allocator();
@@ -33,28 +41,22 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .thread_name("lexmesh-async")
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let mut runtime = ServiceRuntime::start(service, config).await?;
         match service {
             Service::Preprocessor => mesh::preprocessor::start(&mut runtime).await?,
             Service::Trainer => mesh::trainer::start(&mut runtime),
             Service::Evaluator => mesh::evaluator::start(&mut runtime).await?,
             Service::Health => mesh::health::start(&mut runtime).await?,
+            Service::Metrics => mesh::metrics::start(&mut runtime).await?,
         }
         runtime.run_until_shutdown().await?;
         anyhow::Ok(())
-    })?;
+    });
+    // The spans of the last jobs (an attempt handed back on SIGTERM) still go out.
+    if let Err(e) = telemetry.shutdown() {
+        tracing::warn!("the last spans may be lost: {e}");
+    }
+    served?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Logs to stderr; `LEXMESH_LOG` (or `RUST_LOG`) sets the filter, default `info`.
-pub fn init_logging() {
-    let filter = std::env::var("LEXMESH_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info,async_nats=warn".into());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
 }

@@ -11,7 +11,7 @@ use lexmesh_protocol::{
     DatasetSource, EvaluateJob, ExperimentSettings, JobKind, ModelKindName, PreprocessJob,
     ProtocolError, TrainJob, decode, names,
 };
-use lexmesh_runtime::{Mesh, objects};
+use lexmesh_runtime::{Mesh, objects, telemetry};
 use sha2::{Digest, Sha256};
 
 use crate::cli::ModelArg;
@@ -29,7 +29,13 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         Some(path) => plan_raw(&args, kind, path)?,
         None => plan_from_flags(&args)?,
     };
-    client::runtime()?.block_on(async move {
+    // The submit span is exported when the OTEL_* variables ask for it (kept until the end).
+    let telemetry = telemetry::requested().then(|| {
+        telemetry::Telemetry::builder("lexmesh-cli")
+            .default_log_filter("warn")
+            .init()
+    });
+    let outcome = client::runtime()?.block_on(async move {
         let mesh = client::open_mesh(&args.mesh).await?;
         let (job_id, payload) = match plan {
             Plan::Raw { job_id, payload } => (job_id, payload),
@@ -59,7 +65,13 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         } else {
             Ok(ExitCode::SUCCESS)
         }
-    })
+    });
+    if let Some(telemetry) = telemetry
+        && let Err(e) = telemetry.shutdown()
+    {
+        eprintln!("warning: the submit span may be lost: {e}");
+    }
+    outcome
 }
 
 fn job_kind(kind: SubmitKind) -> JobKind {

@@ -90,6 +90,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         replicas,
         policy: crate::mesh::health::restart_policy(&config.health),
         nats: config.nats.clone(),
+        metrics_listen: config.metrics.listen.clone(),
     }));
     if let Some(mut server) = server {
         match server.stop() {
@@ -218,6 +219,8 @@ struct Supervision {
     policy: RestartPolicy,
     /// Connection settings other than the URL (credentials), for alerts.
     nats: lexmesh_runtime::config::NatsConfig,
+    /// `metrics.listen`: metrics replica n listens on its port + n − 1.
+    metrics_listen: String,
 }
 
 /// One replica: `lexmesh serve <service>` with instance `<service>-<n>`.
@@ -231,6 +234,8 @@ struct Replica {
     policy: RestartPolicy,
     /// Where alerts go (None when `up` could not connect).
     alerts: Option<async_nats::Client>,
+    /// Configuration set for this replica alone (`LEXMESH_*__*` variables).
+    env: Vec<(&'static str, String)>,
 }
 
 async fn supervise(plan: Supervision) -> anyhow::Result<ExitCode> {
@@ -265,6 +270,14 @@ async fn supervise(plan: Supervision) -> anyhow::Result<ExitCode> {
                 config: plan.config.clone(),
                 policy: plan.policy,
                 alerts: alerts.clone(),
+                env: match service {
+                    // Replicas on one machine cannot share the Prometheus port.
+                    Service::Metrics => vec![(
+                        "LEXMESH_METRICS__LISTEN",
+                        nth_listen_address(&plan.metrics_listen, n - 1),
+                    )],
+                    _ => Vec::new(),
+                },
             };
             tasks.spawn(run_replica(replica, stop_rx.clone()));
         }
@@ -389,7 +402,7 @@ async fn run_replica(replica: Replica, mut stop: watch::Receiver<Stop>) {
             );
             eprintln!("error: {message}");
             if let Some(alerts) = &replica.alerts {
-                let alert = crate::mesh::health::new_alert(
+                let alert = crate::mesh::alerts::new_alert(
                     "crash_loop",
                     AlertState::Raised,
                     (replica.service.name(), &name),
@@ -400,7 +413,7 @@ async fn run_replica(replica: Replica, mut stop: watch::Receiver<Stop>) {
                     &message,
                     "up",
                 );
-                crate::mesh::health::publish_alert(alerts, &alert).await;
+                crate::mesh::alerts::publish_alert(alerts, &alert).await;
             }
             return;
         };
@@ -409,6 +422,18 @@ async fn run_replica(replica: Replica, mut stop: watch::Receiver<Stop>) {
             () = tokio::time::sleep(delay) => {}
             () = until(&mut stop, Stop::Graceful) => return,
         }
+    }
+}
+
+/// `address` with its port moved up by `offset` (port 0, "any free port", stays 0).
+fn nth_listen_address(address: &str, offset: u32) -> String {
+    match address.rsplit_once(':') {
+        Some((host, port)) => match port.parse::<u32>() {
+            Ok(0) => address.to_string(),
+            Ok(p) => format!("{host}:{}", p + offset),
+            Err(_) => address.to_string(),
+        },
+        None => address.to_string(),
     }
 }
 
@@ -421,6 +446,7 @@ fn spawn(replica: &Replica) -> anyhow::Result<Child> {
     command
         .env("LEXMESH_NATS__URL", &replica.url)
         .env("LEXMESH_SERVICE__INSTANCE", &replica.instance)
+        .envs(replica.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         // Own process group: a Ctrl-C in the terminal reaches `up` only, which then stops the
         // replicas in order instead of all at once.
@@ -488,7 +514,8 @@ mod tests {
                 (Service::Preprocessor, 1),
                 (Service::Trainer, 1),
                 (Service::Evaluator, 1),
-                (Service::Health, 1)
+                (Service::Health, 1),
+                (Service::Metrics, 1)
             ]
         );
         assert_eq!(
@@ -497,9 +524,19 @@ mod tests {
                 (Service::Preprocessor, 3),
                 (Service::Trainer, 2),
                 (Service::Evaluator, 0),
-                (Service::Health, 1)
+                (Service::Health, 1),
+                (Service::Metrics, 1)
             ]
         );
+    }
+
+    #[test]
+    fn metrics_replicas_get_ports_of_their_own() {
+        assert_eq!(nth_listen_address("0.0.0.0:9464", 0), "0.0.0.0:9464");
+        assert_eq!(nth_listen_address("0.0.0.0:9464", 2), "0.0.0.0:9466");
+        assert_eq!(nth_listen_address("[::1]:9464", 1), "[::1]:9465");
+        assert_eq!(nth_listen_address("127.0.0.1:0", 3), "127.0.0.1:0");
+        assert_eq!(nth_listen_address("nonsense", 1), "nonsense");
     }
 
     #[test]
@@ -512,7 +549,8 @@ mod tests {
         assert!(err(&["trainer=17"]).contains("from 0 to 16"));
         assert!(err(&["trainer=1", "trainer=2"]).contains("twice"));
         assert!(
-            err(&["trainer=0,evaluator=0,preprocessor=0,health=0"]).contains("nothing to start")
+            err(&["trainer=0,evaluator=0,preprocessor=0,health=0,metrics=0"])
+                .contains("nothing to start")
         );
     }
 

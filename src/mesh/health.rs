@@ -13,13 +13,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::kv;
 use futures::StreamExt;
 use lexmesh_health::monitor::{Monitor, Thresholds, Transition};
 use lexmesh_health::policy::{Decision, RestartPolicy, RestartTracker};
 use lexmesh_health::replace::kubernetes::KubernetesReplacer;
 use lexmesh_health::replace::{LocalReplacer, Replacer};
-use lexmesh_protocol::alert::{Alert, AlertState};
+use lexmesh_protocol::alert::AlertState;
 use lexmesh_protocol::health::{HealthEvent, HealthReport, HealthState};
 use lexmesh_protocol::heartbeat::Heartbeat;
 use lexmesh_protocol::names::{self, Service};
@@ -27,8 +26,11 @@ use lexmesh_protocol::time::now_ms;
 use lexmesh_protocol::{decode, subjects};
 use lexmesh_runtime::config::{HealthConfig, ReplacerKind};
 use lexmesh_runtime::{RuntimeError, ServiceRuntime, Worker, job_loop};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::mpsc;
+
+use super::alerts::{new_alert, publish_alert};
+use super::lease::{Leadership, Lease};
 
 /// How often overdue heartbeats, pending replacements and the lease are looked at.
 const TICK: Duration = Duration::from_millis(250);
@@ -82,6 +84,8 @@ pub async fn start(runtime: &mut ServiceRuntime) -> anyhow::Result<()> {
         worker_timeout = ?config.worker_timeout,
         "watching heartbeats"
     );
+    let worker_instance = worker.instance.clone();
+    let config_lease_ttl = config.lease_ttl;
     let service = HealthService {
         worker,
         config,
@@ -90,8 +94,7 @@ pub async fn start(runtime: &mut ServiceRuntime) -> anyhow::Result<()> {
         trackers: HashMap::new(),
         pending: HashMap::new(),
         given_up: HashSet::new(),
-        lease_revision: None,
-        last_lease: None,
+        lease: Lease::new(names::HEALTH_LEASE, worker_instance, config_lease_ttl),
         last_sweep: Instant::now(),
     };
     runtime.spawn(service.run(heartbeats));
@@ -148,13 +151,6 @@ fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
     shared.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The leader lease's value.
-#[derive(Debug, Serialize, Deserialize)]
-struct Lease {
-    holder: String,
-    expires_ms: f64,
-}
-
 enum Done {
     Ping {
         instance: String,
@@ -175,8 +171,7 @@ struct HealthService {
     /// Instances waiting for their next allowed replacement.
     pending: HashMap<String, Instant>,
     given_up: HashSet<String>,
-    lease_revision: Option<u64>,
-    last_lease: Option<Instant>,
+    lease: Lease,
     last_sweep: Instant,
 }
 
@@ -193,6 +188,7 @@ impl HealthService {
                     let Some(message) = message else { break };
                     match decode::<Heartbeat>(&message.payload) {
                         Ok(heartbeat) => {
+                            self.worker.record_message_latency(heartbeat.timestamp_ms);
                             let change = lock(&self.shared).monitor.observe(heartbeat, now_ms());
                             if let Some(t) = change {
                                 self.on_transition(t, &done_tx).await;
@@ -205,22 +201,17 @@ impl HealthService {
                 _ = tick.tick() => self.on_tick(&done_tx).await,
             }
         }
-        self.release_lease().await;
+        self.lease.release(&self.worker.mesh.leases).await;
+        lock(&self.shared).leader = false;
     }
 
     async fn on_tick(&mut self, done: &mpsc::UnboundedSender<Done>) {
-        let renew_every = self.config.lease_ttl / 3;
-        if self.last_lease.is_none_or(|t| t.elapsed() >= renew_every) {
-            self.last_lease = Some(Instant::now());
-            let leader = self.renew_lease().await;
-            let was = std::mem::replace(&mut lock(&self.shared).leader, leader);
-            if leader != was {
-                tracing::info!(
-                    "{} the health leader",
-                    if leader { "became" } else { "is no longer" }
-                );
-            }
+        match self.lease.tick(&self.worker.mesh.leases).await {
+            Leadership::Gained => tracing::info!("became the health leader"),
+            Leadership::Lost => tracing::info!("is no longer the health leader"),
+            Leadership::Same => {}
         }
+        lock(&self.shared).leader = self.lease.held();
         if self.last_sweep.elapsed() >= SWEEP_EVERY {
             self.last_sweep = Instant::now();
             let s = lock(&self.shared);
@@ -455,69 +446,6 @@ impl HealthService {
             Err(e) => tracing::warn!("cannot encode a health event: {e}"),
         }
     }
-
-    /// Takes or renews the leader lease; true when this replica holds it.
-    async fn renew_lease(&mut self) -> bool {
-        let kv = &self.worker.mesh.leases;
-        let me = &self.worker.instance;
-        let now = now_ms();
-        let lease = Lease {
-            holder: me.clone(),
-            expires_ms: now + self.config.lease_ttl.as_secs_f64() * 1000.0,
-        };
-        let Ok(body) = serde_json::to_vec(&lease) else {
-            return false;
-        };
-        let current = match kv.entry(names::HEALTH_LEASE).await {
-            Ok(entry) => entry,
-            Err(e) => {
-                tracing::debug!("cannot read the lease: {e}");
-                return false;
-            }
-        };
-        let written = match current {
-            Some(entry) if entry.operation == kv::Operation::Put => {
-                let held: Option<Lease> = serde_json::from_slice(&entry.value).ok();
-                let ours = held.as_ref().is_some_and(|l| &l.holder == me);
-                let expired = held.as_ref().is_none_or(|l| l.expires_ms < now);
-                if !(ours || expired) {
-                    return false;
-                }
-                kv.update(names::HEALTH_LEASE, body.into(), entry.revision)
-                    .await
-                    .ok()
-            }
-            Some(entry) => kv
-                .update(names::HEALTH_LEASE, body.into(), entry.revision)
-                .await
-                .ok(),
-            None => kv.create(names::HEALTH_LEASE, body.into()).await.ok(),
-        };
-        self.lease_revision = written;
-        written.is_some()
-    }
-
-    /// Lets another replica lead at once after an orderly shutdown.
-    async fn release_lease(&mut self) {
-        let Some(revision) = self.lease_revision.take() else {
-            return;
-        };
-        if !lock(&self.shared).leader {
-            return;
-        }
-        let expired = Lease {
-            holder: self.worker.instance.clone(),
-            expires_ms: 0.0,
-        };
-        if let Ok(body) = serde_json::to_vec(&expired) {
-            let _ = self
-                .worker
-                .mesh
-                .leases
-                .update(names::HEALTH_LEASE, body.into(), revision)
-                .await;
-        }
-    }
 }
 
 /// Dead-letters jobs that ran out of deliveries while the max-deliveries advisory went
@@ -628,49 +556,4 @@ async fn release(worker: &Worker, instance: &str, jobs: &[lexmesh_protocol::stat
         }
     }
     let _ = worker.mesh.client.flush().await;
-}
-
-/// An alert about one instance.
-pub fn new_alert(
-    kind: &str,
-    state: AlertState,
-    (service, instance): (&str, &str),
-    (value, threshold): (f64, f64),
-    message: &str,
-    source: &str,
-) -> Alert {
-    Alert {
-        kind: kind.into(),
-        state,
-        service: service.into(),
-        instance: instance.into(),
-        value,
-        threshold,
-        message: message.into(),
-        source: source.into(),
-        timestamp_ms: now_ms(),
-    }
-}
-
-/// Publishes an alert on `lexmesh.alerts.<kind>`, and logs it.
-pub async fn publish_alert(client: &async_nats::Client, alert: &Alert) {
-    tracing::warn!(
-        kind = %alert.kind,
-        instance = %alert.instance,
-        "alert {:?}: {}",
-        alert.state,
-        alert.message
-    );
-    match serde_json::to_vec(alert) {
-        Ok(body) => {
-            if let Err(e) = client
-                .publish(subjects::alert(&alert.kind), body.into())
-                .await
-            {
-                tracing::warn!("cannot publish an alert: {e}");
-            }
-            let _ = client.flush().await;
-        }
-        Err(e) => tracing::warn!("cannot encode an alert: {e}"),
-    }
 }

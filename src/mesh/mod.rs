@@ -5,11 +5,17 @@
 //!   (vectorised) dataset stored by the preprocessor.
 //! - [`models`]: trained models in the models object store.
 //! - [`preprocessor`], [`trainer`], [`evaluator`]: the three job services; [`health`]: the
-//!   service that watches them and replaces the ones that stop working.
+//!   service that watches them and replaces the ones that stop working; [`metrics`]: the
+//!   service that gathers their metrics, serves them to Prometheus and raises alerts.
+//! - [`lease`]: the leader lease that lets one replica of health or metrics act; [`alerts`]:
+//!   publishing alerts.
 
+pub mod alerts;
 pub mod data;
 pub mod evaluator;
 pub mod health;
+pub mod lease;
+pub mod metrics;
 pub mod models;
 pub mod preprocessor;
 pub mod settings;

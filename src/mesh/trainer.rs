@@ -173,6 +173,22 @@ fn fingerprint(
     ))
 }
 
+/// The span of one training epoch, under the job's span.
+fn new_epoch_span(job_span: &tracing::Span, epoch: u32, total_epochs: u32) -> tracing::Span {
+    tracing::info_span!(
+        parent: job_span,
+        "epoch",
+        otel.name = %format!("epoch {epoch}/{total_epochs}"),
+        epoch,
+        total_epochs,
+        loss = tracing::field::Empty,
+        accuracy = tracing::field::Empty,
+        validation_loss = tracing::field::Empty,
+        validation_accuracy = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    )
+}
+
 async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, ProtocolError> {
     let experiment = settings::experiment(&job.settings)?;
     let prepared = prepared_data(&job, &ctx).await?;
@@ -270,6 +286,8 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
     };
     let mut batches_per_epoch = 0u32;
     let interval = ctx.worker.config.service.progress_interval;
+    // One span per epoch, a child of the job's span: open from the epoch's start to its end.
+    let mut epoch_span: Option<tracing::Span> = None;
     loop {
         let event = tokio::select! {
             e = rx.recv() => match e { Some(e) => e, None => break },
@@ -300,6 +318,9 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
                 p.resumed_from_epoch = resume.then_some(epochs_done);
                 p.completion_percentage = 100.0 * f64::from(epochs_done) / f64::from(total.max(1));
                 p.timestamp_ms = now_ms();
+                if p.epoch > epochs_done {
+                    epoch_span = Some(new_epoch_span(&ctx.span, p.epoch, total));
+                }
                 ctx.worker
                     .record_progress(&job.job_id, p.epoch, total, p.completion_percentage);
                 ctx.publish(&JobEvent::Progress(p)).await;
@@ -333,6 +354,20 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
             }
             TrainingEvent::Epoch(e, snapshot) => {
                 epochs_done = e.epoch as u32;
+                if let Some(span) = epoch_span.take() {
+                    span.record("outcome", "completed");
+                    span.record("loss", e.loss);
+                    span.record("accuracy", e.accuracy);
+                    span.record("validation_loss", e.validation_loss);
+                    span.record("validation_accuracy", e.validation_accuracy);
+                }
+                if e.epoch < e.total_epochs {
+                    epoch_span = Some(new_epoch_span(
+                        &ctx.span,
+                        epochs_done + 1,
+                        e.total_epochs as u32,
+                    ));
+                }
                 if let Some(snapshot) = snapshot {
                     // `latest` last: a reader never sees a pointer to a half-stored epoch.
                     if let Err(err) = objects::sync_dir(
@@ -379,6 +414,10 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
             }
             TrainingEvent::Ended => {}
         }
+    }
+    if let Some(span) = epoch_span.take() {
+        // Stopped early, cancelled or interrupted before this epoch ended.
+        span.record("outcome", "not_finished");
     }
     let outcome = tokio::task::spawn_blocking(move || handle.join())
         .await

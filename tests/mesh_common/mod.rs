@@ -308,6 +308,8 @@ impl TestMesh {
             .env("LEXMESH_SERVICE__WORK_DIR", &work)
             .env("LEXMESH_SERVICE__COMPUTE_THREADS", "1")
             .env("LEXMESH_LOG", "info")
+            // Tests run side by side: no fixed Prometheus port.
+            .env("LEXMESH_METRICS__LISTEN", "127.0.0.1:0")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);

@@ -669,7 +669,7 @@ fn the_health_deployment_replaces_pods_with_that_account() {
 #[test]
 fn every_service_runs_the_image_with_its_pod_name_as_instance_id() {
     let all = manifests();
-    for service in ["preprocessor", "trainer", "evaluator", "health"] {
+    for service in ["preprocessor", "trainer", "evaluator", "health", "metrics"] {
         let deployment = object(&all, "Deployment", service);
         let pod = &deployment["spec"]["template"]["spec"];
         let containers = pod["containers"].as_array().unwrap();
@@ -714,6 +714,32 @@ fn every_service_runs_the_image_with_its_pod_name_as_instance_id() {
             assert_eq!(pod["automountServiceAccountToken"], false, "{service}");
         }
     }
+}
+
+#[test]
+fn prometheus_finds_the_metrics_endpoint() {
+    let all = manifests();
+    let deployment = object(&all, "Deployment", "metrics");
+    let template = &deployment["spec"]["template"];
+    let container = &template["spec"]["containers"][0];
+    let port = &container["ports"][0];
+    assert_eq!(port["name"], "metrics");
+    assert_eq!(port["containerPort"], 9464);
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/metrics");
+    let annotations = &template["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/scrape"], "true");
+    assert_eq!(annotations["prometheus.io/port"], "9464");
+    let service = object(&all, "Service", "metrics");
+    assert_eq!(service["spec"]["ports"][0]["port"], 9464);
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "metrics");
+    // The configuration listens where the probe and the Service look.
+    let config = object(&all, "ConfigMap", "lexmesh-config");
+    let toml: toml::Value = config["data"]["lexmesh.toml"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(toml["metrics"]["listen"].as_str(), Some("0.0.0.0:9464"));
 }
 
 #[test]

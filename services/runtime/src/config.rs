@@ -367,6 +367,58 @@ mod tests {
         });
     }
 
+    /// The TOML inside `k8s/config.yaml` (the block under `lexmesh.toml: |`), dedented.
+    fn kubernetes_config() -> String {
+        let yaml = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../k8s/config.yaml"),
+        )
+        .unwrap();
+        let block = yaml.split_once("lexmesh.toml: |\n").unwrap().1;
+        block
+            .lines()
+            .take_while(|l| l.is_empty() || l.starts_with("    "))
+            .map(|l| l.get(4..).unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_kubernetes_config_map_is_a_valid_configuration() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("k8s.toml", &kubernetes_config())?;
+            let c = Config::load(Some(Path::new("k8s.toml"))).unwrap();
+            assert_eq!(c.nats.url, "nats://nats:4222");
+            assert_eq!(c.metrics.listen, "0.0.0.0:9464");
+            c.metrics.alerts.validate().unwrap();
+            assert_eq!(c.metrics.alerts.thresholds_for("trainer").memory_mb, 3072.0);
+            assert_eq!(
+                c.metrics.alerts.thresholds_for("evaluator").memory_mb,
+                512.0
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn metrics_settings_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("LEXMESH_METRICS__ALERTS__SERVICES__TRAINER__MEMORY_MB", "1");
+            jail.set_env("LEXMESH_METRICS__ALERTS__THRESHOLDS__CPU_PERCENT", "150");
+            jail.set_env("LEXMESH_SERVICE__METRICS_INTERVAL", "300ms");
+            let c = Config::load(None).unwrap();
+            assert_eq!(c.service.metrics_interval, Duration::from_millis(300));
+            assert_eq!(c.metrics.alerts.thresholds_for("trainer").memory_mb, 1.0);
+            assert_eq!(
+                c.metrics.alerts.thresholds_for("trainer").cpu_percent,
+                150.0
+            );
+            jail.set_env("LEXMESH_METRICS__ALERTS__THRESHOLDS__CPU_PERCENTAGE", "150");
+            let e = Config::load(None).unwrap_err();
+            assert!(e.to_string().contains("cpu_percentage"), "{e}");
+            Ok(())
+        });
+    }
+
     #[test]
     fn retry_delays_grow_and_are_capped() {
         let j = JobsConfig::default();

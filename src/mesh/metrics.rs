@@ -145,7 +145,13 @@ impl MetricsService {
 
     async fn on_tick(&mut self) {
         match self.lease.tick(&self.worker.mesh.leases).await {
-            Leadership::Gained => tracing::info!("became the metrics leader (publishes alerts)"),
+            Leadership::Gained => {
+                tracing::info!("became the metrics leader (publishes alerts)");
+                // Alerts raised while no replica led (at start, or while the lease passed
+                // from a lost leader) are announced now.
+                let active = lock(&self.state).own_alerts();
+                self.publish(&active).await;
+            }
             Leadership::Lost => tracing::info!("is no longer the metrics leader"),
             Leadership::Same => {}
         }

@@ -545,6 +545,8 @@ fn every_manifest_parses_and_lives_in_the_lexmesh_namespace() {
         "HorizontalPodAutoscaler \"trainer\"",
         "Deployment \"evaluator\"",
         "Deployment \"health\"",
+        "Deployment \"metrics\"",
+        "Service \"metrics\"",
     ];
     expected.sort_unstable();
     assert_eq!(found, expected);
@@ -734,7 +736,7 @@ fn prometheus_finds_the_metrics_endpoint() {
     assert_eq!(service["spec"]["ports"][0]["targetPort"], "metrics");
     // The configuration listens where the probe and the Service look.
     let config = object(&all, "ConfigMap", "lexmesh-config");
-    let toml: toml::Value = config["data"]["lexmesh.toml"]
+    let toml: toml::Table = config["data"]["lexmesh.toml"]
         .as_str()
         .unwrap()
         .parse()

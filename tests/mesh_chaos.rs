@@ -392,7 +392,7 @@ async fn a_replica_that_exits_at_start_up_is_given_up_on_with_an_alert() {
         &url,
         &[
             "--replicas",
-            "trainer=1,preprocessor=0,evaluator=0,health=0",
+            "trainer=1,preprocessor=0,evaluator=0,health=0,metrics=0",
         ],
         &[
             ("LEXMESH_SERVICE__WORK_DIR", work.to_str().unwrap()),

@@ -84,10 +84,11 @@ pub async fn submit(
         kind = kind.name(),
     );
     let outer = telemetry::context_from_env();
+    telemetry::set_parent(&span, outer.clone());
     let mut headers = async_nats::HeaderMap::new();
-    if telemetry::set_parent(&span, outer.clone()) || telemetry::traceparent(&span).is_some() {
-        telemetry::inject(&span, &mut headers);
-    } else {
+    telemetry::inject(&span, &mut headers);
+    if headers.is_empty() {
+        // Not exporting: the caller's context goes on unchanged.
         telemetry::inject_context(&outer, &mut headers);
     }
     async move {

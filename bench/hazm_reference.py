@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """hazm baseline for lexmesh's text-preprocessing throughput.
 
-Reads a JSONL file (default /work/shared/data/iran-court-rulings/train.jsonl),
+Reads a JSONL file (default ../shared/data/iran-court-rulings/train.jsonl beside the
+repository: the development data),
 takes the "text" field of every line, and times, in one process on one core
 (no multiprocessing; BLAS/OpenMP thread pools limited to 1):
 
@@ -33,7 +34,10 @@ import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
-DEFAULT_DATA = "/work/shared/data/iran-court-rulings/train.jsonl"
+DEFAULT_DATA = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)),
+    "..", "..", "shared", "data", "iran-court-rulings", "train.jsonl",
+)
 
 
 def load_texts(path: str) -> list:

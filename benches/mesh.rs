@@ -15,11 +15,13 @@
 //!    job (progress interval 0 s), against a bare publisher process (`--publisher`) that sends
 //!    JSON of the same size at the same rate during the same training.
 //! 3. **Memory**: the trainer's VmRSS (`/proc/<pid>/status`, every 100 ms): idle after start,
-//!    peak while training `bow` with its default settings on the rulings, and peak with
-//!    `char_buckets` 20,000 (a fresh trainer process for each).
-//! 4. **Concurrency**: four jobs submitted at once to one trainer with concurrency 4 (wall time,
-//!    most jobs seen running at once on the status endpoint); many small jobs with one and with
-//!    two trainer replicas of concurrency 1 (jobs per minute).
+//!    peak while training `bow` with its default settings on the rulings, and peak with each
+//!    `--memory-extra` variant (a fresh trainer process for each).
+//! 4. **Concurrency**: four default `bow` jobs on the rulings submitted at once to one trainer
+//!    with concurrency 4 (wall time, most jobs seen running at once on the status endpoint,
+//!    peak RSS); many small default jobs with one and with two trainer replicas of concurrency
+//!    1, the machine's cores shared among the replicas as `lexmesh up` shares them (jobs per
+//!    minute).
 //!
 //! The services are the release-profile `lexmesh` binary that cargo builds for this bench
 //! (`CARGO_BIN_EXE_lexmesh`, `target/release/lexmesh` under `cargo bench`), run as
@@ -31,8 +33,8 @@
 //! (2000), `--chunk N` (100: requests per subject before switching), `--spread S` (30: the
 //! rounds of requests under load are spaced to take about S seconds, so that they cover epoch
 //! ends too), `--epochs N` (epochs of the load job, 20), `--small-jobs N` (12), `--skip-idle`,
-//! `--skip-memory` (no `char_buckets` 20,000 job; the default-settings peak of the load job is
-//! still reported), `--memory-extra JSON` (one more memory job with these settings over the
+//! `--skip-memory` (no variant jobs; the default-settings peak of the load job is still
+//! reported), `--memory-extra JSON` (one more memory job with these settings over the
 //! defaults, e.g. `{"batch_size":8}`; repeatable), `--skip-concurrency`,
 //! `--compute-threads N` (`LEXMESH_SERVICE__COMPUTE_THREADS` of the trainers),
 //! `--trainer-env KEY=VALUE` (more environment for the trainers, repeatable),
@@ -81,8 +83,6 @@ const RULINGS_TRAIN: &str = "bench/rulings-train.jsonl";
 const RULINGS_VALIDATION: &str = "bench/rulings-validation.jsonl";
 const SAMPLE_TRAIN: &str = "bench/sample-train.jsonl";
 const SAMPLE_VALIDATION: &str = "bench/sample-validation.jsonl";
-/// The lower `char_buckets` of the memory comparison and of the concurrency jobs.
-const SMALL_BUCKETS: u32 = 20_000;
 /// The memory target, MiB.
 const MEMORY_TARGET_MIB: f64 = 256.0;
 /// The latency ratio target (lexmesh p99 / floor p99).
@@ -1267,9 +1267,8 @@ async fn run(o: Options) -> Result<()> {
     // ---- Memory with other settings, a fresh trainer each -----------------------------------
     let mut variants = Vec::new();
     if o.memory {
-        variants.push(json!({"char_buckets": SMALL_BUCKETS}));
+        variants.extend(o.memory_variants.iter().cloned());
     }
-    variants.extend(o.memory_variants.iter().cloned());
     let mut memory_rows = Vec::new();
     for (i, variant) in variants.iter().enumerate() {
         println!(
@@ -1312,7 +1311,7 @@ async fn run(o: Options) -> Result<()> {
                 &js,
                 j,
                 &rulings,
-                json!({"model": "bow", "epochs": o.concurrent_epochs, "patience": 0, "char_buckets": SMALL_BUCKETS}),
+                json!({"model": "bow", "epochs": o.concurrent_epochs, "patience": 0}),
             )
             .await?;
         }
@@ -1335,14 +1334,25 @@ async fn run(o: Options) -> Result<()> {
         t3.stop();
 
         // Throughput of small jobs: one replica, then two.
-        let small = json!({"model": "bow", "epochs": 2, "patience": 0, "char_buckets": 2000, "embedding_dim": 32});
+        // Default settings; replicas side by side share the cores as `lexmesh up` shares them.
+        let small = json!({"model": "bow", "epochs": 2, "patience": 0});
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut seq = 0usize;
         let mut throughput = Vec::new();
         let mut replicas: Vec<ChildGuard> = Vec::new();
         for n in [1usize, 2] {
+            for r in &mut replicas {
+                r.stop();
+            }
+            replicas.clear();
             while replicas.len() < n {
                 let instance = format!("bench-r{}", replicas.len() + 1);
-                let mut r = harness.spawn_service("trainer", &instance, 1, &o.trainer_env)?;
+                let mut env = o.trainer_env.clone();
+                env.push((
+                    "LEXMESH_SERVICE__CORES".into(),
+                    (cores / n).max(1).to_string(),
+                ));
+                let mut r = harness.spawn_service("trainer", &instance, 1, &env)?;
                 wait_ready(&client, &mut r, "trainer", &instance).await?;
                 replicas.push(r);
             }
@@ -1500,7 +1510,7 @@ async fn run(o: Options) -> Result<()> {
         r.line("| | figure |");
         r.line("| --- | --- |");
         r.row(&[
-            format!("4 jobs at once, one trainer with concurrency 4 (bow, char_buckets {SMALL_BUCKETS}, {} epochs, rulings)", o.concurrent_epochs),
+            format!("4 jobs at once, one trainer with concurrency 4 (default bow, {} epochs, rulings)", o.concurrent_epochs),
             format!("all completed in {wall:.1} s; most running at once on the status endpoint: {max_running} ({polls} polls); peak RSS {:.0} MiB", mib(*peak)),
         ]);
         for (n, wall, per_min, by_instance) in throughput {
@@ -1510,7 +1520,7 @@ async fn run(o: Options) -> Result<()> {
                 .collect();
             split.sort();
             r.row(&[
-                format!("{} small jobs (sample data, 2 epochs, char_buckets 2000, embedding_dim 32), {n} replica(s) of concurrency 1", o.small_jobs),
+                format!("{} small jobs (sample data, default bow, 2 epochs), {n} replica(s) of concurrency 1, the cores shared among them", o.small_jobs),
                 format!("{wall:.1} s, **{per_min:.1} jobs/min** ({})", split.join(", ")),
             ]);
         }

@@ -7,6 +7,10 @@
 //! 256, `cnn` with kernels 3/4/5 × 100 filters and dropout 0.5; Adam lr 1e-3, eps 1e-8.
 //! lexmesh runs its real training loop ([`lexmesh_trainer::training::train`]) on 16 distinct
 //! synthetic batches per epoch; the first epoch is warm-up, the median of the rest is reported.
+//! PyTorch gets the same: 16 warm-up steps, then one timed window of 16 steps per lexmesh epoch
+//! after the first, the median window reported. A run that fails counts as a failure on its
+//! side and gives no figure; the rounds interleave lexmesh, PyTorch and PyTorch with lexmesh's
+//! allocator setting.
 //!
 //! Options (after `--`): `--threads N` (2), `--epochs N` (5), `--rounds N` (3), `--preprocessing-only`, `--data FILE` (the rulings train
 //! split), `--python PATH` (`.tools/bench-venv/bin/python`), `--skip-reference`.
@@ -140,6 +144,8 @@ fn lexmesh_examples_per_sec(kind: ModelKind, o: &Options) -> f64 {
         checkpoints: None,
         resume: false,
         fingerprint: String::new(),
+        compute_threads: 0,
+        checkpoint_interval: None,
     };
     let mut sink = RecordingSink::default();
     if let Err(e) = train(&run, &mut sink, &CancelToken::new()) {
@@ -235,18 +241,54 @@ fn main() {
         &[]
     };
     for &(kind, name) in kinds {
-        let args = ["--model", name, "--threads", &threads, "--steps", "50"];
-        let torch = |top_pad: bool| {
-            reference(&o, "pytorch_reference.py", &args, top_pad)
-                .and_then(|v| v["examples_per_sec"].as_f64())
-        };
+        // Like for like: PyTorch warms up for one lexmesh epoch (16 batches), then times
+        // windows of 16 steps, one per lexmesh epoch after the first, and reports their median
+        // as lexmesh reports the median of its epochs.
+        let windows = o.epochs.saturating_sub(1).max(1).to_string();
+        let batches = BATCHES_PER_EPOCH.to_string();
+        let args = [
+            "--model",
+            name,
+            "--threads",
+            &threads,
+            "--warmup",
+            &batches,
+            "--steps",
+            &batches,
+            "--windows",
+            &windows,
+        ];
+        let mut failed = [0usize; 3];
         let (mut ours, mut plain, mut padded) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..o.rounds {
-            ours.push(lexmesh_examples_per_sec(kind, &o));
-            plain.extend(torch(false));
-            padded.extend(torch(true));
+            // A failed run counts on its side and gives no figure.
+            match lexmesh_examples_per_sec(kind, &o) {
+                v if v.is_finite() => ours.push(v),
+                _ => failed[0] += 1,
+            }
+            for (side, top_pad, into) in [(1, false, &mut plain), (2, true, &mut padded)] {
+                let reference = o.reference.then(|| {
+                    reference(&o, "pytorch_reference.py", &args, top_pad)
+                        .and_then(|v| v["examples_per_sec"].as_f64())
+                });
+                match reference {
+                    Some(Some(v)) => into.push(v),
+                    Some(None) if o.python.exists() => failed[side] += 1,
+                    _ => {}
+                }
+            }
         }
-        let ours = median(ours);
+        if failed.iter().any(|&f| f > 0) {
+            println!(
+                "{name}: failed runs: lexmesh {}, pytorch {}, pytorch+top-pad {} (of {})",
+                failed[0], failed[1], failed[2], o.rounds
+            );
+        }
+        let ours = if ours.is_empty() {
+            f64::NAN
+        } else {
+            median(ours)
+        };
         let cell = |v: Vec<f64>| match v.is_empty() {
             false => {
                 let p = median(v);

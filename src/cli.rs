@@ -176,6 +176,11 @@ pub struct TrainArgs {
     /// Compute device.
     #[arg(long, value_enum)]
     pub device: Option<DeviceArg>,
+    /// Also checkpoint in the middle of an epoch once this long has passed since the last
+    /// checkpoint (e.g. `30s`, `2m`; `0s` = after every batch); an interrupted run resumed
+    /// with `--resume` loses at most this much.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime_serde::re::humantime::parse_duration)]
+    pub checkpoint_interval: std::time::Duration,
     /// Print only the final report.
     #[arg(long, short)]
     pub quiet: bool,

@@ -114,7 +114,7 @@ pub struct SubmitArgs {
     /// Embedding dimension.
     #[arg(long)]
     pub embedding_dim: Option<u32>,
-    /// Hashed character n-gram buckets (bow); the embedding table has this many rows more.
+    /// Hashed character n-gram buckets (bow); the ones training texts fill get feature ids.
     #[arg(long)]
     pub char_buckets: Option<u32>,
     /// Longest token sequence kept (sequence models).

@@ -91,6 +91,16 @@ pub async fn submit(
         // Not exporting: the caller's context goes on unchanged.
         telemetry::inject_context(&outer, &mut headers);
     }
+    // The server's limit, read from its INFO: say so plainly instead of the client's error.
+    let max_payload = mesh.client.server_info().max_payload;
+    if max_payload > 0 && payload.len() > max_payload {
+        anyhow::bail!(
+            "job {job_id} is {} bytes, over this server's max_payload of {max_payload} bytes; \
+             put the records in a file and submit it with --data (uploaded to the datasets \
+             store) instead of inline",
+            payload.len()
+        );
+    }
     async move {
         let message = PublishMessage::build()
             .payload(payload.into())

@@ -37,7 +37,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+            if err.downcast_ref::<mesh::Unusable>().is_some() {
+                ExitCode::from(mesh::Unusable::EXIT_CODE)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -605,9 +605,8 @@ fn up_runs_a_mesh_that_the_commands_drive_and_stops_on_sigterm() {
         prep.describe()
     );
 
-    // --- submit train: the flags know no small-model settings, so the job is given whole -----
-    // (bow's defaults are a 200k x 128 embedding: 100 MB per checkpoint). The data are the
-    // files just uploaded, named as `submit --data` names them.
+    // --- submit train: a job given whole, with small settings (the flags do not cover them
+    // all). The data are the files just uploaded, named as `submit --data` names them.
     let train_key = upload_key(&user.dir.join("data/sample/train.jsonl"));
     let validation_key = upload_key(&user.dir.join("data/sample/validation.jsonl"));
     let job = json!({
@@ -858,7 +857,7 @@ fn bad_input_fails_at_once_without_a_mesh() {
         (
             "zero epochs",
             br#"{"job_id":"bad1","dataset":{"object":{"key":"uploads/a.jsonl"}},"settings":{"epochs":0}}"#,
-            &["invalid_value", "settings.epochs"],
+            &["invalid_value", "/settings/epochs"],
         ),
         (
             "unknown field",
@@ -868,7 +867,7 @@ fn bad_input_fails_at_once_without_a_mesh() {
         (
             "empty inline dataset",
             br#"{"job_id":"bad3","dataset":{"inline":{"train":[]}}}"#,
-            &["empty_dataset"],
+            &["invalid_value", "/dataset/inline/train", "at least 1 item"],
         ),
     ];
     for (what, job, wanted) in cases {

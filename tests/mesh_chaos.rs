@@ -4,8 +4,13 @@
 //! of an undisturbed run of the same job, and at least one must resume from a checkpoint.
 //! Prints the run's totals and the time from each kill to its jobs running again.
 //!
+//! The jobs run with the default retry budgets: kills from outside never count against them.
+//! A job that itself crashes its worker is dead-lettered after `jobs.max_lost_attempts`
+//! while the jobs next to it complete.
+//!
 //! Also: a replica that exits at start-up is restarted with growing delays, then given up on
-//! with a `crash_loop` alert.
+//! with a `crash_loop` alert; one killed from outside is restarted at once, however often; and
+//! the replicas of an `up` killed by SIGKILL stop by themselves.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a test stops at its first failed step
 
 mod mesh_common;
@@ -22,7 +27,7 @@ use rand::{RngExt, SeedableRng};
 use serde_json::Value;
 
 const JOBS: usize = 8;
-const EPOCHS: u32 = 30;
+const EPOCHS: u32 = 100;
 /// Kills at most this many times (then lets the jobs finish).
 const MAX_KILLS: usize = 12;
 /// The whole chaos run, kills and recovery included.
@@ -105,8 +110,12 @@ impl Drop for Up {
     }
 }
 
+/// A job long enough to be killed several times: 100 epochs of 64 batches of 2 examples (the
+/// linear bag trains the sample's epoch of 4 batches of 32 in milliseconds).
 fn job(job_id: &str) -> Value {
-    no_early_stop_job(job_id, EPOCHS)
+    let mut job = no_early_stop_job(job_id, EPOCHS);
+    job["settings"]["batch_size"] = serde_json::json!(2);
+    job
 }
 
 /// The latest heartbeat of each trainer: (pid, running job ids, when received).
@@ -193,12 +202,7 @@ async fn every_job_completes_once_while_trainers_are_killed() {
         &[
             ("LEXMESH_JOBS__CONCURRENCY", "2"),
             ("LEXMESH_SERVICE__WORK_DIR", work.to_str().unwrap()),
-            // The kills are deliberate: never give up on a replica or a job, never wait long.
-            // (With the default max_deliver of 5, a job on the losing side of five kills is
-            // dead-lettered, as it should be: a_job_whose_workers_keep_dying_is_dead_lettered.)
-            ("LEXMESH_JOBS__MAX_DELIVER", "100"),
-            ("LEXMESH_HEALTH__MAX_RESTARTS", "1000"),
-            ("LEXMESH_HEALTH__RESTART_MAX_DELAY", "2s"),
+            // The default retry budgets: kills from outside must not use them up.
         ],
     );
     let ready = Instant::now();
@@ -284,6 +288,7 @@ async fn every_job_completes_once_while_trainers_are_killed() {
     let mut losses = 0;
     let mut resumed = 0;
     let mut worst_f1_gap: f64 = 0.0;
+    let mut lost_attempts = 0;
     for id in &ids {
         let n = count(&events, id, "completed");
         completions += n.min(1);
@@ -311,6 +316,14 @@ async fn every_job_completes_once_while_trainers_are_killed() {
             .count();
         let record = mesh.job_record(id).await.unwrap();
         assert_eq!(record["status"], "completed", "{}", short(&record));
+        // Every lost attempt is on the record, killed from outside, and not counted.
+        for entry in record["history"].as_array().unwrap() {
+            if entry["outcome"] == "lost" {
+                lost_attempts += 1;
+                assert_eq!(entry["lost"]["cause"], "killed", "{}", short(&record));
+                assert_eq!(entry["lost"]["counted"], false, "{}", short(&record));
+            }
+        }
     }
     // Per kill: time until each job the killed trainer ran started its next attempt, and the
     // epochs that attempt had to redo.
@@ -353,7 +366,7 @@ async fn every_job_completes_once_while_trainers_are_killed() {
          {duplicates}, losses {losses}, resumed from a checkpoint {resumed}; kill -> running \
          again median {:.2}s max {:.2}s over {} interrupted attempts; whole epochs redone per \
          kill: max {}; worst macro-F1 gap to the undisturbed run {worst_f1_gap:.4} (calm \
-         {calm_f1:.4}); chaos run {:.0}s",
+         {calm_f1:.4}); lost attempts on the records {lost_attempts}; chaos run {:.0}s",
         kills.len(),
         median(back_s.clone()),
         back_s.iter().copied().fold(0.0, f64::max),
@@ -366,6 +379,7 @@ async fn every_job_completes_once_while_trainers_are_killed() {
     assert_eq!(losses, 0);
     assert_eq!(completions, JOBS);
     assert!(resumed >= 1, "no job resumed from a checkpoint");
+    assert!(lost_attempts >= 1, "no attempt was lost to a kill");
     assert!(
         lost_epochs.iter().all(|n| *n == 0),
         "a resumed attempt redid whole epochs: {lost_epochs:?}"
@@ -415,4 +429,194 @@ async fn a_replica_that_exits_at_start_up_is_given_up_on_with_an_alert() {
         .collect();
     assert_eq!(delays, ["0.2s", "0.4s", "0.8s"], "{stderr}");
     assert!(stderr.contains("giving up"), "{stderr}");
+}
+
+/// Waits until `n` trainers have sent a heartbeat (their job loops and streams are up).
+async fn wait_for_trainers(mesh: &TestMesh, n: usize) {
+    let mut heartbeats = mesh
+        .client
+        .subscribe("lexmesh.heartbeat.trainer.*")
+        .await
+        .unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while seen.len() < n {
+        let beat = tokio::time::timeout_at(deadline, heartbeats.next())
+            .await
+            .expect("the trainers did not start")
+            .unwrap();
+        let v: Value = serde_json::from_slice(&beat.payload).unwrap();
+        seen.insert(v["instance"].as_str().unwrap().to_string());
+    }
+}
+
+/// The pids of the `started <instance> (pid N)` lines `up` printed so far.
+fn started_pids(dir: &Path, instance: &str) -> Vec<u32> {
+    let prefix = format!("started {instance} (pid ");
+    std::fs::read_to_string(dir.join("up.stdout"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix(prefix.as_str())?
+                .strip_suffix(')')?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// Whether process `pid` still runs (a zombie has ended).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_from_outside_is_restarted_at_once_and_dies_with_up() {
+    let mesh = TestMesh::start().await;
+    let url = mesh.server.url();
+    let mut alerts = mesh.watch_messages("lexmesh.alerts.>", "alert").await;
+    let mut up = Up::start(
+        mesh.dir(),
+        &url,
+        &[
+            "--replicas",
+            "trainer=1,preprocessor=0,evaluator=0,health=0,metrics=0",
+        ],
+        &[
+            ("LEXMESH_HEALTH__RESTART_DELAY", "200ms"),
+            ("LEXMESH_HEALTH__RESTART_FACTOR", "4"),
+            // Had the kills counted, `up` would give up on the third.
+            ("LEXMESH_HEALTH__MAX_RESTARTS", "2"),
+        ],
+    );
+    // Five SIGKILLs from outside, each once the previous restart is up.
+    for kills in 0..5 {
+        let pid = mesh_common::eventually(
+            &format!("trainer-1 started {} time(s)", kills + 1),
+            Duration::from_secs(30),
+            || async {
+                let pids = started_pids(mesh.dir(), "trainer-1");
+                (pids.len() == kills + 1).then(|| pids[kills])
+            },
+        )
+        .await;
+        send_signal("-KILL", pid);
+    }
+    let last = mesh_common::eventually(
+        "trainer-1 started after the fifth kill",
+        Duration::from_secs(30),
+        || async { started_pids(mesh.dir(), "trainer-1").get(5).copied() },
+    )
+    .await;
+    let stderr = up.stderr();
+    let restarts: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("restarting trainer-1 in "))
+        .collect();
+    assert_eq!(restarts, ["0.2s (it was killed)"; 5], "{stderr}");
+    assert!(!stderr.contains("giving up"), "{stderr}");
+    assert!(
+        alerts
+            .next_within(Duration::from_millis(500))
+            .await
+            .is_none(),
+        "no crash_loop alert for kills"
+    );
+
+    // `up` is SIGKILLed: it cannot stop its replicas, and they stop by themselves.
+    let up_pid = up.child.as_ref().unwrap().id();
+    send_signal("-KILL", up_pid);
+    assert!(up.wait_exit(Duration::from_secs(10)).is_some());
+    mesh_common::eventually(
+        "the orphaned trainer stops",
+        Duration::from_secs(10),
+        || async { (!running(last)).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_crashes_its_worker_is_dead_lettered_and_the_others_complete() {
+    let mesh = TestMesh::start().await;
+    let url = mesh.server.url();
+    let mut letters = mesh
+        .watch_messages("lexmesh.deadletter.>", "dead-letter")
+        .await;
+    let mut up = Up::start(
+        mesh.dir(),
+        &url,
+        &["--replicas", "trainer=2,evaluator=0,metrics=0"],
+        &[
+            ("LEXMESH_JOBS__CONCURRENCY", "1"),
+            ("LEXMESH_SERVICE__DRILL_ABORT_JOB", "poison"),
+            ("LEXMESH_HEALTH__RESTART_DELAY", "200ms"),
+            ("LEXMESH_HEALTH__MAX_RESTARTS", "10"),
+        ],
+    );
+    wait_for_trainers(&mesh, 2).await;
+    let mut watch = mesh.watch_subject("lexmesh.events.>").await;
+    mesh.submit(TRAIN, &no_early_stop_job("poison", 5)).await;
+    for id in ["healthy1", "healthy2"] {
+        mesh.submit(TRAIN, &no_early_stop_job(id, 5)).await;
+    }
+    let mut finished = BTreeMap::new();
+    let deadline = Instant::now() + CHAOS_TIMEOUT;
+    while finished.len() < 3 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = watch.next_within(left).await.unwrap_or_else(|| {
+            panic!(
+                "not every job finished: {finished:?}\n{}\n{}",
+                watch.summary(),
+                up.stderr()
+            )
+        });
+        if mesh_common::is_final(&event) {
+            let id = event["job_id"].as_str().unwrap().to_string();
+            assert!(
+                finished.insert(id, event.clone()).is_none(),
+                "a job ended twice: {}",
+                short(&event)
+            );
+        }
+    }
+    let failed = &finished["poison"];
+    assert_eq!(failed["event"], "failed", "{}", short(failed));
+    assert_eq!(failed["code"], "worker_lost", "{}", short(failed));
+    assert_eq!(failed["retrying"], false);
+    for id in ["healthy1", "healthy2"] {
+        assert_eq!(
+            finished[id]["event"],
+            "completed",
+            "{}",
+            short(&finished[id])
+        );
+    }
+    // Three crashes, each noted by `up` and counted; the fourth delivery is refused.
+    let record = mesh.job_record("poison").await.unwrap();
+    assert_eq!(record["status"], "failed", "{}", short(&record));
+    let lost: Vec<&Value> = record["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["outcome"] == "lost")
+        .collect();
+    assert_eq!(lost.len(), 3, "{}", short(&record));
+    for entry in lost {
+        assert_eq!(entry["lost"]["cause"], "crashed", "{}", short(&record));
+        assert_eq!(entry["lost"]["counted"], true, "{}", short(&record));
+    }
+    let letter = letters.next(Duration::from_secs(10)).await;
+    assert_eq!(letter["job_id"], "poison", "{}", short(&letter));
+    assert_eq!(letter["code"], "worker_lost");
+    assert!(
+        up.stderr().contains("SIGABRT") || up.stderr().contains("signal: 6"),
+        "{}",
+        up.stderr()
+    );
+    // The poison job is gone from the queue, and nothing else ran twice.
+    mesh.wait_jobs_stream_empty().await;
+    up.stop();
 }

@@ -1,7 +1,10 @@
 //! Faults, with real processes on a private nats-server: the health service finds a killed, a
 //! frozen (SIGSTOP) and a stalled trainer, replaces it and hands its job back at once, and the
 //! job resumes from its checkpoint elsewhere; a job whose workers keep dying is dead-lettered;
-//! two attempts racing complete the job once; a nats-server restart mid-training loses no job.
+//! two attempts racing complete the job once; a nats-server restart mid-training loses no job;
+//! a stored checkpoint that cannot be used is set aside and the job trains from the start; a
+//! job killed in the middle of an epoch resumes at the batch of its last checkpoint by time; a
+//! checkpoint whose upload was cut is skipped for the previous, complete one.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a test stops at its first failed step
 
 mod mesh_common;
@@ -347,6 +350,25 @@ async fn two_racing_attempts_complete_the_job_once() {
     );
 }
 
+/// The text of object `name` in `store`, when there is one and it reads within 2 s.
+async fn stored_text(
+    store: &async_nats::jetstream::object_store::ObjectStore,
+    name: &str,
+) -> Option<String> {
+    // Bounded: a read racing a rewrite of the object can stall; the caller polls again.
+    tokio::time::timeout(Duration::from_secs(2), async {
+        let mut object = store.get(name).await.ok()?;
+        let mut text = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut object, &mut text)
+            .await
+            .ok()?;
+        Some(text)
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
 fn mesh_log(mesh: &mut TestMesh, instance: &str) -> String {
     mesh.process(instance).log_text()
 }
@@ -461,4 +483,177 @@ async fn two_health_replicas_replace_a_worker_once_and_hand_over_the_lead() {
         async move { log.contains("became the health leader").then_some(()) }
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_stored_checkpoint_is_set_aside_and_the_job_trains_from_the_start() {
+    let mut mesh = TestMesh::start().await;
+    mesh.start_service("preprocessor", "preprocessor-a", &[])
+        .await;
+    mesh.start_service("trainer", "trainer-a", &[]).await;
+    // What a cut copy could leave: `latest` names an epoch whose weights are not there and
+    // whose state is not JSON.
+    let js = async_nats::jetstream::new(mesh.client.clone());
+    let store = js.get_object_store("lexmesh_checkpoints").await.unwrap();
+    for (name, body) in [
+        (
+            "cut1/epoch-0005/state.json",
+            &b"{\"epochs_completed\": 5, "[..],
+        ),
+        ("cut1/latest", b"epoch-0005"),
+    ] {
+        store.put(name, &mut &body[..]).await.unwrap();
+    }
+    let mut watch = mesh.watch("cut1").await;
+    let submitted = Instant::now();
+    mesh.submit(TRAIN, &no_early_stop_job("cut1", 5)).await;
+    let started = watch
+        .until(JOB_TIMEOUT, |e| {
+            e["event"] == "progress" && e["phase"] == "started"
+        })
+        .await;
+    let took = submitted.elapsed();
+    assert_eq!(started["epoch"], 1, "{}", short(&started));
+    assert!(
+        started["resumed_from_epoch"].is_null(),
+        "{}",
+        short(&started)
+    );
+    let done = watch.until_final(JOB_TIMEOUT).await;
+    assert_eq!(done["event"], "completed", "{}", watch.summary());
+    assert_eq!(done["attempt"], 1);
+    assert_eq!(done["result"]["train"]["epochs_completed"], 5);
+    let log = mesh_log(&mut mesh, "trainer-a");
+    assert!(
+        log.contains("the stored checkpoint is not used"),
+        "no reason logged (started after {took:?}):\n{log}"
+    );
+}
+
+/// The object store of checkpoints.
+type Store = async_nats::jetstream::object_store::ObjectStore;
+
+/// Starts a preprocessor and trainer-a (with `trainer_env`, which should wedge its compute
+/// thread), submits a job of `epochs` epochs of 64 batches of 2, and waits until the stored
+/// `latest` checkpoint of the job is `latest`.
+async fn wedged_after_checkpoint(
+    job_id: &str,
+    epochs: u32,
+    trainer_env: &[(&str, &str)],
+    latest: &str,
+) -> (TestMesh, mesh_common::EventWatch, Store) {
+    let mut mesh = TestMesh::start().await;
+    mesh.start_service("preprocessor", "preprocessor-a", &[])
+        .await;
+    let mut env = vec![("LEXMESH_JOBS__ACK_WAIT", "2s")];
+    env.extend_from_slice(trainer_env);
+    mesh.start_service("trainer", "trainer-a", &env).await;
+    let mut job = no_early_stop_job(job_id, epochs);
+    job["settings"]["batch_size"] = json!(2);
+    let watch = mesh.watch(job_id).await;
+    mesh.submit(TRAIN, &job).await;
+    let js = async_nats::jetstream::new(mesh.client.clone());
+    let store = js.get_object_store("lexmesh_checkpoints").await.unwrap();
+    let pointer = format!("{job_id}/latest");
+    eventually(
+        &format!("checkpoint {latest} stored"),
+        Duration::from_secs(30),
+        || async {
+            stored_text(&store, &pointer)
+                .await
+                .filter(|l| l.trim() == latest)
+        },
+    )
+    .await;
+    (mesh, watch, store)
+}
+
+/// SIGKILLs trainer-a, starts trainer-b, and returns the `started` event of the job's next
+/// attempt, there.
+async fn resumed_on_trainer_b(mesh: &mut TestMesh, watch: &mut mesh_common::EventWatch) -> Value {
+    mesh.process("trainer-a").kill();
+    mesh.start_service("trainer", "trainer-b", &[("LEXMESH_JOBS__ACK_WAIT", "2s")])
+        .await;
+    let resumed = watch
+        .until(JOB_TIMEOUT, |e| {
+            e["phase"] == "started" && e["attempt"].as_u64() > Some(1)
+        })
+        .await;
+    assert_eq!(resumed["instance"], "trainer-b", "{}", short(&resumed));
+    resumed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_killed_mid_epoch_resumes_at_the_batch_of_its_last_checkpoint() {
+    // A checkpoint by time after every batch; the compute thread wedges at the job's 20th
+    // batch, in the middle of epoch 1 (64 batches of 2): the latest checkpoint is batch 19's.
+    let (mut mesh, mut watch, _) = wedged_after_checkpoint(
+        "mid1",
+        2,
+        &[
+            ("LEXMESH_SERVICE__CHECKPOINT_INTERVAL", "0s"),
+            ("LEXMESH_SERVICE__DRILL_STALL_AFTER_BATCHES", "20"),
+        ],
+        "epoch-0000-batch-000019",
+    )
+    .await;
+    let resumed = resumed_on_trainer_b(&mut mesh, &mut watch).await;
+    assert_eq!(
+        resumed["resumed_from_epoch"],
+        0,
+        "{}\n{}",
+        short(&resumed),
+        mesh_log(&mut mesh, "trainer-b")
+    );
+    assert_eq!(resumed["resumed_from_batch"], 19, "{}", short(&resumed));
+    assert_eq!(resumed["epoch"], 1, "{}", short(&resumed));
+    // Its first batch event is past batch 19: nothing before the checkpoint is trained again.
+    let first_batch = watch
+        .until(JOB_TIMEOUT, |e| {
+            e["phase"] == "batch" && e["attempt"] == resumed["attempt"]
+        })
+        .await;
+    assert!(
+        first_batch["epoch"] == 1 && first_batch["batch"].as_u64() > Some(19),
+        "{}",
+        short(&first_batch)
+    );
+    let done = watch.until_final(JOB_TIMEOUT).await;
+    assert_eq!(done["event"], "completed", "{}", watch.summary());
+    assert_eq!(done["result"]["train"]["epochs_completed"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_cut_mid_upload_is_skipped_for_the_previous_one() {
+    // The compute thread wedges at the job's 70th batch (epoch 2's sixth of 64): epoch 1's
+    // checkpoint is stored.
+    let (mut mesh, mut watch, store) = wedged_after_checkpoint(
+        "cut2",
+        3,
+        &[("LEXMESH_SERVICE__DRILL_STALL_AFTER_BATCHES", "70")],
+        "epoch-0001",
+    )
+    .await;
+    // What an upload cut short leaves: the next checkpoint's weights, without its state and
+    // without `latest` moved to it (the pointer is always uploaded last).
+    store
+        .put("cut2/epoch-0001-batch-000005/model.bpk", &mut &b"cut"[..])
+        .await
+        .unwrap();
+    let resumed = resumed_on_trainer_b(&mut mesh, &mut watch).await;
+    assert_eq!(
+        resumed["resumed_from_epoch"],
+        1,
+        "{}\n{}",
+        short(&resumed),
+        mesh_log(&mut mesh, "trainer-b")
+    );
+    assert!(
+        resumed["resumed_from_batch"].is_null(),
+        "{}",
+        short(&resumed)
+    );
+    let done = watch.until_final(JOB_TIMEOUT).await;
+    assert_eq!(done["event"], "completed", "{}", watch.summary());
+    assert_eq!(done["result"]["train"]["epochs_completed"], 3);
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use mesh_common::{
     CLASSIFY, EVALUATE, JOB_TIMEOUT, PREPARE, PREPROCESS, TRAIN, TestMesh, cancel_subject,
-    eventually, inline, is_final, sample_records, sample_subset, sample_train_job, short,
-    small_settings,
+    eventually, inline, is_final, no_early_stop_job, sample_records, sample_subset,
+    sample_train_job, short, small_settings,
 };
 use serde_json::{Value, json};
 
@@ -629,7 +629,11 @@ async fn resume_after(stop: impl FnOnce(&mut TestMesh), ack_wait: &str, epochs: 
     let mut mesh = TestMesh::start().await;
     mesh.start_service("preprocessor", "preprocessor-a", &[])
         .await;
-    let env = [("LEXMESH_JOBS__ACK_WAIT", ack_wait)];
+    // A stopping trainer hands every job back, however near its end.
+    let env = [
+        ("LEXMESH_JOBS__ACK_WAIT", ack_wait),
+        ("LEXMESH_JOBS__FINISH_WITHIN", "0s"),
+    ];
     mesh.start_service("trainer", "trainer-a", &env).await;
     let mut settings = small_settings(epochs);
     settings["patience"] = json!(0);
@@ -702,8 +706,42 @@ async fn a_killed_trainers_job_resumes_from_its_checkpoint_elsewhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_hands_the_job_back_at_once() {
-    // A long job (more than the 10 s a stopping trainer would finish) and a long ack_wait:
-    // the job must come back through the nak, not through the timeout.
+    // A long ack_wait: the job must come back through the nak, not through the timeout.
     let took = resume_after(|mesh| mesh.process("trainer-a").terminate(), "60s", 1000).await;
     assert!(took < Duration::from_secs(30), "took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_job_near_its_end_finish_first() {
+    let mut mesh = TestMesh::start().await;
+    mesh.start_service("preprocessor", "preprocessor-a", &[])
+        .await;
+    // Any job of the sample ends within 300 s: SIGTERM lets it finish rather than hand it
+    // back (and the trainer exits once it has).
+    mesh.start_service(
+        "trainer",
+        "trainer-a",
+        &[("LEXMESH_JOBS__FINISH_WITHIN", "300s")],
+    )
+    .await;
+    let mut watch = mesh.watch("near-end").await;
+    mesh.submit(TRAIN, &no_early_stop_job("near-end", 30)).await;
+    watch
+        .until(JOB_TIMEOUT, |e| {
+            e["event"] == "progress" && e["phase"] == "epoch"
+        })
+        .await;
+    mesh.process("trainer-a").terminate();
+    let done = watch.until_final(JOB_TIMEOUT).await;
+    assert_eq!(done["event"], "completed", "{}", watch.summary());
+    assert_eq!(done["attempt"], 1);
+    assert_eq!(done["instance"], "trainer-a");
+    assert_eq!(done["result"]["train"]["epochs_completed"], 30);
+    let exited = mesh
+        .process("trainer-a")
+        .wait_exit(Duration::from_secs(30))
+        .await;
+    assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
+    let record = mesh.job_record("near-end").await.unwrap();
+    assert_eq!(record["attempts"], 1, "{}", short(&record));
 }

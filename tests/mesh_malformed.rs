@@ -103,8 +103,6 @@ fn with_setting(job_id: &str, key: &str, value: Value) -> Value {
 
 fn job_cases() -> Vec<JobCase> {
     let dataset = inline(tiny_records(), None);
-    let mut oversize = tiny_train_job("mf-oversize");
-    oversize["dataset"]["inline"]["train"][0]["text"] = json!("x".repeat(5 * 1024 * 1024));
 
     let mut unknown_top = tiny_train_job("mf-unknown-top");
     unknown_top["priority"] = json!(1);
@@ -116,8 +114,11 @@ fn job_cases() -> Vec<JobCase> {
     bad_model_id["model_id"] = json!("m.1");
     let mut empty_text = tiny_train_job("mf-empty-text");
     empty_text["dataset"]["inline"]["train"][0]["text"] = json!("  ");
-    let mut record_extra = tiny_train_job("mf-record-id");
-    record_extra["dataset"]["inline"]["train"][0]["id"] = json!("jri-1");
+    let mut no_label = tiny_train_job("mf-no-label");
+    no_label["dataset"]["inline"]["train"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("label");
     let mut single_class = tiny_train_job("mf-single-class");
     let civil_only: Vec<Value> = tiny_records()
         .into_iter()
@@ -138,6 +139,15 @@ fn job_cases() -> Vec<JobCase> {
         "job_id_mismatch",
     );
     mismatch.msg_id = Some("mf-other-id".into());
+    // Too broken to name its job, but its Nats-Msg-Id does.
+    let named_by_header = JobCase {
+        name: "bad JSON with a Nats-Msg-Id",
+        subject: TRAIN,
+        payload: br#"{"job_id": "#.to_vec(),
+        msg_id: Some("mf-named-by-header".into()),
+        job_id: Some("mf-named-by-header".into()),
+        code: "invalid_json",
+    };
 
     vec![
         unnamed(
@@ -208,16 +218,32 @@ fn job_cases() -> Vec<JobCase> {
             "invalid_message",
         ),
         named(
-            "unknown record field",
+            "record without its label",
             TRAIN,
-            record_extra,
+            no_label,
             "invalid_message",
         ),
         named(
             "negative epochs",
             TRAIN,
             with_setting("mf-negative-epochs", "epochs", json!(-1)),
-            "invalid_message",
+            "invalid_value",
+        ),
+        named(
+            "epochs 10001",
+            TRAIN,
+            with_setting("mf-many-epochs", "epochs", json!(10001)),
+            "invalid_value",
+        ),
+        named(
+            "transformer width not a multiple of its heads",
+            TRAIN,
+            {
+                let mut job = with_setting("mf-heads", "model", json!("transformer"));
+                job["settings"]["embedding_dim"] = json!(30);
+                job
+            },
+            "invalid_value",
         ),
         named(
             "epochs 0",
@@ -278,13 +304,13 @@ fn job_cases() -> Vec<JobCase> {
             "empty dataset",
             TRAIN,
             json!({"job_id": "mf-empty", "dataset": {"inline": {"train": []}}}),
-            "empty_dataset",
+            "invalid_value",
         ),
         named(
-            "record with empty text",
+            "record with a blank text",
             TRAIN,
             empty_text,
-            "invalid_dataset",
+            "invalid_value",
         ),
         named(
             "single-class dataset",
@@ -319,12 +345,7 @@ fn job_cases() -> Vec<JobCase> {
             "dataset_not_found",
         ),
         mismatch,
-        named(
-            "oversize payload (5 MiB)",
-            TRAIN,
-            oversize,
-            "payload_too_large",
-        ),
+        named_by_header,
         named(
             "evaluate: unknown model",
             EVALUATE,
@@ -347,7 +368,7 @@ fn job_cases() -> Vec<JobCase> {
             "preprocess: prepared dataset as input",
             PREPROCESS,
             json!({"job_id": "mf-pre-prepared", "dataset": {"prepared": {"dataset_id": "abc"}}}),
-            "invalid_value",
+            "invalid_message",
         ),
     ]
 }
@@ -454,6 +475,15 @@ async fn malformed_jobs_fail_once_and_are_never_redelivered() {
             .count();
         if failed != 1 {
             wrong.push(format!("{} ({id}): {failed} failed events", case.name));
+        }
+        // Every check, including those that need the data or the stores, comes before
+        // `accepted`.
+        if events
+            .events
+            .iter()
+            .any(|e| e["job_id"] == id.as_str() && e["event"] == "accepted")
+        {
+            wrong.push(format!("{} ({id}): accepted before failed", case.name));
         }
     }
     assert!(wrong.is_empty(), "wrong outcomes:\n{}", wrong.join("\n"));
@@ -568,12 +598,6 @@ fn request_cases() -> Vec<RequestCase> {
             "invalid_value",
         ),
         request(
-            "classify: oversize (5 MiB)",
-            CLASSIFY,
-            bytes(&json!({"model_id": "m1", "texts": ["x".repeat(5 * 1024 * 1024)]})),
-            "payload_too_large",
-        ),
-        request(
             "prepare: unknown field",
             PREPARE,
             bytes(&json!({"job_id": "rq-1", "dataset": dataset, "extra": true})),
@@ -584,7 +608,7 @@ fn request_cases() -> Vec<RequestCase> {
             "prepare: empty dataset",
             PREPARE,
             bytes(&json!({"job_id": "rq-2", "dataset": {"inline": {"train": []}}})),
-            "empty_dataset",
+            "invalid_value",
         ),
         request(
             "prepare: missing object",

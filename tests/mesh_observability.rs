@@ -92,7 +92,11 @@ async fn a_jobs_trace_crosses_the_services_and_a_redelivery_links_to_the_first_a
     let mut mesh = TestMesh::start().await;
     mesh.start_service("preprocessor", "preprocessor-a", &env)
         .await;
-    mesh.start_service("trainer", "trainer-a", &env).await;
+    // trainer-a is stopped mid-job below: it hands the job back, however near its end.
+    let mut trainer_env = env.clone();
+    trainer_env.push(("LEXMESH_JOBS__FINISH_WITHIN", "0s"));
+    mesh.start_service("trainer", "trainer-a", &trainer_env)
+        .await;
     mesh.start_service("evaluator", "evaluator-a", &env).await;
 
     // preprocess → train on the prepared dataset → evaluate, all submitted in one trace.
@@ -241,7 +245,13 @@ async fn a_jobs_trace_crosses_the_services_and_a_redelivery_links_to_the_first_a
     assert_eq!(reply["outcome"], "cancelling", "{}", short(&reply));
     watch.until_final(JOB_TIMEOUT).await;
     let spans = wait_spans(&receiver, |spans| {
-        job_span(spans, "t2", 1).is_some() && job_span(spans, "t2", 2).is_some()
+        let first = job_span(spans, "t2", 1);
+        first.is_some()
+            && job_span(spans, "t2", 2).is_some()
+            && spans.iter().any(|s| {
+                s.service_name == "lexmesh-preprocessor"
+                    && Some(&s.parent_span_id) == first.map(|f| &f.span_id)
+            })
     });
     let all = digest(&spans);
     let first = job_span(&spans, "t2", 1).expect("attempt 1's span");
@@ -259,6 +269,14 @@ async fn a_jobs_trace_crosses_the_services_and_a_redelivery_links_to_the_first_a
         vec![(first.trace_id.clone(), first.span_id.clone())],
         "{all}"
     );
+    // Its data was prepared by a `prepare` request that carried the trace: the
+    // preprocessor's span for it hangs under the attempt's span.
+    let prepare = spans
+        .iter()
+        .find(|s| s.service_name == "lexmesh-preprocessor" && s.parent_span_id == first.span_id)
+        .expect("the prepare request's span");
+    assert_eq!(prepare.trace_id, TRACE_ID, "{all}");
+    assert_eq!(prepare.name, "lexmesh.api.preprocessor.prepare", "{all}");
     // The record keeps each attempt's span, which is what the link was made from.
     let record = mesh.job_record("t2").await.unwrap();
     let kept = record["history"][0]["traceparent"].as_str().unwrap();
@@ -347,8 +365,13 @@ async fn the_metrics_service_serves_prometheus_and_raises_and_clears_alerts() {
     )
     .await;
 
-    // Every instance reports on lexmesh.metrics.<service>.<instance>.
-    let report = reports.next(Duration::from_secs(10)).await;
+    // Every instance reports on lexmesh.metrics.<service>.<instance>, with the lateness of its
+    // ticks (a report sent before the first tick has none yet: a busy machine can do that).
+    let report = reports
+        .until(Duration::from_secs(10), |r| {
+            r["tick_lateness"]["count"].as_u64().is_some_and(|n| n > 0)
+        })
+        .await;
     assert_eq!(report["instance"], "trainer-a");
     assert!(
         report["rss_bytes"].as_u64().unwrap() > 1024 * 1024,
@@ -371,7 +394,8 @@ async fn the_metrics_service_serves_prometheus_and_raises_and_clears_alerts() {
 
     // A training job: gauges while it runs, counters and a duration once it is done.
     let mut watch = mesh.watch("t1").await;
-    mesh.submit(TRAIN, &no_early_stop_job("t1", 30)).await;
+    // Long enough (a few seconds) to be still running when `status` and `top` look.
+    mesh.submit(TRAIN, &no_early_stop_job("t1", 150)).await;
     watch
         .until(JOB_TIMEOUT, |e| {
             e["event"] == "progress" && e["phase"] == "epoch"
@@ -399,15 +423,9 @@ async fn the_metrics_service_serves_prometheus_and_raises_and_clears_alerts() {
             "lexmesh_training_total_epochs",
             &[("job_id", "t1")]
         ),
-        Some(30.0)
+        Some(150.0)
     );
-    let snapshot = mesh
-        .request(
-            "lexmesh.api.metrics.snapshot",
-            &json!({}),
-            "metrics-snapshot",
-        )
-        .await;
+    let snapshot = mesh.metrics_snapshot().await;
     assert!(
         snapshot["training"]
             .as_array()
@@ -520,19 +538,41 @@ async fn the_metrics_service_serves_prometheus_and_raises_and_clears_alerts() {
         .is_some_and(|n| n >= 1.0),
         "{body}"
     );
-    for instance in ["preprocessor-a", "metrics-a"] {
-        assert!(
-            value(
-                &finished,
-                "lexmesh_instance_cpu_percent",
-                &[("instance", instance)]
-            )
-            .is_some(),
-            "{instance} missing:\n{body}"
-        );
+    // Every instance's CPU figure, the metrics service's own too (its reports come every 2 s).
+    for instance in ["preprocessor-a", "metrics-a", "trainer-a"] {
+        eventually(
+            &format!("the CPU figure of {instance}"),
+            Duration::from_secs(10),
+            || async {
+                value(
+                    &parse(&scrape(port).2),
+                    "lexmesh_instance_cpu_percent",
+                    &[("instance", instance)],
+                )
+            },
+        )
+        .await;
     }
-    // No memory alert for the preprocessor: its threshold is the default 512 MiB.
-    assert!(alerts.events.iter().all(|a| a["instance"] == "trainer-a"));
+    // No memory alert for the preprocessor (its threshold is the default 512 MiB): none among
+    // the alerts active now, nor among those published so far.
+    let snapshot = mesh.metrics_snapshot().await;
+    let active: Vec<&Value> = snapshot["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "memory")
+        .collect();
+    assert!(
+        !active.is_empty() && active.iter().all(|a| a["instance"] == "trainer-a"),
+        "{}",
+        short(&snapshot)
+    );
+    alerts.drain_for(Duration::from_millis(500)).await;
+    assert!(
+        alerts.events.iter().all(|a| a["instance"] == "trainer-a"),
+        "{:?}",
+        alerts.events
+    );
 
     // trainer-a stops: once it is forgotten, its series leave /metrics and its alert clears.
     mesh.process("trainer-a").terminate();

@@ -1,6 +1,8 @@
-//! Reproducibility and checkpoints: the same seed gives the same metrics; a run killed after an
-//! epoch and resumed with `--resume` ends exactly like the uninterrupted run; Ctrl-C stops
-//! cleanly after a batch and leaves the last checkpoint.
+//! Reproducibility and checkpoints: the same seed gives the same metrics; a run killed with
+//! kill -9 in the middle of an epoch and resumed with `--resume` starts at the epoch after its
+//! last checkpoint, trains only the remaining epochs and ends exactly like the uninterrupted
+//! run (the default linear bag and one with a hidden layer); Ctrl-C stops cleanly after a batch
+//! and leaves the last checkpoint.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a test stops at its first failed step
 
 mod common;
@@ -13,7 +15,15 @@ use common::{json, lexmesh, run, sample, small_bow_config, text};
 
 const EPOCHS: &str = "4";
 
+/// The model variants the resume test runs: the default (linear bag, dropout on its inputs)
+/// and one with a hidden layer (dropout on the pooled bag and the hidden layer).
+const VARIANTS: [&[&str]; 2] = [&[], &["--hidden", "16"]];
+
 fn train_args(out: &Path, config: &Path) -> Vec<std::ffi::OsString> {
+    variant_args(out, config, &["--hidden", "16"])
+}
+
+fn variant_args(out: &Path, config: &Path, variant: &[&str]) -> Vec<std::ffi::OsString> {
     let mut args: Vec<std::ffi::OsString> = [
         "train",
         "--epochs",
@@ -30,19 +40,15 @@ fn train_args(out: &Path, config: &Path) -> Vec<std::ffi::OsString> {
     args.extend(["--data".into(), sample("train.jsonl").into()]);
     args.extend(["--validation".into(), sample("validation.jsonl").into()]);
     // Dropout exercises the per-epoch RNG.
-    args.extend([
-        "--dropout".into(),
-        "0.3".into(),
-        "--hidden".into(),
-        "16".into(),
-    ]);
+    args.extend(["--dropout".into(), "0.3".into()]);
+    args.extend(variant.iter().map(Into::into));
     args
 }
 
-fn full_run(dir: &Path, name: &str) -> serde_json::Value {
+fn full_run(dir: &Path, name: &str, variant: &[&str]) -> serde_json::Value {
     let out = dir.join(name);
     let o = run(lexmesh()
-        .args(train_args(&out, &small_bow_config(dir)))
+        .args(variant_args(&out, &small_bow_config(dir), variant))
         .arg("--quiet"));
     assert!(o.status.success(), "{:?}", text(&o));
     json(&out.join("history.json"))
@@ -50,8 +56,20 @@ fn full_run(dir: &Path, name: &str) -> serde_json::Value {
 
 /// Starts a JSON-progress run and returns once an `epoch` event for `epoch` was printed.
 fn run_until_epoch(out: &Path, config: &Path, epoch: u64) -> Child {
+    run_until(out, config, &["--hidden", "16"], |e| {
+        e["event"] == "epoch" && e["epoch"] == epoch
+    })
+}
+
+/// Starts a JSON-progress run and returns once it printed an event that `stop` accepts.
+fn run_until(
+    out: &Path,
+    config: &Path,
+    variant: &[&str],
+    stop: impl Fn(&serde_json::Value) -> bool,
+) -> Child {
     let mut child = lexmesh()
-        .args(train_args(out, config))
+        .args(variant_args(out, config, variant))
         .arg("--json-progress")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -61,13 +79,13 @@ fn run_until_epoch(out: &Path, config: &Path, epoch: u64) -> Child {
     for line in BufReader::new(stdout).lines() {
         let line = line.expect("line");
         let event: serde_json::Value = serde_json::from_str(&line).expect("JSON event");
-        if event["event"] == "epoch" && event["epoch"] == epoch {
+        if stop(&event) {
             return child;
         }
     }
     let _ = child.kill();
     let _ = child.wait();
-    panic!("the run ended before epoch {epoch}");
+    panic!("the run ended before the awaited event");
 }
 
 fn same_history(a: &serde_json::Value, b: &serde_json::Value) {
@@ -96,28 +114,82 @@ fn same_history(a: &serde_json::Value, b: &serde_json::Value) {
 
 #[test]
 fn same_seed_same_metrics_and_killed_run_resumes_to_the_same_result() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let first = full_run(dir.path(), "a");
-    let second = full_run(dir.path(), "b");
-    same_history(&first, &second);
+    for (n, variant) in VARIANTS.iter().enumerate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = full_run(dir.path(), "a", variant);
+        let second = full_run(dir.path(), "b", variant);
+        same_history(&first, &second);
 
-    // Kill -9 after epoch 2's checkpoint, in the middle of epoch 3.
-    let out = dir.path().join("killed");
-    let mut child = run_until_epoch(&out, &small_bow_config(dir.path()), 2);
-    child.kill().expect("kill");
-    child.wait().expect("wait");
-    assert!(
-        !out.join("model.bpk").exists(),
-        "the killed run did not finish"
-    );
-    let o = run(lexmesh().args(["train", "--quiet", "--resume"]).arg(&out));
-    assert!(o.status.success(), "{:?}", text(&o));
-    let resumed = json(&out.join("history.json"));
-    same_history(&first, &resumed);
-    assert_eq!(
-        json(&out.join("metrics.json"))["validation"],
-        json(&dir.path().join("a/metrics.json"))["validation"]
-    );
+        // kill -9 in the middle of epoch 3 (after its first batch): the checkpoint of epoch 2
+        // is written, or still being written off the compute thread (then epoch 1's is the
+        // latest); either way a whole one is there.
+        let out = dir.path().join("killed");
+        let config = small_bow_config(dir.path());
+        let mut child = run_until(&out, &config, variant, |e| {
+            e["event"] == "batch" && e["epoch"] == 3
+        });
+        child.kill().expect("kill");
+        child.wait().expect("wait");
+        assert!(
+            !out.join("model.bpk").exists(),
+            "variant {n}: the killed run did not finish"
+        );
+        let latest =
+            std::fs::read_to_string(out.join("checkpoint/latest")).expect("checkpoint pointer");
+        let checkpointed: u64 = latest
+            .trim()
+            .strip_prefix("epoch-")
+            .and_then(|e| e.parse().ok())
+            .unwrap_or_else(|| panic!("pointer `{latest}`"));
+        assert!(
+            (1..=2).contains(&checkpointed),
+            "variant {n}: latest checkpoint {latest}"
+        );
+
+        let o = run(lexmesh()
+            .args(["train", "--json-progress", "--resume"])
+            .arg(&out));
+        assert!(o.status.success(), "{:?}", text(&o));
+        let events: Vec<serde_json::Value> = text(&o)
+            .0
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON event"))
+            .collect();
+        let started = events
+            .iter()
+            .find(|e| e["event"] == "started")
+            .expect("a started event");
+        assert_eq!(
+            started["start_epoch"].as_u64(),
+            Some(checkpointed + 1),
+            "variant {n}: the resumed process starts after its checkpoint"
+        );
+        let trained: Vec<u64> = events
+            .iter()
+            .filter(|e| e["event"] == "epoch")
+            .map(|e| e["epoch"].as_u64().expect("epoch"))
+            .collect();
+        let remaining: Vec<u64> = (checkpointed + 1..=EPOCHS.parse().unwrap()).collect();
+        assert_eq!(
+            trained, remaining,
+            "variant {n}: only the remaining epochs ran"
+        );
+        assert!(
+            events
+                .iter()
+                .filter(|e| e["event"] == "batch")
+                .all(|e| e["epoch"].as_u64().unwrap() > checkpointed),
+            "variant {n}: no batch of a checkpointed epoch ran again"
+        );
+
+        let resumed = json(&out.join("history.json"));
+        same_history(&first, &resumed);
+        assert_eq!(
+            json(&out.join("metrics.json"))["validation"],
+            json(&dir.path().join("a/metrics.json"))["validation"],
+            "variant {n}"
+        );
+    }
 }
 
 #[test]

@@ -28,12 +28,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let telemetry = telemetry::Telemetry::builder(&service.service_api_name())
         .instance_id(instance)
         .init();
-    if service == Service::Trainer {
-        // Once per process, before any training thread exists.
+    if matches!(service, Service::Trainer | Service::Evaluator) {
+        // Once per process, before any compute thread exists: the default every libtorch
+        // thread starts with (each training job sets its own share again on its thread).
         lexmesh_trainer::device::tune_allocator();
-        if config.service.compute_threads > 0 {
-            lexmesh_trainer::device::set_compute_threads(config.service.compute_threads);
-        }
+        lexmesh_trainer::device::set_compute_threads(config.threads_per_job());
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -94,6 +94,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         checkpoints: Some(dir.checkpoints()),
         resume,
         fingerprint,
+        compute_threads: 0,
+        checkpoint_interval: Some(args.checkpoint_interval),
     };
 
     let cancel = CancelToken::new();

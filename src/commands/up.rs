@@ -1,12 +1,14 @@
 //! `lexmesh up`: a local mesh. Starts a nats-server when none answers at the configured URL,
 //! then one `lexmesh serve <service>` process per replica (the health service included),
-//! restarts a replica that exits (with a growing delay, giving up on one that keeps failing,
-//! with a `crash_loop` alert), and on Ctrl-C or SIGTERM stops the replicas (SIGTERM, up to
+//! restarts a replica that exits, and on Ctrl-C or SIGTERM stops the replicas (SIGTERM, up to
 //! 30 s each to finish) and then the server.
 //!
-//! The restart policy is the `[health]` one (`restart_delay`, `restart_factor`,
-//! `restart_max_delay`, `max_restarts` within `restart_window`). The health service replaces
-//! a replica that hangs by killing it; `up` then starts it again under this policy.
+//! A replica that exits or dies of its own fault is restarted under the `[health]` restart
+//! policy (`restart_delay`, growing by `restart_factor` up to `restart_max_delay`, given up on
+//! after `max_restarts` within `restart_window` with a `crash_loop` alert). One killed from
+//! outside (SIGKILL, SIGTERM, SIGINT: an operator, or the health service replacing a replica
+//! that hangs) is no sign of a crash loop: it is restarted after `restart_delay`, uncounted.
+//! Replicas get `up`'s pid and shut down should `up` die (even by SIGKILL).
 
 use std::net::{IpAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
@@ -17,6 +19,8 @@ use anyhow::{Context, bail};
 use lexmesh_health::policy::{RestartPolicy, RestartTracker};
 use lexmesh_protocol::alert::AlertState;
 use lexmesh_protocol::names::Service;
+use lexmesh_protocol::record::InstanceExit;
+use lexmesh_runtime::Config;
 use lexmesh_runtime::nats_server::{self, LocalServer, LocalServerOptions, ServerFlavor};
 use tokio::process::Child;
 use tokio::sync::watch;
@@ -33,6 +37,17 @@ const DEFAULT_PORT: u16 = 4222;
 
 /// How long a replica has to stop after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(30);
+
+/// The cores each trainer replica may use: the machine's (or the configured `service.cores`)
+/// divided among the trainer replicas, at least 1 each; `None` with one trainer or none, which
+/// then detects its cores itself.
+pub fn trainer_cores(config: &Config, replicas: &[(Service, u32)]) -> Option<usize> {
+    let trainers = replicas
+        .iter()
+        .find(|(service, _)| *service == Service::Trainer)
+        .map_or(0, |(_, n)| *n as usize);
+    (trainers > 1).then(|| (config.cores() / trainers).max(1))
+}
 
 /// Largest message the started server accepts (lexmesh's own limit is 4 MiB).
 const MAX_PAYLOAD: u64 = 8 * 1024 * 1024;
@@ -83,6 +98,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         url
     };
     let exe = std::env::current_exe().context("finding the lexmesh executable")?;
+    let trainer_cores = trainer_cores(&config, &replicas);
     let supervised = client::runtime()?.block_on(supervise(Supervision {
         exe,
         url,
@@ -91,6 +107,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         policy: crate::mesh::health::restart_policy(&config.health),
         nats: config.nats.clone(),
         metrics_listen: config.metrics.listen.clone(),
+        trainer_cores,
     }));
     if let Some(mut server) = server {
         match server.stop() {
@@ -221,6 +238,8 @@ struct Supervision {
     nats: lexmesh_runtime::config::NatsConfig,
     /// `metrics.listen`: metrics replica n listens on its port + n − 1.
     metrics_listen: String,
+    /// `service.cores` of each trainer replica, when several share the machine.
+    trainer_cores: Option<usize>,
 }
 
 /// One replica: `lexmesh serve <service>` with instance `<service>-<n>`.
@@ -234,6 +253,9 @@ struct Replica {
     policy: RestartPolicy,
     /// Where alerts go (None when `up` could not connect).
     alerts: Option<async_nats::Client>,
+    /// Where `up` notes how each replica's process ended (`lexmesh_instances`), for the job
+    /// loop's judgement of lost attempts (None when `up` could not connect).
+    exits: Option<async_nats::jetstream::kv::Store>,
     /// Configuration set for this replica alone (`LEXMESH_*__*` variables).
     env: Vec<(&'static str, String)>,
 }
@@ -260,6 +282,45 @@ async fn supervise(plan: Supervision) -> anyhow::Result<ExitCode> {
             }
         }
     };
+    let exits = match &alerts {
+        Some(client) => {
+            let js = async_nats::jetstream::new(client.clone());
+            match lexmesh_runtime::mesh::ensure_kv(
+                &js,
+                lexmesh_protocol::names::INSTANCES_BUCKET,
+                1,
+            )
+            .await
+            {
+                Ok(store) => Some(store),
+                Err(e) => {
+                    eprintln!("warning: `up` cannot note how replicas end: {e:#}");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let metrics_count = plan
+        .replicas
+        .iter()
+        .find(|(s, _)| *s == Service::Metrics)
+        .map_or(0, |(_, n)| *n);
+    let metrics_addresses = free_listen_addresses(&plan.metrics_listen, metrics_count);
+    for (n, address) in metrics_addresses.iter().enumerate() {
+        let wanted = nth_listen_address(&plan.metrics_listen, n as u32);
+        if *address != wanted {
+            eprintln!(
+                "metrics-{}: {wanted} is taken; listening on {address}",
+                n + 1
+            );
+        }
+        eprintln!(
+            "metrics-{}: Prometheus metrics at http://{}/metrics",
+            n + 1,
+            browsable(address)
+        );
+    }
     for (service, count) in &plan.replicas {
         for n in 1..=*count {
             let replica = Replica {
@@ -270,12 +331,20 @@ async fn supervise(plan: Supervision) -> anyhow::Result<ExitCode> {
                 config: plan.config.clone(),
                 policy: plan.policy,
                 alerts: alerts.clone(),
+                exits: exits.clone(),
                 env: match service {
                     // Replicas on one machine cannot share the Prometheus port.
                     Service::Metrics => vec![(
                         "LEXMESH_METRICS__LISTEN",
-                        nth_listen_address(&plan.metrics_listen, n - 1),
+                        metrics_addresses[n as usize - 1].clone(),
                     )],
+                    // Trainers side by side share the machine's cores instead of each
+                    // training on all of them.
+                    Service::Trainer => plan
+                        .trainer_cores
+                        .map(|cores| ("LEXMESH_SERVICE__CORES", cores.to_string()))
+                        .into_iter()
+                        .collect(),
                     _ => Vec::new(),
                 },
             };
@@ -387,12 +456,51 @@ async fn run_replica(replica: Replica, mut stop: watch::Receiver<Stop>) {
         if *stop.borrow() != Stop::No {
             return;
         }
+        if let Ok(s) = &status
+            && s.code() == Some(i32::from(crate::mesh::Unusable::EXIT_CODE))
+        {
+            eprintln!(
+                "{name} cannot run with its configuration (its error is above); not restarted"
+            );
+            return;
+        }
+        let cause = status.as_ref().ok().map(|s| ExitCause::of(*s));
         let status = status.map_or_else(|e| format!("wait failed: {e}"), |s| s.to_string());
         let ran = started.elapsed();
         eprintln!(
             "{name} exited unexpectedly ({status}) after {}",
             client::format_duration(ran)
         );
+        if let (Some(store), Some(pid)) = (&replica.exits, pid) {
+            let exit = InstanceExit {
+                instance: name.clone(),
+                pid,
+                cause: match cause {
+                    Some(ExitCause::Killed) => lexmesh_protocol::record::ExitCause::Killed,
+                    Some(ExitCause::OnItsOwn) => lexmesh_protocol::record::ExitCause::Crashed,
+                    None => lexmesh_protocol::record::ExitCause::Unknown,
+                },
+                status: status.clone(),
+                ended_ms: lexmesh_protocol::time::now_ms(),
+            };
+            if let Err(e) = lexmesh_runtime::records::write_instance_exit(store, &exit).await {
+                eprintln!("warning: cannot note how {name} ended: {e}");
+            }
+        }
+        if cause == Some(ExitCause::Killed) {
+            // Killed from outside (an operator, the health service, the kernel): no sign of a
+            // crash loop, so no back-off and no count towards giving up.
+            let delay = restarts.policy().first_delay;
+            eprintln!(
+                "restarting {name} in {:.1}s (it was killed)",
+                delay.as_secs_f64()
+            );
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = until(&mut stop, Stop::Graceful) => return,
+            }
+            continue;
+        }
         let Some(delay) = restarts.delay_before_restart(Instant::now()) else {
             let policy = restarts.policy();
             let message = format!(
@@ -425,6 +533,64 @@ async fn run_replica(replica: Replica, mut stop: watch::Receiver<Stop>) {
     }
 }
 
+/// Why a replica's process ended, for the restart policy (and, noted in `lexmesh_instances`,
+/// for the judgement of the jobs it was running).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ExitCause {
+    /// Ended by SIGKILL, SIGTERM or SIGINT, which come from outside the process.
+    Killed,
+    /// Exited, or died of its own fault (an abort, a segfault, a panic): what a crash loop is
+    /// made of.
+    OnItsOwn,
+}
+
+impl ExitCause {
+    fn of(status: std::process::ExitStatus) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        const SIGINT: i32 = 2;
+        const SIGKILL: i32 = 9;
+        const SIGTERM: i32 = 15;
+        match status.signal() {
+            Some(SIGKILL | SIGTERM | SIGINT) => Self::Killed,
+            _ => Self::OnItsOwn,
+        }
+    }
+}
+
+/// Addresses for `count` metrics replicas: `address`'s port, the next and so on, skipping
+/// ports something already listens on (another mesh on the same host), so that a second
+/// `lexmesh up` does not leave its metrics replicas failing on a taken port.
+fn free_listen_addresses(address: &str, count: u32) -> Vec<String> {
+    if !has_port(address) {
+        // Port 0 (any free port) or an address the replica will report itself.
+        return (0..count).map(|n| nth_listen_address(address, n)).collect();
+    }
+    let mut chosen = Vec::new();
+    let mut offset = 0;
+    while chosen.len() < count as usize {
+        let candidate = nth_listen_address(address, offset);
+        offset += 1;
+        if offset > 200 || std::net::TcpListener::bind(&candidate).is_ok() {
+            chosen.push(candidate);
+        }
+    }
+    chosen
+}
+
+fn has_port(address: &str) -> bool {
+    address
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+        .is_some_and(|p| p != 0)
+}
+
+/// The address as a browser would reach it (`0.0.0.0` and `[::]` are every interface: this host).
+fn browsable(address: &str) -> String {
+    address
+        .replacen("0.0.0.0:", "127.0.0.1:", 1)
+        .replacen("[::]:", "[::1]:", 1)
+}
+
 /// `address` with its port moved up by `offset` (port 0, "any free port", stays 0).
 fn nth_listen_address(address: &str, offset: u32) -> String {
     match address.rsplit_once(':') {
@@ -446,6 +612,11 @@ fn spawn(replica: &Replica) -> anyhow::Result<Child> {
     command
         .env("LEXMESH_NATS__URL", &replica.url)
         .env("LEXMESH_SERVICE__INSTANCE", &replica.instance)
+        // The replica shuts down should `up` die in any way (SIGKILL included).
+        .env(
+            lexmesh_runtime::service::SUPERVISOR_PID_ENV,
+            std::process::id().to_string(),
+        )
         .envs(replica.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         // Own process group: a Ctrl-C in the terminal reaches `up` only, which then stops the
@@ -507,6 +678,29 @@ mod tests {
     }
 
     #[test]
+    fn only_signals_from_outside_count_as_killed() {
+        use std::os::unix::process::ExitStatusExt;
+        // Raw wait statuses: a signal number alone, or an exit code shifted by 8.
+        let killed = |signal: i32| ExitCause::of(std::process::ExitStatus::from_raw(signal));
+        assert_eq!(killed(9), ExitCause::Killed);
+        assert_eq!(killed(15), ExitCause::Killed);
+        assert_eq!(killed(2), ExitCause::Killed);
+        assert_eq!(
+            killed(6),
+            ExitCause::OnItsOwn,
+            "SIGABRT is the process's own"
+        );
+        assert_eq!(
+            killed(11),
+            ExitCause::OnItsOwn,
+            "SIGSEGV is the process's own"
+        );
+        let exited = |code: i32| ExitCause::of(std::process::ExitStatus::from_raw(code << 8));
+        assert_eq!(exited(1), ExitCause::OnItsOwn);
+        assert_eq!(exited(0), ExitCause::OnItsOwn);
+    }
+
+    #[test]
     fn replicas_default_to_one_each() {
         assert_eq!(
             parse_replicas(&[]).unwrap(),
@@ -528,6 +722,35 @@ mod tests {
                 (Service::Metrics, 1)
             ]
         );
+    }
+
+    #[test]
+    fn trainer_replicas_share_the_cores() {
+        let mut config = Config::default();
+        config.service.cores = 8;
+        let plan = |n| vec![(Service::Preprocessor, 1), (Service::Trainer, n)];
+        assert_eq!(trainer_cores(&config, &plan(1)), None);
+        assert_eq!(trainer_cores(&config, &plan(2)), Some(4));
+        assert_eq!(trainer_cores(&config, &plan(3)), Some(2));
+        assert_eq!(trainer_cores(&config, &plan(16)), Some(1));
+        assert_eq!(trainer_cores(&config, &[(Service::Evaluator, 2)]), None);
+    }
+
+    #[test]
+    fn metrics_replicas_skip_ports_another_mesh_holds() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = held.local_addr().unwrap().port();
+        let wanted = format!("127.0.0.1:{port}");
+        let chosen = free_listen_addresses(&wanted, 2);
+        assert_eq!(chosen.len(), 2);
+        assert!(!chosen.contains(&wanted), "{chosen:?}");
+        assert_ne!(chosen[0], chosen[1]);
+        for address in &chosen {
+            let p: u16 = address.rsplit_once(':').unwrap().1.parse().unwrap();
+            assert!(p > port, "{chosen:?}");
+        }
+        assert_eq!(free_listen_addresses("127.0.0.1:0", 2), ["127.0.0.1:0"; 2]);
+        assert_eq!(browsable("0.0.0.0:9464"), "127.0.0.1:9464");
     }
 
     #[test]

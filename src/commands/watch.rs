@@ -158,8 +158,12 @@ impl EventView {
 
     fn show_progress(&mut self, p: &Progress) {
         if let Some(done) = p.resumed_from_epoch {
+            let within = p
+                .resumed_from_batch
+                .map(|b| format!(" and {b} batch(es) of epoch {}", done + 1))
+                .unwrap_or_default();
             self.line(format!(
-                "attempt {} resumes from the checkpoint of epoch {done}",
+                "attempt {} resumes from the checkpoint of epoch {done}{within}",
                 p.attempt
             ));
         }

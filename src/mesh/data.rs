@@ -11,15 +11,16 @@ use lexmesh_preprocessor::{
 };
 use lexmesh_protocol::event::PreparedSummary;
 use lexmesh_protocol::{DatasetSource, ErrorCode, ProtocolError, names};
-use lexmesh_runtime::{Mesh, objects};
+use lexmesh_runtime::{Mesh, compute, objects};
 use lexmesh_trainer::ExperimentConfig;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{internal, unavailable};
 
-/// Version of the stored prepared-dataset format.
-pub const PREPARED_FORMAT: u32 = 1;
+/// Version of the stored prepared-dataset format (part of every dataset id). 2: character
+/// n-gram buckets unseen in training get no feature id.
+pub const PREPARED_FORMAT: u32 = 2;
 
 /// Records of a job, before preprocessing.
 #[derive(Debug)]
@@ -30,16 +31,15 @@ pub struct RawData {
     pub validation: Option<Dataset>,
 }
 
-fn examples(records: &[lexmesh_protocol::Record]) -> Vec<lexmesh_preprocessor::Example> {
-    records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| lexmesh_preprocessor::Example {
-            text: r.text.clone(),
-            label: r.label.clone(),
-            line: i + 1,
-        })
-        .collect()
+/// Reads inline records as the lines of a JSON Lines file ("inline train", record `i` as line
+/// `i + 1`).
+fn inline_dataset(
+    name: &str,
+    records: &[lexmesh_protocol::Record],
+    fields: &FieldNames,
+) -> Result<Dataset, ProtocolError> {
+    Dataset::from_json_records(name, records.iter().map(|r| &r.0), fields)
+        .map_err(|e| ProtocolError::new(ErrorCode::InvalidDataset, e.to_string()))
 }
 
 fn data_error(e: DataError, file: &Path, key: &str) -> ProtocolError {
@@ -73,11 +73,9 @@ async fn load_object(
         .map_err(|e| internal("writing a downloaded dataset", e))?;
     let fields = fields.clone();
     let key = key.to_string();
-    tokio::task::spawn_blocking(move || {
-        Dataset::load(&path, &fields).map_err(|e| data_error(e, &path, &key))
-    })
-    .await
-    .map_err(|e| internal("reading a dataset", e))?
+    compute::run(move || Dataset::load(&path, &fields).map_err(|e| data_error(e, &path, &key)))
+        .await
+        .map_err(|e| internal("reading a dataset", e))?
 }
 
 /// Reads the raw records of `source` (not a prepared dataset). `work` is a scratch folder.
@@ -87,12 +85,20 @@ pub async fn load_raw(
     work: &Path,
 ) -> Result<RawData, ProtocolError> {
     match source {
-        DatasetSource::Inline { train, validation } => Ok(RawData {
-            train: Dataset::from_examples("inline train", examples(train)),
-            validation: validation
-                .as_ref()
-                .map(|v| Dataset::from_examples("inline validation", examples(v))),
-        }),
+        DatasetSource::Inline(inline) => {
+            let fields = FieldNames {
+                text: inline.text_field.clone(),
+                label: inline.label_field.clone(),
+            };
+            Ok(RawData {
+                train: inline_dataset("inline train", &inline.train, &fields)?,
+                validation: inline
+                    .validation
+                    .as_ref()
+                    .map(|v| inline_dataset("inline validation", v, &fields))
+                    .transpose()?,
+            })
+        }
         DatasetSource::Object {
             key,
             validation_key,
@@ -378,7 +384,7 @@ pub async fn fetch_prepared(mesh: &Mesh, id: &str) -> Result<Option<PreparedData
         return Ok(None);
     };
     let id = id.to_string();
-    tokio::task::spawn_blocking(move || {
+    compute::run(move || {
         decode_prepared(&bytes)
             .map_err(|e| internal(&format!("prepared dataset {id} is unreadable"), e))
     })

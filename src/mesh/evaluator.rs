@@ -64,7 +64,7 @@ impl ModelCache {
         models::fetch(mesh, &manifest, dir.path()).await?;
         let path = dir.path().to_path_buf();
         let classifier =
-            tokio::task::spawn_blocking(move || Classifier::load(&path, DeviceChoice::Cpu))
+            lexmesh_runtime::compute::run(move || Classifier::load(&path, DeviceChoice::Cpu))
                 .await
                 .map_err(|e| internal("loading a model", e))?
                 .map_err(|e| internal(&format!("loading model {model_id}"), e))?;
@@ -107,7 +107,7 @@ pub async fn classify(
 ) -> Result<ClassifyReply, ProtocolError> {
     let classifier = cache.get(worker, &request.model_id).await?;
     let texts = request.texts;
-    let predictions = tokio::task::spawn_blocking(move || classifier.predict(&texts))
+    let predictions = lexmesh_runtime::compute::run(move || classifier.predict(&texts))
         .await
         .map_err(|e| internal("classifying", e))?
         .map_err(|e| internal("classifying", e))?;
@@ -146,9 +146,21 @@ impl JobHandler for EvaluateHandler {
             ));
         }
         let dataset = raw.train;
-        let evaluation = tokio::task::spawn_blocking(move || evaluate(&classifier, &dataset))
-            .await
-            .map_err(|e| internal("evaluating", e))??;
+        // Every check that needs the data or the stores comes before `accepted`.
+        if let Err(e) = classifier.labels().encode(&dataset) {
+            return Err(ProtocolError::new(ErrorCode::InvalidDataset, e.to_string()));
+        }
+        ctx.accept().await;
+        let evaluating = lexmesh_runtime::compute::run(move || evaluate(&classifier, &dataset));
+        // A cancel stops waiting for the evaluation (its thread finishes on its own and its
+        // result is dropped); a shutdown hands the job back.
+        let evaluation = tokio::select! {
+            done = evaluating => done.map_err(|e| internal("evaluating", e))??,
+            () = ctx.cancel.cancelled() => {
+                return Ok(JobOutcome::Cancelled { epochs_completed: 0 });
+            }
+            () = ctx.shutdown().cancelled() => return Ok(JobOutcome::Interrupted),
+        };
         Ok(JobOutcome::Completed(JobResult::Evaluate(
             EvaluateSummary {
                 model_id: job.model_id,

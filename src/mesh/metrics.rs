@@ -47,9 +47,24 @@ pub async fn start(runtime: &mut ServiceRuntime) -> anyhow::Result<()> {
         .alerts
         .validate()
         .context("invalid [metrics.alerts] configuration")?;
-    let listener = TcpListener::bind(&config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (metrics.listen)", config.listen))?;
+    let listener = match TcpListener::bind(&config.listen).await {
+        Ok(listener) => listener,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            return Err(crate::mesh::Unusable(format!(
+                "cannot listen on {} (metrics.listen): the address is already in use, \
+                 another metrics instance or mesh may hold it; choose another port with \
+                 LEXMESH_METRICS__LISTEN or [metrics] listen",
+                config.listen
+            ))
+            .into());
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "cannot listen on {} (metrics.listen)",
+                config.listen
+            )));
+        }
+    };
     let address = listener.local_addr().context("reading the bound address")?;
     let state = Arc::new(Mutex::new(MetricsState::new(
         config.alerts.clone(),

@@ -34,3 +34,15 @@ pub fn internal(what: &str, error: impl std::fmt::Display) -> ProtocolError {
     tracing::error!("{what}: {error}");
     ProtocolError::new(ErrorCode::Internal, format!("{what}: {error}"))
 }
+
+/// A service cannot start with its configuration as it is (its metrics port is taken, ...):
+/// starting it again would fail the same way. `lexmesh serve` exits with
+/// [`Unusable::EXIT_CODE`], which `lexmesh up` reports once instead of restarting.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unusable(pub String);
+
+impl Unusable {
+    /// `EX_CONFIG` of sysexits.h: a configuration error.
+    pub const EXIT_CODE: u8 = 78;
+}

@@ -26,7 +26,7 @@ pub async fn prepare_dataset(
         return Ok(existing.summary(true));
     }
     let prepared_id = id.clone();
-    let prepared = tokio::task::spawn_blocking(move || prepare(raw, &experiment, prepared_id))
+    let prepared = lexmesh_runtime::compute::run(move || prepare(raw, &experiment, prepared_id))
         .await
         .map_err(|e| internal("preparing a dataset", e))??;
     store_prepared(&worker.mesh, &prepared).await?;
@@ -50,6 +50,9 @@ impl JobHandler for PreprocessHandler {
     type Job = PreprocessJob;
 
     async fn run(&self, job: PreprocessJob, ctx: JobContext) -> Result<JobOutcome, ProtocolError> {
+        // Preparing is the job and the check of its data at once: `accepted` goes out when it
+        // succeeded (just before `completed`), so data that cannot be prepared is `failed`
+        // without `accepted` first.
         let summary = prepare_dataset(&ctx.worker, &job).await?;
         Ok(JobOutcome::Completed(JobResult::Preprocess(summary)))
     }

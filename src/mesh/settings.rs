@@ -87,6 +87,24 @@ mod tests {
     }
 
     #[test]
+    fn the_schemas_transformer_rule_uses_the_models_heads() {
+        let c = ExperimentConfig::for_kind(ModelKind::Transformer);
+        assert_eq!(
+            c.model.heads,
+            lexmesh_protocol::job::TRANSFORMER_HEADS as usize
+        );
+        // Every width the schema allows builds.
+        for dim in (1..=64).map(|k| k * lexmesh_protocol::job::TRANSFORMER_HEADS) {
+            let s = ExperimentSettings {
+                model: Some(ModelKindName::Transformer),
+                embedding_dim: Some(dim),
+                ..Default::default()
+            };
+            experiment(&s).unwrap();
+        }
+    }
+
+    #[test]
     fn out_of_range_values_are_invalid_value() {
         let s = ExperimentSettings {
             dropout: Some(1.0),

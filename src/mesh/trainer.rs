@@ -1,7 +1,9 @@
 //! The trainer service: `train` jobs. Data comes from the preprocessor through the bus (a
 //! `prepare` request, then the prepared dataset from the object store); training runs on its
-//! own thread; progress leaves as events; a checkpoint is stored after every epoch, and a
-//! redelivered job resumes from it; the model goes to the models object store.
+//! own thread; progress leaves as events; a checkpoint is written after every epoch and the
+//! newest one is uploaded (one upload at a time: a checkpoint written while another uploads
+//! waits, and a newer one replaces it), and a redelivered job resumes from it; the model goes
+//! to the models object store.
 
 use std::time::Instant;
 
@@ -12,12 +14,14 @@ use lexmesh_protocol::event::{
 use lexmesh_protocol::record::ModelManifest;
 use lexmesh_protocol::time::now_ms;
 use lexmesh_protocol::{
-    DatasetSource, ErrorCode, ErrorReply, JobEvent, JobResult, PreprocessJob, ProtocolError,
-    TrainJob, subjects,
+    DatasetSource, ErrorCode, ErrorReply, JobEvent, JobResult, OptimizeJob, PreprocessJob,
+    ProtocolError, TrainJob, subjects,
 };
 use lexmesh_runtime::{Claim, JobContext, JobHandler, JobOutcome, ServiceRuntime, objects};
 use lexmesh_trainer::artifact::{FORMAT_VERSION, SavedConfig};
-use lexmesh_trainer::checkpoint::CheckpointDir;
+use lexmesh_trainer::checkpoint::{
+    CheckpointDir, CheckpointListener, SavedCheckpoint, snapshot_folder,
+};
 use lexmesh_trainer::progress::{BatchProgress, EpochProgress, TrainingEnded, TrainingStarted};
 use lexmesh_trainer::training::{TrainingData, TrainingRun, spawn};
 use lexmesh_trainer::{
@@ -28,9 +32,6 @@ use tokio::sync::mpsc;
 use super::data::{PreparedData, fetch_prepared};
 use super::preprocessor::scratch;
 use super::{internal, models, settings, unavailable};
-
-/// On shutdown, a job expected to end within this long is finished instead of handed back.
-pub const FINISH_ON_SHUTDOWN_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Runs `train` jobs.
 pub struct TrainHandler;
@@ -47,9 +48,26 @@ impl JobHandler for TrainHandler {
     }
 }
 
-/// Starts the trainer's job loop.
+/// Answers `optimize` jobs, which no service runs yet, with `unsupported`, so that a valid
+/// search request is never left waiting in the stream.
+pub struct OptimizeHandler;
+
+impl JobHandler for OptimizeHandler {
+    type Job = OptimizeJob;
+
+    async fn run(&self, _job: OptimizeJob, _ctx: JobContext) -> Result<JobOutcome, ProtocolError> {
+        Err(ProtocolError::new(
+            ErrorCode::Unsupported,
+            "hyperparameter search (optimize jobs) does not run in this version; submit train \
+             jobs with the settings to compare instead",
+        ))
+    }
+}
+
+/// Starts the trainer's job loops: `train`, and the answer to `optimize`.
 pub fn start(runtime: &mut ServiceRuntime) {
     runtime.run_jobs(TrainHandler);
+    runtime.run_jobs(OptimizeHandler);
 }
 
 /// Asks a preprocessor to prepare the job's data (or names an existing prepared dataset) and
@@ -79,9 +97,12 @@ async fn request_prepare(
     let body =
         serde_json::to_vec(&request).map_err(|e| internal("encoding a prepare request", e))?;
     let timeout = ctx.worker.config.nats.request_timeout;
+    // The request carries the job's trace, so the preprocessing is part of it.
     let reply = tokio::time::timeout(
         timeout,
-        ctx.mesh().client.request(subjects::PREPARE, body.into()),
+        ctx.mesh()
+            .client
+            .request_with_headers(subjects::PREPARE, ctx.trace_headers(), body.into()),
     )
     .await
     .map_err(|_| {
@@ -101,21 +122,34 @@ async fn request_prepare(
 /// Forwards the training thread's events into the async side.
 struct EventSink {
     events: mpsc::UnboundedSender<TrainingEvent>,
-    /// The run's checkpoints, and where each epoch's is snapshotted for upload.
-    checkpoints: CheckpointDir,
-    snapshots: std::path::PathBuf,
     /// Fire drills: wedge the compute thread after this many batches
     /// (`service.drill_stall_after_batches`).
     stall_after: Option<u64>,
+    /// Fire drills: abort the process at the first batch (`service.drill_abort_job`).
+    abort: bool,
     batches: u64,
 }
 
 enum TrainingEvent {
     Started(TrainingStarted),
     Batch(BatchProgress),
-    /// An epoch, with a snapshot of its checkpoint (None when it could not be taken).
-    Epoch(EpochProgress, Option<std::path::PathBuf>),
+    Epoch(EpochProgress),
+    /// A checkpoint was written (off the compute thread) and its snapshot waits in the
+    /// [`NewestSnapshot`] slot.
+    CheckpointReady,
     Ended,
+}
+
+/// The newest checkpoint snapshot not yet being uploaded: (epoch, folder). A newer checkpoint
+/// replaces an older one still waiting, so uploads never fall behind the training: however
+/// short the epochs, at most one upload runs and one waits.
+type NewestSnapshot = std::sync::Arc<std::sync::Mutex<Option<(usize, std::path::PathBuf)>>>;
+
+fn lock_slot(
+    slot: &NewestSnapshot,
+) -> std::sync::MutexGuard<'_, Option<(usize, std::path::PathBuf)>> {
+    slot.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl ProgressSink for EventSink {
@@ -123,6 +157,10 @@ impl ProgressSink for EventSink {
         let _ = self.events.send(TrainingEvent::Started(e.clone()));
     }
     fn on_batch(&mut self, e: &BatchProgress) {
+        if self.abort {
+            tracing::error!("drill: this job aborts its worker now");
+            std::process::abort();
+        }
         let _ = self.events.send(TrainingEvent::Batch(e.clone()));
         self.batches += 1;
         if self.stall_after.is_some_and(|n| self.batches >= n) {
@@ -133,23 +171,47 @@ impl ProgressSink for EventSink {
         }
     }
     fn on_epoch(&mut self, e: &EpochProgress) {
-        // Taken here, on the training thread, before the next epoch replaces the checkpoint:
-        // the upload then reads a whole checkpoint however far training has moved on.
-        let snapshot = self.snapshots.join(format!("epoch-{:04}", e.epoch));
-        let taken = match self.checkpoints.snapshot(&snapshot) {
-            Ok(true) => Some(snapshot),
-            Ok(false) => None,
-            Err(err) => {
-                tracing::warn!("checkpoint of epoch {} not snapshotted: {err}", e.epoch);
-                None
-            }
-        };
-        let _ = self.events.send(TrainingEvent::Epoch(e.clone(), taken));
+        let _ = self.events.send(TrainingEvent::Epoch(e.clone()));
     }
     fn on_end(&mut self, e: &TrainingEnded) {
         let _ = e;
         let _ = self.events.send(TrainingEvent::Ended);
     }
+}
+
+/// Told by the checkpoint writer (on its thread) of each written checkpoint: snapshots it by
+/// hard links before the writer may replace it, and puts the snapshot in `slot` (dropping an
+/// older one that no upload took yet); wakes the async side when the slot was empty.
+fn checkpoint_listener(
+    events: mpsc::UnboundedSender<TrainingEvent>,
+    snapshots: std::path::PathBuf,
+    slot: NewestSnapshot,
+) -> CheckpointListener {
+    std::sync::Arc::new(move |saved: &SavedCheckpoint| {
+        // Named as the checkpoint: two of one epoch (one by time, one at its end) differ.
+        let name = saved.path.file_name().map_or_else(
+            || format!("epoch-{:04}-batch-{:06}", saved.epoch, saved.batch),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let snapshot = snapshots.join(name);
+        match snapshot_folder(&saved.path, &snapshot) {
+            Ok(true) => {
+                let replaced = lock_slot(&slot).replace((saved.epoch, snapshot));
+                match replaced {
+                    Some((_, older)) => {
+                        let _ = std::fs::remove_dir_all(older);
+                    }
+                    None => {
+                        let _ = events.send(TrainingEvent::CheckpointReady);
+                    }
+                }
+            }
+            Ok(false) => tracing::warn!("checkpoint of epoch {} vanished", saved.epoch),
+            Err(err) => {
+                tracing::warn!("checkpoint of epoch {} not snapshotted: {err}", saved.epoch);
+            }
+        }
+    })
 }
 
 fn train_error(e: TrainError) -> ProtocolError {
@@ -194,13 +256,16 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
     let prepared = prepared_data(&job, &ctx).await?;
     if prepared.features != experiment.features || prepared.normalizer != experiment.normalizer {
         return Err(ProtocolError::new(
-            ErrorCode::InvalidValue,
+            ErrorCode::InvalidDataset,
             format!(
                 "dataset `{}` was prepared with other preprocessing settings than this job's",
                 prepared.dataset_id
             ),
         ));
     }
+    // The data exists, was prepared and has two classes at least: the checks that need the
+    // data or the stores are done.
+    ctx.accept().await;
     let work = scratch(&ctx.worker)?;
     let model_dir = ModelDir::new(work.path().join("model"));
     let checkpoint_dir = CheckpointDir::new(work.path().join("checkpoints"));
@@ -212,14 +277,12 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
     model_dir
         .write_inputs(&saved, &prepared.preprocessor, &prepared.labels)
         .map_err(train_error)?;
-    // A redelivered job continues from the checkpoint its previous attempt stored.
-    let restored =
-        objects::download_dir(&ctx.mesh().checkpoints, &job.job_id, checkpoint_dir.path())
-            .await
-            .map_err(unavailable)?;
-    let resume = restored > 0 && checkpoint_dir.latest().map_err(train_error)?.is_some();
     let model_id = job.model_id().to_string();
     let run_fingerprint = fingerprint(&experiment, &prepared)?;
+    // A redelivered job continues from the checkpoint its previous attempt stored.
+    let resume = restore_checkpoint(&ctx, &job.job_id, &checkpoint_dir, &run_fingerprint).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let newest = NewestSnapshot::default();
     // The vectors move into the run: a dataset is held once, not twice.
     let PreparedData {
         dataset_id,
@@ -240,26 +303,51 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
             validation,
             validation_labels,
         },
-        checkpoints: Some(checkpoint_dir.clone()),
+        checkpoints: Some(checkpoint_dir.clone().with_listener(checkpoint_listener(
+            tx.clone(),
+            work.path().join("snapshots"),
+            newest.clone(),
+        ))),
         resume,
         fingerprint: run_fingerprint,
+        compute_threads: ctx.worker.config.threads_per_job(),
+        checkpoint_interval: Some(ctx.worker.config.service.checkpoint_interval),
     };
     if resume {
         tracing::info!(job = %job.job_id, "resuming from the stored checkpoint");
     }
 
     let cancel = CancelToken::new();
-    let (tx, mut rx) = mpsc::unbounded_channel();
     let sink = EventSink {
         events: tx,
-        checkpoints: checkpoint_dir.clone(),
-        snapshots: work.path().join("snapshots"),
         stall_after: ctx.worker.config.service.drill_stall_after_batches,
+        abort: ctx.worker.config.service.drill_abort_job.as_deref() == Some(job.job_id.as_str()),
         batches: 0,
     };
     let handle = spawn(run, Box::new(sink), cancel.clone()).map_err(train_error)?;
     let mut stopping_for_shutdown = false;
     let mut finishing = false;
+    let finish_within = ctx.worker.config.jobs.finish_within;
+    // Asked to stop while finishing: handed back all the same if not done by then.
+    let mut finish_by = tokio::time::Instant::now();
+    // The checkpoint upload in flight: (epoch, task).
+    let mut upload: Option<(usize, Upload)> = None;
+    // The newest epoch whose checkpoint upload has ended.
+    let mut stored_epoch = 0usize;
+    let start_upload = || {
+        let (epoch, snapshot) = lock_slot(&newest).take()?;
+        let store = ctx.mesh().checkpoints.clone();
+        let prefix = job.job_id.clone();
+        let task = tokio::spawn(async move {
+            // `latest` last: a reader never sees a pointer to a half-stored epoch.
+            let stored = objects::sync_dir(&store, &prefix, &snapshot, &["latest"])
+                .await
+                .map(|_| ());
+            let _ = std::fs::remove_dir_all(&snapshot);
+            stored
+        });
+        Some((epoch, task))
+    };
     let mut last_eta_s = f64::INFINITY;
     let mut last_batch_event: Option<Instant> = None;
     let mut epochs_done = 0u32;
@@ -282,9 +370,12 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
         estimated_time_remaining_s: 0.0,
         examples_per_sec: 0.0,
         resumed_from_epoch: None,
+        resumed_from_batch: None,
         timestamp_ms: 0.0,
     };
     let mut batches_per_epoch = 0u32;
+    let mut pending_epochs: std::collections::VecDeque<EpochProgress> =
+        std::collections::VecDeque::new();
     let interval = ctx.worker.config.service.progress_interval;
     // One span per epoch, a child of the job's span: open from the epoch's start to its end.
     let mut epoch_span: Option<tracing::Span> = None;
@@ -296,13 +387,34 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
                 continue;
             }
             _ = ctx.shutdown().cancelled(), if !cancel.is_cancelled() && !finishing => {
-                if last_eta_s <= FINISH_ON_SHUTDOWN_WITHIN.as_secs_f64() {
+                if last_eta_s <= finish_within.as_secs_f64() {
                     tracing::info!(job = %job.job_id, "shutting down: finishing (about {last_eta_s:.0}s left)");
                     finishing = true;
+                    finish_by = tokio::time::Instant::now() + 2 * finish_within;
                 } else {
                     stopping_for_shutdown = true;
                     cancel.cancel();
                 }
+                continue;
+            }
+            _ = tokio::time::sleep_until(finish_by), if finishing && !cancel.is_cancelled() => {
+                tracing::info!(job = %job.job_id, "shutting down: not finished within {:?}; handing the job back", 2 * finish_within);
+                stopping_for_shutdown = true;
+                cancel.cancel();
+                continue;
+            }
+            ended = async {
+                match upload.as_mut() {
+                    Some((_, task)) => task.await,
+                    None => std::future::pending().await,
+                }
+            }, if upload.is_some() => {
+                if let Some((epoch, _)) = upload.take() {
+                    stored_epoch = stored_epoch.max(upload_ended(&job.job_id, epoch, ended));
+                }
+                let template = progress(ProgressPhase::Epoch);
+                publish_epochs(&ctx, &template, &mut pending_epochs, stored_epoch, batches_per_epoch).await;
+                upload = start_upload();
                 continue;
             }
         };
@@ -316,6 +428,8 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
                 p.total_epochs = total;
                 p.total_batches = batches_per_epoch;
                 p.resumed_from_epoch = resume.then_some(epochs_done);
+                p.resumed_from_batch =
+                    (resume && s.start_batch > 0).then_some(s.start_batch as u32);
                 p.completion_percentage = 100.0 * f64::from(epochs_done) / f64::from(total.max(1));
                 p.timestamp_ms = now_ms();
                 if p.epoch > epochs_done {
@@ -333,6 +447,11 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
                     b.percent,
                 );
                 last_eta_s = b.eta_secs;
+                if !pending_epochs.is_empty() {
+                    // Events stay in order: no batch of the next epoch before the epoch event
+                    // that waits for its checkpoint.
+                    continue;
+                }
                 let last_of_epoch = b.batch == b.total_batches;
                 let due = last_batch_event.is_none_or(|t| t.elapsed() >= interval);
                 if !(due || last_of_epoch) {
@@ -352,7 +471,7 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
                 p.timestamp_ms = now_ms();
                 ctx.publish(&JobEvent::Progress(p)).await;
             }
-            TrainingEvent::Epoch(e, snapshot) => {
+            TrainingEvent::Epoch(e) => {
                 epochs_done = e.epoch as u32;
                 if let Some(span) = epoch_span.take() {
                     span.record("outcome", "completed");
@@ -368,53 +487,49 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
                         e.total_epochs as u32,
                     ));
                 }
-                if let Some(snapshot) = snapshot {
-                    // `latest` last: a reader never sees a pointer to a half-stored epoch.
-                    if let Err(err) = objects::sync_dir(
-                        &ctx.mesh().checkpoints,
-                        &job.job_id,
-                        &snapshot,
-                        &["latest"],
-                    )
-                    .await
-                    {
-                        tracing::warn!(job = %job.job_id, "checkpoint of epoch {} not stored: {err}", e.epoch);
-                    }
-                    let _ = std::fs::remove_dir_all(&snapshot);
-                }
-                let _ = lexmesh_runtime::records::update(&ctx.mesh().jobs, &job.job_id, |r| {
-                    r.map(|mut r| {
-                        r.epochs_completed = Some(e.epoch as u32);
-                        r.total_epochs = Some(e.total_epochs as u32);
-                        r.updated_ms = now_ms();
-                        r
-                    })
-                })
+                // Published once a checkpoint that holds it is stored: an epoch event tells the
+                // world the epoch cannot be lost any more, while the compute thread is already
+                // training the next one.
+                pending_epochs.push_back(e);
+                let template = progress(ProgressPhase::Epoch);
+                publish_epochs(
+                    &ctx,
+                    &template,
+                    &mut pending_epochs,
+                    stored_epoch,
+                    batches_per_epoch,
+                )
                 .await;
-                let mut p = progress(ProgressPhase::Epoch);
-                p.epoch = e.epoch as u32;
-                p.total_epochs = e.total_epochs as u32;
-                p.batch = batches_per_epoch;
-                p.total_batches = batches_per_epoch;
-                p.loss = e.loss;
-                p.accuracy = e.accuracy;
-                p.validation_loss = Some(e.validation_loss);
-                p.validation_accuracy = Some(e.validation_accuracy);
-                p.completion_percentage = e.percent;
-                p.estimated_time_remaining_s = e.eta_secs;
-                p.examples_per_sec = e.examples_per_sec;
-                p.timestamp_ms = now_ms();
-                ctx.worker.record_progress(
-                    &job.job_id,
-                    p.epoch,
-                    p.total_epochs,
-                    p.completion_percentage,
-                );
-                ctx.publish(&JobEvent::Progress(p)).await;
+            }
+            TrainingEvent::CheckpointReady => {
+                if upload.is_none() {
+                    upload = start_upload();
+                }
             }
             TrainingEvent::Ended => {}
         }
     }
+    // The training thread has ended: its last checkpoint is stored before the attempt ends (a
+    // job handed back resumes from it).
+    loop {
+        if upload.is_none() {
+            upload = start_upload();
+        }
+        let Some((epoch, task)) = upload.take() else {
+            break;
+        };
+        stored_epoch = stored_epoch.max(upload_ended(&job.job_id, epoch, task.await));
+    }
+    // Epochs whose checkpoint was not written (a write failed): told all the same.
+    let template = progress(ProgressPhase::Epoch);
+    publish_epochs(
+        &ctx,
+        &template,
+        &mut pending_epochs,
+        usize::MAX,
+        batches_per_epoch,
+    )
+    .await;
     if let Some(span) = epoch_span.take() {
         // Stopped early, cancelled or interrupted before this epoch ended.
         span.record("outcome", "not_finished");
@@ -493,6 +608,115 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
             Err(unavailable(e))
         }
     }
+}
+
+/// Downloads the job's stored checkpoint into `dir`; whether the run resumes from it. A
+/// checkpoint that cannot be read in time (after one more try), is incomplete, or was made
+/// with other settings or data is set aside with a logged reason: the run starts afresh
+/// rather than stall or fail.
+async fn restore_checkpoint(
+    ctx: &JobContext,
+    job_id: &str,
+    dir: &CheckpointDir,
+    fingerprint: &str,
+) -> bool {
+    let mut tries = 0;
+    let reason = loop {
+        tries += 1;
+        let _ = std::fs::remove_dir_all(dir.path());
+        match objects::download_dir(&ctx.mesh().checkpoints, job_id, dir.path()).await {
+            Ok(0) => return false,
+            Ok(_) => match dir.latest_complete() {
+                Ok(Some(state)) if state.fingerprint == fingerprint => return true,
+                Ok(Some(_)) => break "it was made with other settings or data".to_string(),
+                Ok(None) => break "it has no `latest` pointer".to_string(),
+                Err(e) => break e.to_string(),
+            },
+            Err(e) if tries < 2 => {
+                tracing::warn!(job = %job_id, "reading the stored checkpoint failed ({e}); trying again");
+            }
+            Err(e) => break e.to_string(),
+        }
+    };
+    tracing::warn!(job = %job_id, "the stored checkpoint is not used ({reason}); training from the start");
+    let _ = std::fs::remove_dir_all(dir.path());
+    false
+}
+
+/// A checkpoint upload: a task on the runtime.
+type Upload = tokio::task::JoinHandle<Result<(), lexmesh_runtime::RuntimeError>>;
+
+/// Logs how the upload of `epoch`'s checkpoint ended; returns the epoch. A failed upload is
+/// logged and its epochs are told all the same (the previous checkpoint stays the newest
+/// stored one).
+fn upload_ended(
+    job_id: &str,
+    epoch: usize,
+    ended: Result<Result<(), lexmesh_runtime::RuntimeError>, tokio::task::JoinError>,
+) -> usize {
+    let failure = match ended {
+        Ok(Ok(())) => None,
+        Ok(Err(err)) => Some(err.to_string()),
+        Err(err) => Some(err.to_string()),
+    };
+    if let Some(err) = failure {
+        tracing::warn!(job = %job_id, "checkpoint of epoch {epoch} not stored: {err}");
+    }
+    epoch
+}
+
+/// Publishes the pending epochs up to `up_to` (their checkpoint is stored), in order.
+async fn publish_epochs(
+    ctx: &JobContext,
+    template: &Progress,
+    pending: &mut std::collections::VecDeque<EpochProgress>,
+    up_to: usize,
+    batches_per_epoch: u32,
+) {
+    while let Some(e) = pending.pop_front() {
+        if e.epoch > up_to {
+            pending.push_front(e);
+            break;
+        }
+        publish_epoch(ctx, template.clone(), &e, batches_per_epoch).await;
+    }
+}
+
+/// Records a finished epoch in the job record and publishes its `progress` event (`base` is
+/// the job's progress template with phase `epoch`).
+async fn publish_epoch(
+    ctx: &JobContext,
+    base: Progress,
+    e: &EpochProgress,
+    batches_per_epoch: u32,
+) {
+    let job_id = base.job_id.clone();
+    let job_id = job_id.as_str();
+    let _ = lexmesh_runtime::records::update(&ctx.mesh().jobs, job_id, |r| {
+        r.map(|mut r| {
+            r.epochs_completed = Some(e.epoch as u32);
+            r.total_epochs = Some(e.total_epochs as u32);
+            r.updated_ms = now_ms();
+            r
+        })
+    })
+    .await;
+    let mut p = base;
+    p.epoch = e.epoch as u32;
+    p.total_epochs = e.total_epochs as u32;
+    p.batch = batches_per_epoch;
+    p.total_batches = batches_per_epoch;
+    p.loss = e.loss;
+    p.accuracy = e.accuracy;
+    p.validation_loss = Some(e.validation_loss);
+    p.validation_accuracy = Some(e.validation_accuracy);
+    p.completion_percentage = e.percent;
+    p.estimated_time_remaining_s = e.eta_secs;
+    p.examples_per_sec = e.examples_per_sec;
+    p.timestamp_ms = now_ms();
+    ctx.worker
+        .record_progress(job_id, p.epoch, p.total_epochs, p.completion_percentage);
+    ctx.publish(&JobEvent::Progress(p)).await;
 }
 
 /// Removes a finished job's checkpoints from the store.

@@ -255,6 +255,15 @@ impl TestMesh {
         Self::on(server).await
     }
 
+    /// A current server with nats-server's own default `max_payload` (1 MiB), as an outside
+    /// publisher usually meets it.
+    pub async fn start_default_payload() -> Self {
+        let server = NatsServer::builder()
+            .start()
+            .expect("start a private nats-server");
+        Self::on(server).await
+    }
+
     /// Debian's nats-server 2.9.10, with `max_payload` 8 MiB.
     pub async fn start_legacy() -> Self {
         let server = NatsServer::builder()
@@ -531,6 +540,16 @@ impl TestMesh {
         self.schemas
             .check_reply(ok_schema, &format!("reply on {subject}"), &reply);
         reply
+    }
+
+    /// What the metrics service knows now (`lexmesh.api.metrics.snapshot`, schema-checked).
+    pub async fn metrics_snapshot(&self) -> Value {
+        self.request(
+            "lexmesh.api.metrics.snapshot",
+            &json!({}),
+            "metrics-snapshot",
+        )
+        .await
     }
 
     /// Subscribes to every event of `job_id` (`lexmesh.events.<job>.>`); subscribe BEFORE

@@ -752,16 +752,17 @@ fn the_trainer_has_room_to_checkpoint_and_scales_on_cpu() {
     let pod = &trainer["spec"]["template"]["spec"];
     assert_eq!(pod["terminationGracePeriodSeconds"], 40);
     let resources = &pod["containers"][0]["resources"];
-    assert_eq!(resources["limits"]["memory"], "3Gi");
-    assert_eq!(resources["requests"]["memory"], "1Gi");
+    assert_eq!(resources["limits"]["memory"], "768Mi");
+    assert_eq!(resources["requests"]["memory"], "448Mi");
     assert_eq!(resources["requests"]["cpu"], "2");
-    // The memory budget the health service checks stays under the limit.
+    // The old system's budget, checked by the health service, stays under the limit.
     let budget: u64 = env(&pod["containers"][0], "LEXMESH_SERVICE__MEMORY_BUDGET_MB")["value"]
         .as_str()
         .unwrap()
         .parse()
         .unwrap();
-    assert!(budget < 3 * 1024, "budget {budget} MiB");
+    assert_eq!(budget, 512);
+    assert!(budget < 768, "budget {budget} MiB");
 
     let hpa = object(&all, "HorizontalPodAutoscaler", "trainer");
     assert_eq!(hpa["apiVersion"], "autoscaling/v2");

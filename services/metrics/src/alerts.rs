@@ -29,9 +29,9 @@ const MIB: f64 = 1024.0 * 1024.0;
 /// memory_mb = 512
 /// cpu_percent = 80
 ///
-/// # libtorch alone takes about 1 GiB.
-/// [metrics.alerts.services.trainer]
-/// memory_mb = 3072
+/// # A service whose normal load needs another line.
+/// [metrics.alerts.services.evaluator]
+/// response_ms = 200
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -232,7 +232,9 @@ impl AlertConfig {
 pub enum AlertKind {
     /// Resident memory above `memory_mb`.
     Memory,
-    /// CPU above `cpu_percent`.
+    /// Control-plane CPU above `cpu_percent` (of one core): a runaway or stuck async side.
+    /// Compute threads at work are not trouble and do not count; a starved or throttled
+    /// instance shows in `response` (its tick runs late).
     Cpu,
     /// Tick lateness p95 above `response_ms`.
     Response,
@@ -278,7 +280,7 @@ impl AlertKind {
     fn label(self) -> &'static str {
         match self {
             Self::Memory => "memory",
-            Self::Cpu => "CPU",
+            Self::Cpu => "control-plane CPU",
             Self::Response => "response time (tick lateness p95)",
             Self::ErrorRate => "error rate",
             Self::MessageLatency => "message latency p95",
@@ -290,7 +292,7 @@ impl AlertKind {
     pub fn measure(self, report: &WorkerMetrics) -> Option<f64> {
         match self {
             Self::Memory => Some(report.rss_bytes as f64 / MIB),
-            Self::Cpu => Some(report.cpu_percent),
+            Self::Cpu => Some(report.control_cpu_percent),
             Self::Response => {
                 (report.tick_lateness.count > 0).then_some(report.tick_lateness.p95_ms)
             }
@@ -619,14 +621,32 @@ mod tests {
     fn instances_and_kinds_are_judged_apart() {
         let mut e = engine();
         let mut hot = report("trainer", "w-1", 600.0);
-        hot.cpu_percent = 150.0;
+        hot.control_cpu_percent = 150.0;
         e.observe(&hot);
         // Another instance's report in between does not break w-1's streak.
         assert!(e.observe(&report("trainer", "w-2", 100.0)).is_empty());
         let raised = e.observe(&hot);
         let kinds: Vec<&str> = raised.iter().map(|a| a.kind.as_str()).collect();
         assert_eq!(kinds, vec!["memory", "cpu"]);
-        assert_eq!(raised[1].message, "w-1: CPU 150% above 80%");
+        assert_eq!(raised[1].message, "w-1: control-plane CPU 150% above 80%");
+    }
+
+    #[test]
+    fn a_trainer_training_on_all_its_cores_raises_no_cpu_alert() {
+        let mut e = engine();
+        let mut busy = report("trainer", "w-1", 200.0);
+        // Every core the instance may use is busy training; its control plane idles.
+        busy.cpu_percent = 99.0;
+        busy.control_cpu_percent = 3.0;
+        for _ in 0..5 {
+            assert!(e.observe(&busy).is_empty(), "{:?}", e.active());
+        }
+        // A runaway control plane is trouble, whatever the compute threads do.
+        busy.control_cpu_percent = 95.0;
+        e.observe(&busy);
+        let raised = e.observe(&busy);
+        assert_eq!(raised.len(), 1, "{raised:?}");
+        assert_eq!(raised[0].kind, "cpu");
     }
 
     #[test]
@@ -686,7 +706,7 @@ mod tests {
         let mut e = engine();
         for (service, instance) in [("trainer", "b"), ("evaluator", "z"), ("trainer", "a")] {
             let mut r = report(service, instance, 600.0);
-            r.cpu_percent = 100.0;
+            r.control_cpu_percent = 100.0;
             e.observe(&r);
             e.observe(&r);
         }

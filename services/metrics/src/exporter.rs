@@ -4,7 +4,10 @@
 //!
 //! | series | what |
 //! | --- | --- |
-//! | `lexmesh_instance_cpu_percent` | CPU, percent of one core |
+//! | `lexmesh_instance_cpu_percent` | CPU, percent of the cores the instance may use |
+//! | `lexmesh_instance_cores` | the cores it may use |
+//! | `lexmesh_instance_control_cpu_percent` | its control plane's CPU (all but compute threads), percent of one core |
+//! | `lexmesh_instance_cpu_throttled_percent` | share of time throttled by a cgroup CPU quota |
 //! | `lexmesh_instance_memory_rss_bytes` | resident memory |
 //! | `lexmesh_instance_active_jobs` | jobs running |
 //! | `lexmesh_instance_uptime_seconds` | since the instance started |
@@ -12,7 +15,7 @@
 //! | `lexmesh_instance_tick_lateness_p95_seconds`, `..._max_seconds` | runtime responsiveness* |
 //! | `lexmesh_instance_message_latency_p95_seconds` | publish to receipt* |
 //! | `lexmesh_instance_error_rate` | failed / ended jobs in the window* |
-//! | `lexmesh_instance_jobs_completed_total`, `lexmesh_instance_jobs_failed_total` | counters |
+//! | `lexmesh_instance_jobs_completed_total`, `_jobs_failed_total`, `_jobs_rejected_total` | counters |
 //!
 //! \* absent while the window had nothing to measure. The two counters are the worker's own
 //! totals since it started, so a restarted instance starts again from 0: a counter reset, which
@@ -23,7 +26,7 @@
 //!
 //! | series | labels |
 //! | --- | --- |
-//! | `lexmesh_jobs_total` | `kind`, `outcome` (`completed`, `failed`, `retrying`, `cancelled`) |
+//! | `lexmesh_jobs_total` | `kind`, `outcome` (`completed`, `failed`, `retrying`, `cancelled`, `rejected`: the publisher's mistake) |
 //! | `lexmesh_job_duration_seconds` (histogram, 0.1 s to 2 h) | `kind` |
 //! | `lexmesh_event_latency_seconds` (histogram, 0.5 ms to 5 s; publish to receipt) | `event` |
 //! | `lexmesh_training_epoch`, `_total_epochs`, `_loss`, `_accuracy`, `_completion_ratio` | `job_id`, `model_id`, `instance` |
@@ -162,6 +165,7 @@ impl Exporter {
                 (c.kind, "completed")
             }
             JobEvent::Failed(f) if f.retrying => (f.kind, "retrying"),
+            JobEvent::Failed(f) if f.code.is_client_error() => (f.kind, "rejected"),
             JobEvent::Failed(f) => (f.kind, "failed"),
             JobEvent::Cancelled(c) => (c.kind, "cancelled"),
         };
@@ -228,12 +232,30 @@ fn with_samples(summary_count: u64, ms: f64) -> Option<f64> {
     (summary_count > 0).then_some(ms / 1000.0)
 }
 
-const INSTANCE_GAUGES: [InstanceGauge; 9] = [
+const INSTANCE_GAUGES: [InstanceGauge; 12] = [
     InstanceGauge {
         name: "lexmesh_instance_cpu_percent",
-        help: "CPU used since the previous report, percent of one core",
+        help: "CPU used since the previous report, percent of the cores the instance may use",
         unit: None,
         value: |r| Some(r.cpu_percent),
+    },
+    InstanceGauge {
+        name: "lexmesh_instance_cores",
+        help: "Cores the instance may use",
+        unit: None,
+        value: |r| Some(r.cores),
+    },
+    InstanceGauge {
+        name: "lexmesh_instance_control_cpu_percent",
+        help: "CPU of the control plane (all but compute threads) since the previous report, percent of one core",
+        unit: None,
+        value: |r| Some(r.control_cpu_percent),
+    },
+    InstanceGauge {
+        name: "lexmesh_instance_cpu_throttled_percent",
+        help: "Share of the time since the previous report the instance was throttled by a CPU quota, percent",
+        unit: None,
+        value: |r| Some(r.cpu_throttled_percent),
     },
     InstanceGauge {
         name: "lexmesh_instance_memory_rss",
@@ -292,7 +314,7 @@ struct InstanceCounter {
     value: fn(&WorkerMetrics) -> u64,
 }
 
-const INSTANCE_COUNTERS: [InstanceCounter; 2] = [
+const INSTANCE_COUNTERS: [InstanceCounter; 3] = [
     InstanceCounter {
         name: "lexmesh_instance_jobs_completed",
         help: "Jobs the instance completed since it started",
@@ -300,8 +322,13 @@ const INSTANCE_COUNTERS: [InstanceCounter; 2] = [
     },
     InstanceCounter {
         name: "lexmesh_instance_jobs_failed",
-        help: "Jobs the instance failed since it started (malformed messages included)",
+        help: "Jobs the instance failed since it started (the publisher's mistakes not included)",
         value: |r| r.failed,
+    },
+    InstanceCounter {
+        name: "lexmesh_instance_jobs_rejected",
+        help: "Messages and jobs the instance rejected since it started for the publisher's mistake (malformed, a wrong value, unusable data, a missing model)",
+        value: |r| r.rejected,
     },
 ];
 
@@ -492,6 +519,7 @@ mod tests {
 
     #[test]
     fn job_outcomes_are_counted() {
+        use lexmesh_protocol::ErrorCode;
         let mut e = Exporter::new();
         e.observe_event(&accepted("j1", "w-1"), 0.0);
         e.observe_event(&completed("j1", "w-1", 12.0), 0.0);
@@ -499,6 +527,11 @@ mod tests {
         e.observe_event(&failed("j2", "w-1", false), 0.0);
         e.observe_event(&failed("j3", "w-1", false), 0.0);
         e.observe_event(&cancelled("j4", "w-1"), 0.0);
+        let mut rejected = failed("j5", "w-1", false);
+        if let JobEvent::Failed(f) = &mut rejected {
+            f.code = ErrorCode::InvalidDataset;
+        }
+        e.observe_event(&rejected, 0.0);
         let mut got = lines(&e, "lexmesh_jobs_total");
         got.sort();
         assert_eq!(
@@ -507,6 +540,7 @@ mod tests {
                 r#"lexmesh_jobs_total{kind="train",outcome="cancelled"} 1"#,
                 r#"lexmesh_jobs_total{kind="train",outcome="completed"} 1"#,
                 r#"lexmesh_jobs_total{kind="train",outcome="failed"} 2"#,
+                r#"lexmesh_jobs_total{kind="train",outcome="rejected"} 1"#,
                 r#"lexmesh_jobs_total{kind="train",outcome="retrying"} 1"#,
             ]
         );

@@ -143,10 +143,14 @@ pub(crate) mod fixtures {
             host: "host-1".into(),
             uptime_s: 10.0,
             cpu_percent: 5.0,
+            cores: 2.0,
+            control_cpu_percent: 1.0,
+            cpu_throttled_percent: 0.0,
             rss_bytes: (rss_mib * 1024.0 * 1024.0) as u64,
             active_jobs: 0,
             completed: 0,
             failed: 0,
+            rejected: 0,
             running: vec![],
             last_activity_ms: 0.0,
             tick_lateness: LatencySummary::default(),
@@ -192,6 +196,7 @@ pub(crate) mod fixtures {
             estimated_time_remaining_s: 120.0,
             examples_per_sec: 100.0,
             resumed_from_epoch: None,
+            resumed_from_batch: None,
             timestamp_ms: 1_000.0,
         })
     }

@@ -32,10 +32,14 @@ fn report(service: &str, instance: &str, host: &str) -> WorkerMetrics {
         host: host.into(),
         uptime_s: 90.5,
         cpu_percent: 42.5,
+        cores: 2.0,
+        control_cpu_percent: 1.0,
+        cpu_throttled_percent: 0.0,
         rss_bytes: 300 * 1024 * 1024,
         active_jobs: 1,
         completed: 12,
         failed: 3,
+        rejected: 0,
         running: vec![],
         last_activity_ms: T0 - 2_500.0,
         tick_lateness: LatencySummary {
@@ -79,6 +83,7 @@ fn progress(job: &str, instance: &str, epoch: u32, percent: f64) -> JobEvent {
         estimated_time_remaining_s: 30.0,
         examples_per_sec: 500.0,
         resumed_from_epoch: None,
+        resumed_from_batch: None,
         timestamp_ms: T0,
     })
 }

@@ -104,6 +104,35 @@ impl Dataset {
         }
     }
 
+    /// Builds a dataset from JSON objects already in memory (a job's inline records), read
+    /// exactly as the lines of a JSON Lines file: the text must be a non-blank string, the label
+    /// a non-blank string, number or boolean, other fields are ignored. `name` stands for the
+    /// file in messages; record `i` is reported as line `i + 1`.
+    pub fn from_json_records<'a>(
+        name: &str,
+        records: impl IntoIterator<Item = &'a serde_json::Map<String, serde_json::Value>>,
+        fields: &FieldNames,
+    ) -> Result<Self, DataError> {
+        let path = Path::new(name);
+        let examples = records
+            .into_iter()
+            .enumerate()
+            .map(|(i, record)| {
+                Ok(Example {
+                    text: field_string(path, i + 1, record, &fields.text, false)?,
+                    label: field_string(path, i + 1, record, &fields.label, true)?,
+                    line: i + 1,
+                })
+            })
+            .collect::<Result<Vec<_>, DataError>>()?;
+        if examples.is_empty() {
+            return Err(DataError::Empty {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(Self::from_examples(name, examples))
+    }
+
     /// Number of records.
     pub fn len(&self) -> usize {
         self.examples.len()

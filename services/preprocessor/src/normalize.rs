@@ -1073,9 +1073,9 @@ const PRESENTATION_FORMS_B: [&str; 144] = [
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
-    //! Every input below is copied from the development data in `/work/shared/data`
-    //! (`iran-court-rulings/*.jsonl` ids `jri-…`, `hamshahri-rss-topics/*.jsonl` ids
-    //! `hamshahri-…`), field `text`, unless a comment says how it was altered.
+    //! Every input below is copied from the development data (`../shared/data` beside the
+    //! repository: `iran-court-rulings/*.jsonl` ids `jri-…`, `hamshahri-rss-topics/*.jsonl`
+    //! ids `hamshahri-…`), field `text`, unless a comment says how it was altered.
 
     use super::*;
 

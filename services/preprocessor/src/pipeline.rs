@@ -78,6 +78,38 @@ pub struct Preprocessor {
     bucket_document_frequency: Vec<u32>,
     #[serde(skip)]
     normalizer_impl: Option<Normalizer>,
+    /// The buckets seen in training, numbered densely (derived from
+    /// `bucket_document_frequency` on first use).
+    #[serde(skip)]
+    bucket_index: std::sync::OnceLock<BucketIndex>,
+}
+
+/// Dense ids of the character n-gram buckets that occur in the training texts. A bucket no
+/// training text fills would only ever hold an untrained row: it gets no id, so the id space
+/// (and a bag model's table) is bounded by the distinct n-grams actually seen, and such
+/// n-grams are left out of a new text's bag, as a vectoriser leaves out unknown terms.
+#[derive(Debug, Clone, Default)]
+struct BucketIndex {
+    /// Per bucket: its dense id, or `u32::MAX` when unseen.
+    dense: Vec<u32>,
+    /// Per dense id: its bucket.
+    bucket: Vec<u32>,
+}
+
+impl BucketIndex {
+    fn new(document_frequency: &[u32]) -> Self {
+        let mut index = Self {
+            dense: vec![u32::MAX; document_frequency.len()],
+            bucket: Vec::new(),
+        };
+        for (b, &df) in document_frequency.iter().enumerate() {
+            if df > 0 {
+                index.dense[b] = index.bucket.len() as u32;
+                index.bucket.push(b as u32);
+            }
+        }
+        index
+    }
 }
 
 impl Preprocessor {
@@ -170,6 +202,7 @@ impl Preprocessor {
             vocabulary,
             bucket_document_frequency,
             normalizer_impl: Some(norm),
+            bucket_index: std::sync::OnceLock::new(),
         })
     }
 
@@ -188,9 +221,15 @@ impl Preprocessor {
         &self.vocabulary
     }
 
-    /// Size of the id space the model's embedding table must cover.
+    /// Size of the id space the model's embedding table must cover: the vocabulary and the
+    /// character n-gram buckets seen in training.
     pub fn feature_space(&self) -> usize {
-        self.vocabulary.len() + self.bucket_document_frequency.len()
+        self.vocabulary.len() + self.buckets().bucket.len()
+    }
+
+    fn buckets(&self) -> &BucketIndex {
+        self.bucket_index
+            .get_or_init(|| BucketIndex::new(&self.bucket_document_frequency))
     }
 
     /// Normalises a text with the fitted settings.
@@ -251,6 +290,7 @@ impl Preprocessor {
         };
         let vocab_len = self.vocabulary.len() as u32;
         let buckets = self.bucket_document_frequency.len() as u64;
+        let dense = &self.buckets().dense;
         let mut gram = String::new();
         for (i, token) in tokens.iter().enumerate() {
             if let Some(id) = self.vocabulary.id(token) {
@@ -270,7 +310,10 @@ impl Preprocessor {
                 && buckets > 0
             {
                 char_ngram_hashes(token, min, max_n, |h| {
-                    add(vocab_len + (h % buckets) as u32, &mut ids, &mut counts);
+                    let id = dense[(h % buckets) as usize];
+                    if id != u32::MAX {
+                        add(vocab_len + id, &mut ids, &mut counts);
+                    }
                 });
             }
         }
@@ -308,8 +351,10 @@ impl Preprocessor {
             self.vocabulary.idf(id)
         } else {
             let df = self
-                .bucket_document_frequency
+                .buckets()
+                .bucket
                 .get((id - vocab_len) as usize)
+                .and_then(|&b| self.bucket_document_frequency.get(b as usize))
                 .copied()
                 .unwrap_or(0);
             smoothed_idf(self.vocabulary.documents(), df)
@@ -392,7 +437,18 @@ mod tests {
             ..vocab1()
         };
         let p = Preprocessor::fit(&TEXTS, NormalizerConfig::default(), features).unwrap();
-        assert_eq!(p.feature_space(), p.vocabulary().len() + 1000);
+        // Only the buckets the training texts fill get ids.
+        let seen = p
+            .bucket_document_frequency
+            .iter()
+            .filter(|&&df| df > 0)
+            .count();
+        assert!(seen > 50 && seen < 1000, "{seen}");
+        assert_eq!(p.feature_space(), p.vocabulary().len() + seen);
+        for t in TEXTS {
+            let e = p.encode(t);
+            assert!(e.ids.iter().all(|&id| (id as usize) < p.feature_space()));
+        }
         assert!(
             p.vocabulary().id("حکم صادر").is_some(),
             "bigram in vocabulary"

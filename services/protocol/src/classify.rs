@@ -5,8 +5,6 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ErrorCode, ProtocolError};
-
 /// Most texts in one classify request.
 pub const MAX_TEXTS: usize = 1000;
 
@@ -23,24 +21,7 @@ pub struct ClassifyRequest {
 }
 
 impl crate::decode::Message for ClassifyRequest {
-    fn check(&self) -> Result<(), ProtocolError> {
-        if !crate::valid_id(&self.model_id) {
-            return Err(ProtocolError::new(
-                ErrorCode::InvalidValue,
-                format!("model_id `{}` is not a valid id", self.model_id),
-            ));
-        }
-        if self.texts.is_empty() || self.texts.len() > MAX_TEXTS {
-            return Err(ProtocolError::new(
-                ErrorCode::InvalidValue,
-                format!(
-                    "texts must hold 1 to {MAX_TEXTS} strings, got {}",
-                    self.texts.len()
-                ),
-            ));
-        }
-        Ok(())
-    }
+    const SCHEMA: Option<&'static str> = Some("classify-request");
 }
 
 /// One text's prediction.

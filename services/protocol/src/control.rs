@@ -8,8 +8,6 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ErrorCode, ProtocolError};
-
 /// Asks for a job to stop.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -23,16 +21,7 @@ pub struct CancelRequest {
 }
 
 impl crate::decode::Message for CancelRequest {
-    fn check(&self) -> Result<(), ProtocolError> {
-        if crate::valid_id(&self.job_id) {
-            Ok(())
-        } else {
-            Err(ProtocolError::new(
-                ErrorCode::InvalidJobId,
-                format!("job_id `{}` is not a valid id", self.job_id),
-            ))
-        }
-    }
+    const SCHEMA: Option<&'static str> = Some("cancel-request");
 }
 
 /// What happened to a cancel request.

@@ -10,18 +10,24 @@ use serde::{Deserialize, Serialize};
 pub enum ErrorCode {
     /// The payload is not JSON (or not UTF-8).
     InvalidJson,
-    /// JSON, but not the message the subject expects: a missing or unknown field, a wrong type,
-    /// an unknown enum value (model kind, dataset source).
+    /// JSON, but not the shape its schema gives: not an object, a missing or unknown field, a
+    /// wrong type, an unknown enum value (model kind), a dataset with none or two of `inline`,
+    /// `object`, `prepared`, or one a job kind does not take.
     InvalidMessage,
     /// A job id that is not 1 to 64 of `[A-Za-z0-9_-]`.
     InvalidJobId,
-    /// A value out of range (zero epochs, a non-finite learning rate, ...).
+    /// A value the schema's rules exclude: out of range (zero or negative epochs, a learning
+    /// rate above 10), too short (an empty `train` array, a blank text), not matching its
+    /// pattern (a model id), a setting that does not fit the model.
     InvalidValue,
-    /// The dataset holds no records.
+    /// A data file holds no records.
     EmptyDataset,
-    /// The dataset cannot be trained on or read (one class, an empty text, a bad file).
+    /// The records cannot be trained on or read, found only by reading them: a single class,
+    /// a record without the field `text_field` or `label_field` names, a broken or unreadable
+    /// file, a label the evaluated model does not know.
     InvalidDataset,
-    /// The payload exceeds [`crate::MAX_MESSAGE_BYTES`].
+    /// Not sent by the services any more: a message over the server's `max_payload` never
+    /// reaches them (the publish itself fails). Kept so that the code keeps its meaning.
     PayloadTooLarge,
     /// The `Nats-Msg-Id` header differs from the body's `job_id`.
     JobIdMismatch,
@@ -50,6 +56,27 @@ impl ErrorCode {
     /// Whether a job that failed with this code is worth another delivery.
     pub fn retryable(self) -> bool {
         matches!(self, Self::Unavailable | Self::Internal)
+    }
+
+    /// Whether the failure is the publisher's mistake (the message, its data, a missing model
+    /// or dataset, an unsupported kind) rather than the service's: such failures are counted as
+    /// `rejected`, apart from the service's error rate.
+    pub fn is_client_error(self) -> bool {
+        matches!(
+            self,
+            Self::InvalidJson
+                | Self::InvalidMessage
+                | Self::InvalidJobId
+                | Self::InvalidValue
+                | Self::EmptyDataset
+                | Self::InvalidDataset
+                | Self::PayloadTooLarge
+                | Self::JobIdMismatch
+                | Self::ModelNotFound
+                | Self::DatasetNotFound
+                | Self::JobNotFound
+                | Self::Unsupported
+        )
     }
 
     /// The wire name, for logs and the command line.
@@ -82,6 +109,9 @@ impl std::fmt::Display for ErrorCode {
     }
 }
 
+/// Longest reason a [`ProtocolError`] carries, in characters.
+pub const MAX_REASON_CHARS: usize = 1000;
+
 /// A typed failure: a stable code and a readable reason.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{code}: {reason}")]
@@ -93,12 +123,16 @@ pub struct ProtocolError {
 }
 
 impl ProtocolError {
-    /// An error with `code` and `reason`.
+    /// An error with `code` and `reason`; a reason longer than [`MAX_REASON_CHARS`] is cut, so
+    /// that an event carrying it always fits a message.
     pub fn new(code: ErrorCode, reason: impl Into<String>) -> Self {
-        Self {
-            code,
-            reason: reason.into(),
-        }
+        let reason = reason.into();
+        let reason = if reason.chars().count() > MAX_REASON_CHARS {
+            crate::decode::brief_str(&reason, MAX_REASON_CHARS)
+        } else {
+            reason
+        };
+        Self { code, reason }
     }
 
     /// Whether another attempt could succeed.

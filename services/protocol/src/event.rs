@@ -181,6 +181,10 @@ pub struct Progress {
     /// epochs that checkpoint already holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resumed_from_epoch: Option<u32>,
+    /// With `resumed_from_epoch`, when the checkpoint was taken in the middle of the next
+    /// epoch: the batches of it already done (the attempt goes on at the batch after).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_from_batch: Option<u32>,
     /// Publish time, ms since the Unix epoch.
     pub timestamp_ms: f64,
 }

@@ -4,8 +4,6 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ErrorCode, ProtocolError};
-
 /// The kinds of job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -52,45 +50,125 @@ impl std::str::FromStr for JobKind {
     }
 }
 
-/// One labelled example.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Record {
-    /// The document text.
-    pub text: String,
-    /// Its label.
-    pub label: String,
+/// A pattern a string matches when it holds something besides whitespace (Unicode
+/// `White_Space`, what Rust's `trim` removes), spelt with the characters themselves so that
+/// every regex engine reads it alike.
+pub const NON_BLANK_PATTERN: &str = "[^\t\n\u{b}\u{c}\r \u{85}\u{a0}\u{1680}\u{2000}-\u{200a}\u{2028}\u{2029}\u{202f}\u{205f}\u{3000}]";
+
+/// One labelled example: a JSON object, read like a line of a JSON Lines file. The field named
+/// by the dataset's `text_field` (default `text`) holds the text, a non-blank string; the one
+/// named by `label_field` (default `label`) the label, a non-blank string, number or boolean.
+/// Other fields are ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Record(pub serde_json::Map<String, serde_json::Value>);
+
+impl Record {
+    /// A record with `text` and `label` fields.
+    pub fn new(text: impl Into<String>, label: impl Into<String>) -> Self {
+        let mut map = serde_json::Map::new();
+        map.insert("text".into(), serde_json::Value::String(text.into()));
+        map.insert("label".into(), serde_json::Value::String(label.into()));
+        Self(map)
+    }
 }
 
-/// Where a job's data comes from.
+impl JsonSchema for Record {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Record".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "One labelled example: a JSON object, read like a line of a JSON Lines file. The field named by `text_field` (default `text`) holds the text, a non-blank string; the one named by `label_field` (default `label`) the label, a non-blank string, number or boolean. Other fields are ignored.",
+            "type": "object"
+        })
+    }
+}
+
+/// What the fields named by default must hold; with other names the same rules apply to the
+/// named fields, checked when the records are read (`invalid_dataset`).
+fn default_fields_rules() -> serde_json::Value {
+    let text = serde_json::json!({"type": "string", "pattern": NON_BLANK_PATTERN});
+    let label =
+        serde_json::json!({"type": ["string", "number", "boolean"], "pattern": NON_BLANK_PATTERN});
+    let rule = |selector: &str, field: &str, value: &serde_json::Value| {
+        let items = serde_json::json!({"required": [field], "properties": {field: value}});
+        serde_json::json!({
+            "if": {"properties": {selector: {"const": field}}},
+            "then": {"properties": {"train": {"items": items}, "validation": {"items": items}}}
+        })
+    };
+    serde_json::json!([
+        rule("text_field", "text", &text),
+        rule("label_field", "label", &label)
+    ])
+}
+
+/// Records inside the message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("allOf" = default_fields_rules()))]
+pub struct InlineData {
+    /// Training records (for `evaluate`: the records to evaluate on), at least one.
+    #[schemars(length(min = 1))]
+    pub train: Vec<Record>,
+    /// Validation records; when absent, a stratified split of `train` is held out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub validation: Option<Vec<Record>>,
+    /// The field of each record that holds the text.
+    #[serde(default = "default_text_field")]
+    #[schemars(length(min = 1, max = 256))]
+    pub text_field: String,
+    /// The field of each record that holds the label.
+    #[serde(default = "default_label_field")]
+    #[schemars(length(min = 1, max = 256))]
+    pub label_field: String,
+}
+
+impl InlineData {
+    /// Records with `text` and `label` fields, no validation records.
+    pub fn new(train: Vec<Record>) -> Self {
+        Self {
+            train,
+            validation: None,
+            text_field: default_text_field(),
+            label_field: default_label_field(),
+        }
+    }
+}
+
+/// Where a job's data comes from: an object with exactly one of `inline`, `object` or
+/// `prepared`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[schemars(transform = crate::schema::one_key_object)]
 pub enum DatasetSource {
-    /// Records inside the message (small datasets; the message size limit applies).
-    Inline {
-        /// Training records (for `evaluate`: the records to evaluate on).
-        train: Vec<Record>,
-        /// Validation records; when absent, a stratified split of `train` is held out.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        validation: Option<Vec<Record>>,
-    },
+    /// Records inside the message (small datasets; the server's message size limit applies).
+    Inline(InlineData),
     /// A CSV or JSON Lines file uploaded to the `lexmesh_datasets` object store.
     Object {
         /// Object name of the training file (`.csv`, `.jsonl`).
+        #[schemars(length(min = 1, max = 1024))]
         key: String,
         /// Object name of a validation file.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(min = 1, max = 1024))]
         validation_key: Option<String>,
         /// Field (JSON Lines) or column (CSV) with the text.
         #[serde(default = "default_text_field")]
+        #[schemars(length(min = 1, max = 256))]
         text_field: String,
         /// Field or column with the label.
         #[serde(default = "default_label_field")]
+        #[schemars(length(min = 1, max = 256))]
         label_field: String,
     },
     /// A dataset the preprocessor already prepared (the `dataset_id` of a preprocess result).
     Prepared {
         /// Content hash naming the prepared dataset.
+        #[schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
         dataset_id: String,
     },
 }
@@ -101,49 +179,6 @@ fn default_text_field() -> String {
 
 fn default_label_field() -> String {
     "label".into()
-}
-
-impl DatasetSource {
-    /// Checks what the types cannot say: non-empty inline data, non-empty names.
-    pub fn validate(&self) -> Result<(), ProtocolError> {
-        match self {
-            Self::Inline { train, validation } => {
-                if train.is_empty() {
-                    return Err(ProtocolError::new(
-                        ErrorCode::EmptyDataset,
-                        "dataset.inline.train holds no records",
-                    ));
-                }
-                if validation.as_ref().is_some_and(Vec::is_empty) {
-                    return Err(ProtocolError::new(
-                        ErrorCode::EmptyDataset,
-                        "dataset.inline.validation is empty (leave it out to split train)",
-                    ));
-                }
-                for (i, r) in train.iter().chain(validation.iter().flatten()).enumerate() {
-                    if r.text.trim().is_empty() || r.label.trim().is_empty() {
-                        return Err(ProtocolError::new(
-                            ErrorCode::InvalidDataset,
-                            format!("record {i} has an empty text or label"),
-                        ));
-                    }
-                }
-                Ok(())
-            }
-            Self::Object { key, .. } if key.is_empty() => Err(ProtocolError::new(
-                ErrorCode::InvalidValue,
-                "dataset.object.key is empty",
-            )),
-            Self::Object { .. } => Ok(()),
-            Self::Prepared { dataset_id } if !crate::valid_id(dataset_id) => {
-                Err(ProtocolError::new(
-                    ErrorCode::InvalidValue,
-                    format!("dataset.prepared.dataset_id `{dataset_id}` is not a valid id"),
-                ))
-            }
-            Self::Prepared { .. } => Ok(()),
-        }
-    }
 }
 
 /// The model architectures, by name.
@@ -160,10 +195,35 @@ pub enum ModelKindName {
     Transformer,
 }
 
+/// Attention heads of the `transformer` model: its `embedding_dim` must be a multiple.
+pub const TRANSFORMER_HEADS: u32 = 4;
+
+/// The rules between settings: a transformer's width is a multiple of its heads, and the
+/// recurrent and transformer models need a hidden layer.
+fn settings_rules() -> serde_json::Value {
+    let when = |model: &str, then: serde_json::Value| {
+        serde_json::json!({
+            "if": {"properties": {"model": {"const": model}}, "required": ["model"]},
+            "then": {"properties": then}
+        })
+    };
+    serde_json::json!([
+        when(
+            "transformer",
+            serde_json::json!({
+                "embedding_dim": {"multipleOf": TRANSFORMER_HEADS},
+                "hidden": {"minimum": 1}
+            })
+        ),
+        when("bigru", serde_json::json!({"hidden": {"minimum": 1}})),
+    ])
+}
+
 /// Settings of an experiment. Everything is optional: what is absent takes the model kind's
-/// defaults (the same as `lexmesh train`'s).
+/// defaults (the same as `lexmesh train`'s). Every rule is in the schema.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("allOf" = settings_rules()))]
 pub struct ExperimentSettings {
     /// Model architecture (default `bow`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -176,36 +236,41 @@ pub struct ExperimentSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65536))]
     pub batch_size: Option<u32>,
-    /// Adam learning rate (finite, > 0).
+    /// Adam learning rate, in (0, 10].
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("exclusiveMinimum" = 0, "maximum" = 10))]
     pub learning_rate: Option<f64>,
     /// Epochs without improvement before stopping (0 = never stop early).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 10000))]
     pub patience: Option<u32>,
     /// Seed of initialisation, shuffling and the validation split.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maximum" = u64::MAX))]
     pub seed: Option<u64>,
-    /// Fraction held out for validation when no validation data is given.
+    /// Fraction held out for validation when no validation data is given, in (0, 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("exclusiveMinimum" = 0, "exclusiveMaximum" = 1))]
     pub validation_fraction: Option<f64>,
     /// Embedding dimension.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 4096))]
+    #[schemars(range(min = 1, max = 1024))]
     pub embedding_dim: Option<u32>,
-    /// Hidden size (meaning depends on the model).
+    /// Hidden size (meaning depends on the model; `bigru` and `transformer` need at least 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(max = 16384))]
+    #[schemars(range(max = 2048))]
     pub hidden: Option<u32>,
-    /// Dropout probability in [0, 1).
+    /// Dropout probability, in [0, 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("minimum" = 0, "exclusiveMaximum" = 1))]
     pub dropout: Option<f64>,
     /// Longest token sequence kept (sequence models).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 100000))]
+    #[schemars(range(min = 1, max = 8192))]
     pub max_length: Option<u32>,
     /// Hashed character n-gram buckets (`bow`); sizes the embedding table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(max = 10000000))]
+    #[schemars(range(min = 1, max = 10000000))]
     pub char_buckets: Option<u32>,
     /// Weight classes inversely to their frequency (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -213,43 +278,15 @@ pub struct ExperimentSettings {
 }
 
 impl ExperimentSettings {
-    /// Checks ranges that JSON types cannot express; the error names the field.
-    pub fn validate(&self) -> Result<(), ProtocolError> {
-        let bad = |msg: String| Err(ProtocolError::new(ErrorCode::InvalidValue, msg));
-        if self.epochs == Some(0) {
-            return bad("settings.epochs must be at least 1".into());
-        }
-        if let Some(e) = self.epochs
-            && e > 10_000
-        {
-            return bad(format!("settings.epochs {e} is more than 10000"));
-        }
-        if self.batch_size == Some(0) {
-            return bad("settings.batch_size must be at least 1".into());
-        }
-        if let Some(lr) = self.learning_rate
-            && !(lr.is_finite() && lr > 0.0 && lr <= 10.0)
-        {
-            return bad(format!(
-                "settings.learning_rate must be in (0, 10], got {lr}"
-            ));
-        }
-        if let Some(f) = self.validation_fraction
-            && !(f.is_finite() && f > 0.0 && f < 1.0)
-        {
-            return bad(format!(
-                "settings.validation_fraction must be in (0, 1), got {f}"
-            ));
-        }
-        if let Some(d) = self.dropout
-            && !(d.is_finite() && (0.0..1.0).contains(&d))
-        {
-            return bad(format!("settings.dropout must be in [0, 1), got {d}"));
-        }
-        if self.embedding_dim == Some(0) || self.max_length == Some(0) {
-            return bad("settings.embedding_dim and settings.max_length must be at least 1".into());
-        }
-        Ok(())
+    /// Checks the settings by the rules of the `train-job` schema, as a service does (the
+    /// reason names the field, e.g. `/settings/epochs`).
+    pub fn validate(&self) -> Result<(), crate::ProtocolError> {
+        let job = serde_json::json!({
+            "job_id": "settings",
+            "dataset": {"prepared": {"dataset_id": "settings"}},
+            "settings": self,
+        });
+        crate::decode::check("train-job", &job)
     }
 }
 
@@ -259,30 +296,11 @@ pub trait JobRequest {
     const KIND: JobKind;
     /// The job's id (also its `Nats-Msg-Id`).
     fn job_id(&self) -> &str;
-    /// Checks everything beyond the types; the error carries the code to report.
-    fn validate(&self) -> Result<(), ProtocolError>;
 }
 
-fn check_job_id(id: &str) -> Result<(), ProtocolError> {
-    if crate::valid_id(id) {
-        Ok(())
-    } else {
-        Err(ProtocolError::new(
-            ErrorCode::InvalidJobId,
-            format!("job_id `{id}` must be 1 to 64 of A-Z a-z 0-9 _ -"),
-        ))
-    }
-}
-
-fn check_model_id(id: &str) -> Result<(), ProtocolError> {
-    if crate::valid_id(id) {
-        Ok(())
-    } else {
-        Err(ProtocolError::new(
-            ErrorCode::InvalidValue,
-            format!("model_id `{id}` must be 1 to 64 of A-Z a-z 0-9 _ -"),
-        ))
-    }
+/// What a job's dataset must be when the job needs raw records (not a prepared dataset).
+fn raw_data_only() -> serde_json::Value {
+    serde_json::json!({"required": ["prepared"]})
 }
 
 /// Train a model: `lexmesh.jobs.train`.
@@ -315,14 +333,6 @@ impl JobRequest for TrainJob {
     fn job_id(&self) -> &str {
         &self.job_id
     }
-    fn validate(&self) -> Result<(), ProtocolError> {
-        check_job_id(&self.job_id)?;
-        if let Some(m) = &self.model_id {
-            check_model_id(m)?;
-        }
-        self.dataset.validate()?;
-        self.settings.validate()
-    }
 }
 
 /// Prepare a dataset: `lexmesh.jobs.preprocess`, and the body of a `prepare` request.
@@ -332,7 +342,8 @@ pub struct PreprocessJob {
     /// Unique job id; also the `Nats-Msg-Id`.
     #[schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
     pub job_id: String,
-    /// The data.
+    /// The raw data (inline or an object; not a prepared dataset).
+    #[schemars(extend("not" = raw_data_only()))]
     pub dataset: DatasetSource,
     /// The settings whose preprocessing part (model kind, lengths, buckets, split) applies.
     #[serde(default)]
@@ -343,17 +354,6 @@ impl JobRequest for PreprocessJob {
     const KIND: JobKind = JobKind::Preprocess;
     fn job_id(&self) -> &str {
         &self.job_id
-    }
-    fn validate(&self) -> Result<(), ProtocolError> {
-        check_job_id(&self.job_id)?;
-        if matches!(self.dataset, DatasetSource::Prepared { .. }) {
-            return Err(ProtocolError::new(
-                ErrorCode::InvalidValue,
-                "a preprocess job needs raw data (inline or object), not a prepared dataset",
-            ));
-        }
-        self.dataset.validate()?;
-        self.settings.validate()
     }
 }
 
@@ -367,8 +367,9 @@ pub struct EvaluateJob {
     /// The stored model.
     #[schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
     pub model_id: String,
-    /// Labelled data to evaluate on (inline `train` records or an object; `validation` is
-    /// not used).
+    /// Labelled data to evaluate on: inline `train` records or an object (not a prepared
+    /// dataset; `validation` is not used).
+    #[schemars(extend("not" = raw_data_only()))]
     pub dataset: DatasetSource,
 }
 
@@ -377,21 +378,10 @@ impl JobRequest for EvaluateJob {
     fn job_id(&self) -> &str {
         &self.job_id
     }
-    fn validate(&self) -> Result<(), ProtocolError> {
-        check_job_id(&self.job_id)?;
-        check_model_id(&self.model_id)?;
-        if matches!(self.dataset, DatasetSource::Prepared { .. }) {
-            return Err(ProtocolError::new(
-                ErrorCode::InvalidValue,
-                "an evaluate job needs raw labelled data (inline or object)",
-            ));
-        }
-        self.dataset.validate()
-    }
 }
 
-/// Hyperparameter search: `lexmesh.jobs.optimize`. The shape is fixed; the search itself is
-/// a later issue and no service consumes these jobs yet.
+/// Hyperparameter search: `lexmesh.jobs.optimize`. No service runs searches yet: a valid
+/// optimize job is answered with a `failed` event, code `unsupported`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OptimizeJob {
@@ -414,16 +404,5 @@ impl JobRequest for OptimizeJob {
     const KIND: JobKind = JobKind::Optimize;
     fn job_id(&self) -> &str {
         &self.job_id
-    }
-    fn validate(&self) -> Result<(), ProtocolError> {
-        check_job_id(&self.job_id)?;
-        if self.trials == 0 {
-            return Err(ProtocolError::new(
-                ErrorCode::InvalidValue,
-                "trials must be at least 1",
-            ));
-        }
-        self.dataset.validate()?;
-        self.base.validate()
     }
 }

@@ -13,7 +13,10 @@
 //! - [`subjects`], [`names`]: every subject, stream, consumer, bucket and service name.
 //! - [`schema`]: the JSON Schema of every message (`schemas/` is generated from it).
 //!
-//! Every message rejects unknown fields. Identifiers that appear in subjects (job and model
+//! Every message rejects unknown fields (inline records excepted: they are read like the lines
+//! of a data file). A publisher's message is checked against its JSON Schema before anything
+//! else ([`decode`]), so the schemas in `schemas/` say everything the services enforce on a
+//! message's shape and values. Identifiers that appear in subjects (job and model
 //! ids) are restricted to `[A-Za-z0-9_-]{1,64}` so a message can never address a subject it
 //! should not.
 
@@ -41,18 +44,12 @@ pub use event::{
     Accepted, Cancelled, Completed, EventKind, Failed, JobEvent, JobResult, Progress, ProgressPhase,
 };
 pub use job::{
-    DatasetSource, EvaluateJob, ExperimentSettings, JobKind, ModelKindName, OptimizeJob,
-    PreprocessJob, Record, TrainJob,
+    DatasetSource, EvaluateJob, ExperimentSettings, InlineData, JobKind, ModelKindName,
+    OptimizeJob, PreprocessJob, Record, TrainJob,
 };
 
 /// Version of the protocol; part of every schema's `$id` and carried by heartbeats.
 pub const PROTOCOL_VERSION: u32 = 1;
-
-/// Largest message any lexmesh service accepts (4 MiB), whatever the server allows (servers that
-/// lexmesh starts allow 8 MiB, nats-server's default is 1 MiB); a larger
-/// job request fails with [`ErrorCode::PayloadTooLarge`]. Big datasets go through the
-/// datasets object store ([`DatasetSource::Object`]).
-pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Checks an identifier that becomes a subject token: 1 to 64 of `[A-Za-z0-9_-]`.
 pub fn valid_id(id: &str) -> bool {

@@ -38,17 +38,33 @@ pub struct WorkerMetrics {
     pub host: String,
     /// Seconds since the instance started.
     pub uptime_s: f64,
-    /// CPU used by the process since the previous report, in percent of one core (200 = two
-    /// cores busy), like `top`.
+    /// CPU used by the process since the previous report, in percent of the cores it may use
+    /// (`cores`): 100 = all of them busy, as a trainer that trains on its whole share is.
     pub cpu_percent: f64,
+    /// Cores the instance may use (its `service.cores`, or its CPU affinity and cgroup quota).
+    pub cores: f64,
+    /// CPU of its control plane since the previous report (every thread but the compute
+    /// threads that train or write checkpoints: the async runtime, NATS I/O, reports), in
+    /// percent of one core. High means a runaway or stuck control plane; the `cpu` alert
+    /// watches it.
+    pub control_cpu_percent: f64,
+    /// Share of the time since the previous report its cgroup was throttled by a CPU quota,
+    /// percent (0 without a quota).
+    pub cpu_throttled_percent: f64,
     /// Resident memory in bytes.
     pub rss_bytes: u64,
     /// Jobs running now.
     pub active_jobs: u32,
     /// Jobs completed since start.
     pub completed: u64,
-    /// Jobs failed since start (including messages rejected as malformed).
+    /// Jobs failed since start through the service's fault or beyond its reach (training
+    /// failed, retries or workers ran out).
     pub failed: u64,
+    /// Messages and jobs rejected since start for the publisher's mistake (malformed, a wrong
+    /// value, data that cannot be trained on, a missing model or dataset): not counted in
+    /// `failed` nor in the error rate.
+    #[serde(default)]
+    pub rejected: u64,
     /// The jobs running now, with their progress.
     pub running: Vec<RunningJob>,
     /// Last time a job started, made progress or ended (ms since the Unix epoch); the start time

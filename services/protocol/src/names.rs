@@ -34,6 +34,10 @@ pub const METRICS_LEASE: &str = "metrics";
 /// KV bucket of job records ([`crate::record::JobRecord`]), keyed by job id.
 pub const JOBS_BUCKET: &str = "lexmesh_jobs";
 
+/// KV bucket of how each instance's process last ended ([`crate::record::InstanceExit`], key
+/// = instance), written by `lexmesh up`.
+pub const INSTANCES_BUCKET: &str = "lexmesh_instances";
+
 /// Object store of uploaded and prepared datasets.
 pub const DATASETS_STORE: &str = "lexmesh_datasets";
 

@@ -100,6 +100,69 @@ pub struct AttemptEntry {
     /// links to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// The job's stored progress (`epochs_completed`) when this attempt began: a later look
+    /// tells whether the attempt moved it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs_at_start: Option<u32>,
+    /// Set when the attempt's worker went away without ending it, by the next attempt: why,
+    /// and whether it counts against the job's budget of lost attempts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost: Option<LostAttempt>,
+}
+
+/// Why a process went away, as its supervisor saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitCause {
+    /// Ended by a signal from outside (SIGKILL, SIGTERM, SIGINT: an operator, the health
+    /// service, a node drain): not the fault of the jobs it ran.
+    Killed,
+    /// Exited or died of its own fault (an abort, a segfault, an exit code): possibly the
+    /// fault of a job it ran.
+    Crashed,
+    /// No supervisor said (a process not started by `lexmesh up`, a pod, a lost machine).
+    Unknown,
+}
+
+/// A lost attempt: its worker went away without ending it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LostAttempt {
+    /// Why the worker went away.
+    pub cause: ExitCause,
+    /// Whether the attempt stored progress (a checkpoint of a later epoch) before it was
+    /// lost.
+    pub progress: bool,
+    /// Whether it counts against the job: lost without progress, and not killed from outside.
+    pub counted: bool,
+}
+
+impl LostAttempt {
+    /// The verdict on an attempt lost for `cause`, which did or did not store progress.
+    pub fn judge(cause: ExitCause, progress: bool) -> Self {
+        Self {
+            cause,
+            progress,
+            counted: !progress && cause != ExitCause::Killed,
+        }
+    }
+}
+
+/// How an instance's process last ended, written by the supervisor that saw it end (`lexmesh
+/// up`) in KV bucket `lexmesh_instances`, key = instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceExit {
+    /// The instance.
+    pub instance: String,
+    /// Its process id.
+    pub pid: u32,
+    /// Why it ended.
+    pub cause: ExitCause,
+    /// The exit status as the supervisor saw it (`signal: 9 (SIGKILL)`, `exit status: 1`).
+    pub status: String,
+    /// When it ended (ms since the Unix epoch).
+    pub ended_ms: f64,
 }
 
 impl JobRecord {

@@ -75,6 +75,7 @@ pub fn all() -> Vec<MessageSchema> {
         message::<heartbeat::Heartbeat>("heartbeat", "lexmesh.heartbeat.<service>.<instance>"),
         message::<status::WorkerStatus>("worker-status", "reply to lexmesh.api.<service>.status"),
         message::<record::JobRecord>("job-record", "KV lexmesh_jobs, key <job>"),
+        message::<record::InstanceExit>("instance-exit", "KV lexmesh_instances, key <instance>"),
         message::<health::HealthEvent>("health-event", "lexmesh.health.<instance>.<state>"),
         message::<health::HealthReport>("health-report", "reply to lexmesh.api.health.instances"),
         message::<deadletter::DeadLetter>("dead-letter", "lexmesh.deadletter.<kind>"),
@@ -134,4 +135,53 @@ pub fn stale_files(dir: &Path) -> std::io::Result<Vec<String>> {
         }
     }
     Ok(stale)
+}
+
+/// Rewrites the `oneOf` schemars makes for an externally tagged enum (one object per variant,
+/// each with a single required key) into one object with exactly one of those keys. Both say
+/// the same; this one lets a validator report the real mistake (`/dataset/inline/train: []
+/// has fewer than 1 item`) instead of "not valid under any of the given schemas".
+pub fn one_key_object(schema: &mut Schema) {
+    let Some(serde_json::Value::Array(variants)) = schema.remove("oneOf") else {
+        return;
+    };
+    let mut properties = serde_json::Map::new();
+    for variant in variants {
+        let serde_json::Value::Object(mut variant) = variant else {
+            continue;
+        };
+        let description = variant.remove("description");
+        let Some(serde_json::Value::Object(props)) = variant.remove("properties") else {
+            continue;
+        };
+        for (key, mut value) in props {
+            if let (Some(d), Some(obj)) = (&description, value.as_object_mut()) {
+                obj.entry("description").or_insert_with(|| d.clone());
+            }
+            properties.insert(key, value);
+        }
+    }
+    schema.insert("type".into(), "object".into());
+    schema.insert("properties".into(), properties.into());
+    schema.insert("additionalProperties".into(), false.into());
+    schema.insert("minProperties".into(), 1.into());
+    schema.insert("maxProperties".into(), 1.into());
+}
+
+/// The compiled validator of the schema named `name` (compiled once per process).
+pub fn validator(name: &str) -> Option<&'static jsonschema::Validator> {
+    static VALIDATORS: std::sync::OnceLock<
+        std::collections::HashMap<&'static str, jsonschema::Validator>,
+    > = std::sync::OnceLock::new();
+    VALIDATORS
+        .get_or_init(|| {
+            all()
+                .into_iter()
+                .filter_map(|m| {
+                    let v = jsonschema::validator_for(m.schema.as_value()).ok()?;
+                    Some((m.name, v))
+                })
+                .collect()
+        })
+        .get(name)
 }

@@ -87,6 +87,7 @@ fn serialized_events_validate() {
         estimated_time_remaining_s: 2.0,
         examples_per_sec: 1000.0,
         resumed_from_epoch: None,
+        resumed_from_batch: None,
         timestamp_ms: 1.0,
     });
     let failed = JobEvent::Failed(Failed {

@@ -95,8 +95,15 @@ pub struct JobsConfig {
     /// progress acks every third of it.
     #[serde(with = "humantime_serde")]
     pub ack_wait: Duration,
-    /// Deliveries before a job fails for good.
+    /// JetStream's limit of deliveries of one job: a backstop far above the budgets below,
+    /// reached only when every attempt vanished unjudged.
     pub max_deliver: u32,
+    /// Attempts that may end with a retryable failure; the next one fails the job for good.
+    pub max_failures: u32,
+    /// Attempts that may be lost with their worker without storing progress (and not killed
+    /// from outside); at this many since the last progress the job is dead-lettered
+    /// (`worker_lost`): it is taken to kill its workers.
+    pub max_lost_attempts: u32,
     /// Delay before the n-th retry of a retryable failure: `retry_delay · factorⁿ⁻¹`, capped.
     #[serde(with = "humantime_serde")]
     pub retry_delay: Duration,
@@ -105,6 +112,10 @@ pub struct JobsConfig {
     /// Largest retry delay.
     #[serde(with = "humantime_serde")]
     pub retry_max_delay: Duration,
+    /// On shutdown (SIGTERM), a job expected to end within this long is finished rather than
+    /// handed back; one still running after twice this long is handed back all the same.
+    #[serde(with = "humantime_serde")]
+    pub finish_within: Duration,
 }
 
 impl Default for JobsConfig {
@@ -112,10 +123,13 @@ impl Default for JobsConfig {
         Self {
             concurrency: 4,
             ack_wait: Duration::from_secs(30),
-            max_deliver: 5,
+            max_deliver: 50,
+            max_failures: 5,
+            max_lost_attempts: 3,
             retry_delay: Duration::from_secs(1),
             retry_factor: 2.0,
             retry_max_delay: Duration::from_secs(60),
+            finish_within: Duration::from_secs(10),
         }
     }
 }
@@ -141,13 +155,19 @@ pub struct ServiceConfig {
     /// Seconds between heartbeats.
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
-    /// Memory budget reported in heartbeats and checked by the health service, in MiB. The
-    /// default fits a trainer running 4 default bow jobs at once (measured peak about 1.9 GiB)
-    /// with headroom; the old system's 512 MB cannot hold one libtorch bow run (about 1 GiB).
+    /// Memory budget reported in heartbeats and checked by the health service, in MiB: the
+    /// old system's 512 MB per worker. A trainer running 4 default bow jobs on the court
+    /// rulings at once stays inside it (README, "Mesh performance").
     pub memory_budget_mb: u64,
+    /// Cores this instance may use (0 = detect: its CPU affinity and cgroup quota). Its CPU %
+    /// is measured against them, and its jobs share them. `lexmesh up` gives each of N
+    /// replicas of a service on one machine 1/N of the cores, so replicas side by side do not
+    /// oversubscribe it.
+    pub cores: usize,
     /// Scratch folder for models and checkpoints in transit (default: the system temp folder).
     pub work_dir: Option<PathBuf>,
-    /// Compute threads for training and inference (0 = one per core).
+    /// Compute threads of each job (libtorch intra-op), for training and inference
+    /// (0 = `cores / jobs.concurrency`, at least 1).
     pub compute_threads: usize,
     /// Models kept in memory by the evaluator for `classify`.
     pub model_cache: usize,
@@ -160,6 +180,15 @@ pub struct ServiceConfig {
     /// would. Lets a drill (and the tests) show that the health service finds and replaces a
     /// stalled trainer. Unset in any real deployment.
     pub drill_stall_after_batches: Option<u64>,
+    /// A training job also checkpoints in the middle of an epoch once this long has passed
+    /// since its last checkpoint, so a lost worker costs at most this much of its work.
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+    /// Fire drills only: a trainer that runs the job with this id aborts its whole process
+    /// at the job's first batch, as a job that crashes its worker (a poison message) would.
+    /// Lets a drill (and the tests) show that such a job is dead-lettered while the jobs next
+    /// to it complete. Unset in any real deployment.
+    pub drill_abort_job: Option<String>,
     /// Interval of the metrics reports on `lexmesh.metrics.<service>.<instance>`.
     #[serde(with = "humantime_serde")]
     pub metrics_interval: Duration,
@@ -176,12 +205,15 @@ impl Default for ServiceConfig {
         Self {
             instance: None,
             heartbeat_interval: Duration::from_secs(1),
-            memory_budget_mb: 3072,
+            memory_budget_mb: 512,
+            cores: 0,
             work_dir: None,
             compute_threads: 0,
             model_cache: 4,
             progress_interval: Duration::from_millis(250),
             drill_stall_after_batches: None,
+            drill_abort_job: None,
+            checkpoint_interval: Duration::from_secs(30),
             metrics_interval: Duration::from_secs(2),
             metrics_window: Duration::from_secs(60),
             tick_interval: Duration::from_millis(100),
@@ -296,6 +328,27 @@ impl Default for MetricsConfig {
 pub struct ConfigError(#[from] Box<figment::Error>);
 
 impl Config {
+    /// Cores this instance may use: `service.cores`, or what the process may run on (CPU
+    /// affinity and cgroup quota), at least 1.
+    pub fn cores(&self) -> usize {
+        if self.service.cores > 0 {
+            self.service.cores
+        } else {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        }
+    }
+
+    /// Compute threads of each job: `service.compute_threads`, or this instance's cores shared
+    /// among its `jobs.concurrency` jobs (at least 1 each), so concurrent jobs never ask for
+    /// more threads than the instance has cores.
+    pub fn threads_per_job(&self) -> usize {
+        if self.service.compute_threads > 0 {
+            self.service.compute_threads
+        } else {
+            (self.cores() / (self.jobs.concurrency.max(1) as usize)).max(1)
+        }
+    }
+
     /// Defaults < `file` (or `./lexmesh.toml` when it exists) < `NATS_URL` < `LEXMESH_*__*`.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         Self::figment(file)
@@ -383,6 +436,31 @@ mod tests {
     }
 
     #[test]
+    fn jobs_share_the_instance_cores() {
+        let mut c = Config::default();
+        c.service.cores = 2;
+        c.jobs.concurrency = 1;
+        assert_eq!((c.cores(), c.threads_per_job()), (2, 2));
+        c.jobs.concurrency = 4;
+        assert_eq!(c.threads_per_job(), 1, "never fewer than one thread");
+        c.service.cores = 8;
+        assert_eq!(c.threads_per_job(), 2);
+        c.jobs.concurrency = 3;
+        assert_eq!(
+            c.threads_per_job(),
+            2,
+            "rounded down: 3 jobs never ask for 9 threads"
+        );
+        c.service.compute_threads = 5;
+        assert_eq!(c.threads_per_job(), 5, "an explicit setting wins");
+        c.service.cores = 0;
+        assert!(
+            c.cores() >= 1,
+            "detected from the process's affinity and quota"
+        );
+    }
+
+    #[test]
     fn the_kubernetes_config_map_is_a_valid_configuration() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("k8s.toml", &kubernetes_config())?;
@@ -390,7 +468,11 @@ mod tests {
             assert_eq!(c.nats.url, "nats://nats:4222");
             assert_eq!(c.metrics.listen, "0.0.0.0:9464");
             c.metrics.alerts.validate().unwrap();
-            assert_eq!(c.metrics.alerts.thresholds_for("trainer").memory_mb, 3072.0);
+            // The trainer keeps the old system's thresholds: no override hides its memory.
+            assert_eq!(c.metrics.alerts.thresholds_for("trainer").memory_mb, 512.0);
+            assert_eq!(c.metrics.alerts.thresholds_for("trainer").cpu_percent, 80.0);
+            assert!(c.metrics.alerts.services.is_empty());
+            assert_eq!(c.service.memory_budget_mb, 512);
             assert_eq!(
                 c.metrics.alerts.thresholds_for("evaluator").memory_mb,
                 512.0

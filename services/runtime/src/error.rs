@@ -36,6 +36,14 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    /// An operation did not end within its deadline.
+    #[error("{what}: no answer within {after:?}")]
+    TimedOut {
+        /// What was being done.
+        what: String,
+        /// The deadline it had.
+        after: std::time::Duration,
+    },
     /// Stored data could not be read back.
     #[error("{what}: {reason}")]
     Corrupt {

@@ -8,17 +8,23 @@
 //! Outcomes: completed → `completed` event, ack. Cancelled → `cancelled` event, term.
 //! Interrupted by shutdown → nak without delay, so another replica takes it at once.
 //! Retryable failure → `failed` event with `retrying: true`, nak with exponential delay, until
-//! `max_deliver`. Permanent failure, or a malformed message → `failed` event, term: a bad
-//! message is never retried and never takes the process down.
+//! `jobs.max_failures` such attempts. Permanent failure, or a malformed message → `failed`
+//! event, term: a bad message is never retried and never takes the process down.
 //!
 //! Exactly once: a job is completed by a compare-and-set of its record from a non-final status
 //! to `completed`. When two instances race (one declared dead was only slow), one write wins;
 //! the loser discards its result and says so in a log line.
 //!
-//! Dead letters: a job that ran out of deliveries (retryable failures, or workers lost one
-//! after another) is published once on `lexmesh.deadletter.<kind>` with its request and
-//! history, gets a `failed` event, and leaves the jobs stream. Lost workers are noticed
-//! through JetStream's max-deliveries advisory, which one instance per kind handles.
+//! Lost attempts: an attempt whose worker went away is judged by the next one ([`lost`]): it
+//! counts against the job only when it stored no progress and its process was not killed
+//! from outside. At `jobs.max_lost_attempts` counted losses since the last progress the job
+//! is dead-lettered before it runs again.
+//!
+//! Dead letters: a job that failed `jobs.max_failures` times, lost too many attempts, or ran
+//! out of JetStream deliveries (`jobs.max_deliver`, a backstop: noticed through the
+//! max-deliveries advisory, which one instance per kind handles) is published once on
+//! `lexmesh.deadletter.<kind>` with its request and history, gets a `failed` event, and
+//! leaves the jobs stream.
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -41,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::RuntimeError;
 use crate::mesh::Mesh;
 use crate::worker::Worker;
-use crate::{events, records, telemetry};
+use crate::{events, lost, records, telemetry};
 use tracing::Instrument;
 
 /// How long a pull request for the next job waits at the server before it expires (and the
@@ -96,7 +102,11 @@ pub struct JobContext {
     pub cancel: CancellationToken,
     /// This attempt's span (parent of the spans a handler makes, such as one per epoch).
     pub span: tracing::Span,
+    /// The trace context the job message came with (`traceparent`, `tracestate`): passed on
+    /// unchanged in events and requests when this process exports no spans.
+    pub trace: Option<async_nats::HeaderMap>,
     claim: Arc<OnceLock<Claim>>,
+    accepted: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl JobContext {
@@ -131,9 +141,37 @@ impl JobContext {
     /// Publishes an event of this job (errors are logged: a lost progress event must not
     /// fail the job).
     pub async fn publish(&self, event: &JobEvent) {
-        if let Err(e) = events::publish(self.mesh(), event).await {
+        if let Err(e) = events::publish(self.mesh(), event, self.trace.as_ref()).await {
             tracing::warn!(job = %self.job_id, "cannot publish {} event: {e}", event.kind().name());
         }
+    }
+
+    /// Publishes the job's `accepted` event (once; later calls do nothing). A handler calls it
+    /// when every check that needs the data or the stores has passed (the dataset exists and
+    /// has two classes, the model exists), so that a job rejected for its data gets `failed`
+    /// without `accepted` first. A handler that never calls it gets it just before `completed`.
+    pub async fn accept(&self) {
+        if self
+            .accepted
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        self.publish(&JobEvent::Accepted(Accepted {
+            job_id: self.job_id.clone(),
+            kind: self.kind,
+            attempt: self.attempt,
+            instance: self.worker.instance.clone(),
+            timestamp_ms: now_ms(),
+        }))
+        .await;
+        tracing::info!(job = %self.job_id, attempt = self.attempt, "accepted {} job", self.kind.name());
+    }
+
+    /// The headers that carry this job's trace on to a request the handler makes (the
+    /// attempt's span when spans are exported, else the job message's own trace context).
+    pub fn trace_headers(&self) -> async_nats::HeaderMap {
+        telemetry::outgoing_headers(&self.span, self.trace.as_ref())
     }
 }
 
@@ -261,6 +299,21 @@ fn attempt_of(message: &jetstream::Message) -> (u32, u64) {
         .unwrap_or((1, 0))
 }
 
+/// The message's `Nats-Msg-Id` header.
+fn message_id(message: &jetstream::Message) -> Option<String> {
+    message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+        .map(|v| v.as_str().to_string())
+}
+
+/// The trace headers (`traceparent`, `tracestate`) a job message came with.
+fn trace_of(message: &jetstream::Message) -> Option<async_nats::HeaderMap> {
+    let headers = telemetry::trace_headers(message.headers.as_ref());
+    (!headers.is_empty()).then_some(headers)
+}
+
 async fn ack(message: &jetstream::Message, kind: AckKind, job_id: &str) {
     let result = match kind {
         AckKind::Ack => message.double_ack().await,
@@ -277,41 +330,39 @@ async fn handle<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>, message: je
     let job: H::Job = match decode(&message.payload) {
         Ok(job) => job,
         Err(error) => {
-            let job_id =
-                salvage_job_id(&message.payload).unwrap_or_else(|| format!("seq-{sequence}"));
+            // A message too broken to name its job is reported under its Nats-Msg-Id when that
+            // is a valid job id, else under its stream sequence.
+            let job_id = salvage_job_id(&message.payload)
+                .or_else(|| message_id(&message).filter(|id| lexmesh_protocol::valid_id(id)))
+                .unwrap_or_else(|| format!("seq-{sequence}"));
             tracing::warn!(job = %job_id, code = %error.code, "rejected a {} message: {}", kind.name(), error.reason);
             reject(&worker, &message, kind, &job_id, attempt, &error).await;
             return;
         }
     };
     let job_id = job.job_id().to_string();
-    if let Some(header_id) = message
-        .headers
-        .as_ref()
-        .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
-        .map(|v| v.as_str().to_string())
+    if let Some(header_id) = message_id(&message)
         && header_id != job_id
     {
         let error = ProtocolError::new(
             ErrorCode::JobIdMismatch,
-            format!("Nats-Msg-Id `{header_id}` differs from job_id `{job_id}`"),
+            format!(
+                "Nats-Msg-Id {} differs from job_id `{job_id}`",
+                lexmesh_protocol::decode::brief(&header_id.into())
+            ),
         );
         reject(&worker, &message, kind, &job_id, attempt, &error).await;
         return;
     }
     let kv = &worker.mesh.jobs;
-    let earlier_attempts: Vec<String> = match records::read(kv, &job_id).await {
+    let record = match records::read(kv, &job_id).await {
         Ok(Some((record, _))) if record.status.is_final() => {
             tracing::info!(job = %job_id, "job already {:?}; duplicate submit dropped", record.status);
             ack(&message, AckKind::Ack, &job_id).await;
             return;
         }
-        Ok(Some((record, _))) => record
-            .history
-            .iter()
-            .filter_map(|e| e.traceparent.clone())
-            .collect(),
-        Ok(None) => Vec::new(),
+        Ok(Some((record, _))) => Some(judge_lost(&worker, record).await),
+        Ok(None) => None,
         Err(e) => {
             tracing::warn!(job = %job_id, "cannot read the job record ({e}); retrying the job later");
             ack(
@@ -323,6 +374,19 @@ async fn handle<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>, message: je
             return;
         }
     };
+    if let Some(record) = &record {
+        let strikes = lost::strikes(record);
+        let limit = worker.config.jobs.max_lost_attempts.max(1);
+        if strikes >= limit {
+            give_up_lost(&worker, &message, kind, &job_id, attempt, sequence, strikes).await;
+            return;
+        }
+    }
+    let earlier_attempts: Vec<String> = record
+        .iter()
+        .flat_map(|r| r.history.iter().filter_map(|e| e.traceparent.clone()))
+        .collect();
+    let earlier_failures = record.as_ref().map_or(0, lost::failures);
     // This attempt's span: a child of the submitter's span (W3C trace context in the message
     // headers), linked to the spans of earlier attempts of the job.
     let span = tracing::info_span!(
@@ -344,6 +408,7 @@ async fn handle<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>, message: je
         attempt,
         sequence,
         traceparent: telemetry::traceparent(&span),
+        earlier_failures,
     };
     run_attempt(
         worker,
@@ -363,6 +428,8 @@ struct Delivery {
     attempt: u32,
     sequence: u64,
     traceparent: Option<String>,
+    /// Earlier attempts that ended with a retryable failure.
+    earlier_failures: u32,
 }
 
 /// Runs one attempt of a decoded job, inside its span.
@@ -377,9 +444,14 @@ async fn run_attempt<H: JobHandler>(
 ) {
     let kind = H::Job::KIND;
     let Delivery {
-        attempt, sequence, ..
+        attempt,
+        sequence,
+        earlier_failures,
+        ..
     } = delivery;
+    let trace = trace_of(&message);
     let max_deliver = worker.config.jobs.max_deliver.max(1);
+    let max_failures = worker.config.jobs.max_failures.max(1);
     let kv = &worker.mesh.jobs;
     let end_span = |outcome: &str, error: bool| {
         span.record("outcome", outcome);
@@ -411,7 +483,7 @@ async fn run_attempt<H: JobHandler>(
             epochs_completed: 0,
             timestamp_ms: now_ms(),
         });
-        publish(&worker, &event).await;
+        publish(&worker, &event, trace.as_ref()).await;
         ack(&message, AckKind::Term, &job_id).await;
         return;
     }
@@ -427,17 +499,6 @@ async fn run_attempt<H: JobHandler>(
     .await;
     let ack_subject = message.reply.as_ref().map(|r| r.to_string());
     let cancel = worker.register(&job_id, kind, attempt, ack_subject);
-    publish(
-        &worker,
-        &JobEvent::Accepted(Accepted {
-            job_id: job_id.clone(),
-            kind,
-            attempt,
-            instance: worker.instance.clone(),
-            timestamp_ms: now_ms(),
-        }),
-    )
-    .await;
     tracing::info!(job = %job_id, attempt, "running {} job", kind.name());
 
     let keep_alive = {
@@ -459,9 +520,12 @@ async fn run_attempt<H: JobHandler>(
         attempt,
         cancel,
         span: span.clone(),
+        trace: trace.clone(),
         claim: Arc::new(OnceLock::new()),
+        accepted: Arc::new(std::sync::atomic::AtomicBool::new(false)),
     };
     let claim = ctx.claim.clone();
+    let accepting = ctx.clone();
     let started = Instant::now();
     let outcome = handler.run(job, ctx).await;
     keep_alive.abort();
@@ -480,6 +544,7 @@ async fn run_attempt<H: JobHandler>(
     };
     match outcome {
         Ok(JobOutcome::Completed(result)) => {
+            accepting.accept().await;
             let outcome = match claim.get() {
                 Some(c) => Ok(c.clone()),
                 None => claim_completion(&worker, &job_id, attempt, &result).await,
@@ -516,7 +581,7 @@ async fn run_attempt<H: JobHandler>(
                 timestamp_ms: now_ms(),
             });
             end_span("completed", false);
-            publish(&worker, &event).await;
+            publish(&worker, &event, trace.as_ref()).await;
             ack(&message, AckKind::Ack, &job_id).await;
             worker.finish(&job_id, true);
             tracing::info!(job = %job_id, "completed in {:.1}s", started.elapsed().as_secs_f64());
@@ -544,7 +609,7 @@ async fn run_attempt<H: JobHandler>(
                 epochs_completed,
                 timestamp_ms: now_ms(),
             });
-            publish(&worker, &event).await;
+            publish(&worker, &event, trace.as_ref()).await;
             ack(&message, AckKind::Term, &job_id).await;
             worker.finish(&job_id, true);
             tracing::info!(job = %job_id, "cancelled after {epochs_completed} epoch(s)");
@@ -566,11 +631,15 @@ async fn run_attempt<H: JobHandler>(
             worker.finish(&job_id, true);
             tracing::info!(job = %job_id, "handed back for another replica (shutting down)");
         }
-        Err(error) if error.retryable() && attempt < max_deliver => {
+        Err(error)
+            if error.retryable()
+                && earlier_failures + 1 < max_failures
+                && attempt < max_deliver =>
+        {
             end_span("retrying", true);
             let delay = worker.config.jobs.retry_delay_after(attempt);
             finish_record(&worker, &job_id, attempt, JobStatus::Retrying, Some(&error)).await;
-            publish(&worker, &failed_event(&error, true)).await;
+            publish(&worker, &failed_event(&error, true), trace.as_ref()).await;
             ack(&message, AckKind::Nak(Some(delay)), &job_id).await;
             worker.finish(&job_id, false);
             tracing::warn!(job = %job_id, attempt, "failed ({error}); retrying in {delay:?}");
@@ -586,7 +655,10 @@ async fn run_attempt<H: JobHandler>(
                     kind,
                     deliveries: attempt,
                     code: error.code,
-                    reason: format!("failed {attempt} time(s), the last with: {error}"),
+                    reason: format!(
+                        "failed {} time(s), the last with: {error}",
+                        earlier_failures + 1
+                    ),
                     history: record.map(|r| r.history).unwrap_or_default(),
                     request: serde_json::from_slice(&message.payload)
                         .unwrap_or(serde_json::Value::Null),
@@ -596,10 +668,16 @@ async fn run_attempt<H: JobHandler>(
                 };
                 publish_dead_letter(&worker, &letter).await;
             }
-            publish(&worker, &failed_event(&error, false)).await;
+            publish(&worker, &failed_event(&error, false), trace.as_ref()).await;
             ack(&message, AckKind::Term, &job_id).await;
-            worker.finish(&job_id, false);
-            tracing::warn!(job = %job_id, attempt, "failed for good: {error}");
+            if error.code.is_client_error() {
+                // The publisher's mistake (its data, a missing model): not the service's error.
+                worker.finish_rejected(&job_id);
+                tracing::info!(job = %job_id, attempt, "rejected: {error}");
+            } else {
+                worker.finish(&job_id, false);
+                tracing::warn!(job = %job_id, attempt, "failed for good: {error}");
+            }
         }
     }
 }
@@ -617,6 +695,7 @@ async fn open_record(
         attempt,
         sequence,
         ref traceparent,
+        ..
     } = *delivery;
     let instance = worker.instance.clone();
     let write = records::update(&worker.mesh.jobs, job_id, |current| {
@@ -633,6 +712,8 @@ async fn open_record(
             outcome: (status != JobStatus::Running).then(|| status_word(status).to_string()),
             error: None,
             traceparent: traceparent.clone(),
+            epochs_at_start: current.as_ref().and_then(|c| c.epochs_completed),
+            lost: None,
         });
         Some(JobRecord {
             owner: Some(instance.clone()),
@@ -651,8 +732,8 @@ async fn open_record(
     }
 }
 
-async fn publish(worker: &Worker, event: &JobEvent) {
-    if let Err(e) = events::publish(&worker.mesh, event).await {
+async fn publish(worker: &Worker, event: &JobEvent, trace: Option<&async_nats::HeaderMap>) {
+    if let Err(e) = events::publish(&worker.mesh, event, trace).await {
         tracing::warn!(
             job = event.job_id(),
             "cannot publish {} event: {e}",
@@ -785,6 +866,8 @@ fn end_attempt(
                 outcome: None,
                 error: None,
                 traceparent: None,
+                epochs_at_start: None,
+                lost: None,
             });
             let last = record.history.len() - 1;
             &mut record.history[last]
@@ -832,6 +915,118 @@ async fn discard(
     .await;
     ack(message, AckKind::Ack, job_id).await;
     worker.forget(job_id);
+}
+
+/// Judges the attempts of `record` that were lost with their worker (see [`lost`]), with the
+/// exits their supervisors noted, and writes the verdicts into the record. Returns the record
+/// as judged (as read when the write did not happen: the verdicts are made again next time).
+async fn judge_lost(worker: &Worker, record: JobRecord) -> JobRecord {
+    let instances = lost::unjudged_instances(&record);
+    if instances.is_empty() {
+        return record;
+    }
+    let mut exits = std::collections::HashMap::new();
+    for instance in instances {
+        match records::instance_exit(&worker.mesh.instances, &instance).await {
+            Ok(Some(exit)) => {
+                exits.insert(instance, exit);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!("cannot read how {instance} ended: {e}"),
+        }
+    }
+    let job_id = record.job_id.clone();
+    let written = records::update(&worker.mesh.jobs, &job_id, |current| {
+        let mut current = current?;
+        if current.status.is_final() || !lost::judge_lost_attempts(&mut current, &exits) {
+            return None;
+        }
+        current.updated_ms = now_ms();
+        Some(current)
+    })
+    .await;
+    match written {
+        Ok(Some(judged)) => {
+            tracing::info!(
+                job = %job_id,
+                strikes = lost::strikes(&judged),
+                "earlier attempts were lost with their workers; see the record's history"
+            );
+            return judged;
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(job = %job_id, "cannot record the lost attempts: {e}"),
+    }
+    // Not written (the record ended meanwhile, or the write failed): judge the copy read.
+    let mut judged = record;
+    lost::judge_lost_attempts(&mut judged, &exits);
+    judged
+}
+
+/// Dead-letters a job whose attempts kept being lost with their workers without progress
+/// (`strikes` of them since the last progress): `failed` record and event (`worker_lost`), a
+/// dead letter, and the message terminated.
+async fn give_up_lost(
+    worker: &Worker,
+    message: &jetstream::Message,
+    kind: JobKind,
+    job_id: &str,
+    attempt: u32,
+    sequence: u64,
+    strikes: u32,
+) {
+    let reason = format!(
+        "its last {strikes} attempts were lost with their worker, which crashed or vanished \
+         before the job stored any progress (jobs.max_lost_attempts is {}; kills from outside \
+         do not count): the job itself is taken to kill its workers",
+        worker.config.jobs.max_lost_attempts
+    );
+    let error = ErrorBody {
+        code: ErrorCode::WorkerLost,
+        reason: reason.clone(),
+    };
+    let record = records::update(&worker.mesh.jobs, job_id, |current| {
+        let mut record = current?;
+        if record.status.is_final() {
+            return None;
+        }
+        record.status = JobStatus::Failed;
+        record.attempts = attempt;
+        record.updated_ms = now_ms();
+        record.error = Some(error.clone());
+        Some(record)
+    })
+    .await;
+    let record = match record {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            // Final already (another attempt ended it): only the message is left to remove.
+            ack(message, AckKind::Term, job_id).await;
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(
+                job = job_id,
+                "cannot fail the job record ({e}); retrying later"
+            );
+            ack(
+                message,
+                AckKind::Nak(Some(worker.config.jobs.retry_delay)),
+                job_id,
+            )
+            .await;
+            return;
+        }
+    };
+    let payload: &[u8] = &message.payload;
+    let lost = LostWorkers {
+        deliveries: attempt,
+        history: record.history,
+        payload,
+        sequence,
+    };
+    dead_letter_lost(worker, kind, job_id, lost, reason).await;
+    ack(message, AckKind::Term, job_id).await;
 }
 
 async fn publish_dead_letter(worker: &Worker, letter: &DeadLetter) {
@@ -939,40 +1134,68 @@ pub async fn dead_letter_exhausted(
     })
     .await?;
     if ours {
-        let history = record.map(|r| r.history).unwrap_or_default();
-        let letter = DeadLetter {
-            job_id: job_id.clone(),
-            kind,
+        let lost = LostWorkers {
             deliveries,
-            code: ErrorCode::WorkerLost,
-            reason: reason.clone(),
-            history,
-            request: serde_json::from_slice(&stored.payload).unwrap_or(serde_json::Value::Null),
-            stream_sequence: sequence,
-            instance: worker.instance.clone(),
-            timestamp_ms: now_ms(),
+            history: record.map(|r| r.history).unwrap_or_default(),
+            payload: &stored.payload,
+            sequence,
         };
-        publish_dead_letter(worker, &letter).await;
-        publish(
-            worker,
-            &JobEvent::Failed(Failed {
-                job_id: job_id.clone(),
-                kind,
-                attempt: deliveries,
-                instance: worker.instance.clone(),
-                code: ErrorCode::WorkerLost,
-                reason,
-                retrying: false,
-                timestamp_ms: now_ms(),
-            }),
-        )
-        .await;
+        dead_letter_lost(worker, kind, &job_id, lost, reason).await;
     }
     stream
         .delete_message(sequence)
         .await
         .map(|_| ())
         .map_err(RuntimeError::nats("removing a dead-lettered job"))
+}
+
+/// A job given up on because its workers kept being lost: how far it got.
+struct LostWorkers<'a> {
+    deliveries: u32,
+    history: Vec<AttemptEntry>,
+    /// The job's message as stored.
+    payload: &'a [u8],
+    /// Its sequence in the jobs stream.
+    sequence: u64,
+}
+
+/// Publishes the dead letter and the final `failed` event (`worker_lost`, `reason`) of a job
+/// given up on because its workers kept being lost.
+async fn dead_letter_lost(
+    worker: &Worker,
+    kind: JobKind,
+    job_id: &str,
+    lost: LostWorkers<'_>,
+    reason: String,
+) {
+    let letter = DeadLetter {
+        job_id: job_id.to_string(),
+        kind,
+        deliveries: lost.deliveries,
+        code: ErrorCode::WorkerLost,
+        reason: reason.clone(),
+        history: lost.history,
+        request: serde_json::from_slice(lost.payload).unwrap_or(serde_json::Value::Null),
+        stream_sequence: lost.sequence,
+        instance: worker.instance.clone(),
+        timestamp_ms: now_ms(),
+    };
+    publish_dead_letter(worker, &letter).await;
+    publish(
+        worker,
+        &JobEvent::Failed(Failed {
+            job_id: job_id.to_string(),
+            kind,
+            attempt: lost.deliveries,
+            instance: worker.instance.clone(),
+            code: ErrorCode::WorkerLost,
+            reason,
+            retrying: false,
+            timestamp_ms: now_ms(),
+        }),
+        None,
+    )
+    .await;
 }
 
 /// A message that is not a valid job: `failed` event, a failed record when it names a job,
@@ -995,7 +1218,7 @@ async fn reject(
         retrying: false,
         timestamp_ms: now_ms(),
     });
-    publish(worker, &event).await;
+    publish(worker, &event, trace_of(message).as_ref()).await;
     if lexmesh_protocol::valid_id(job_id) && !job_id.starts_with("seq-") {
         let now = now_ms();
         let write = records::update(&worker.mesh.jobs, job_id, |current| match current {
@@ -1016,5 +1239,5 @@ async fn reject(
         }
     }
     ack(message, AckKind::Term, job_id).await;
-    worker.count_failure();
+    worker.count_rejected();
 }

@@ -1,5 +1,6 @@
 //! Shared plumbing of every lexmesh service, one file per concern:
 //!
+//! - [`compute`]: a job's CPU work on a named compute thread, off the async runtime.
 //! - [`config`]: figment configuration (defaults < `lexmesh.toml` < `LEXMESH_*__*`).
 //! - [`connection`]: NATS connection with auth, TLS and reconnects.
 //! - [`mesh`]: streams, consumers, the jobs bucket and object stores (created when missing).
@@ -10,15 +11,18 @@
 //!   latency, error rate over a window).
 //! - [`events`]: publishing job events.
 //! - [`job_loop`]: the shared job-consumer loop ([`job_loop::JobHandler`]).
+//! - [`lost`]: which attempts lost with their worker count against a job.
 //! - [`service`]: a running instance: service API, status, heartbeats, cancel, shutdown.
 //! - [`nats_server`]: finding and starting a local `nats-server` (for `lexmesh up` and tests).
 //! - [`telemetry`]: logs, OpenTelemetry traces over OTLP (`OTEL_*`), trace context in headers.
 
+pub mod compute;
 pub mod config;
 pub mod connection;
 pub mod error;
 pub mod events;
 pub mod job_loop;
+pub mod lost;
 pub mod mesh;
 pub mod metrics;
 pub mod nats_server;

@@ -36,6 +36,8 @@ pub struct Mesh {
     pub jobs: kv::Store,
     /// Leases (`lexmesh_leases`): the health service's leader lease.
     pub leases: kv::Store,
+    /// How each instance's process last ended (`lexmesh_instances`), as its supervisor saw it.
+    pub instances: kv::Store,
     /// Uploaded and prepared datasets.
     pub datasets: object_store::ObjectStore,
     /// Training checkpoints.
@@ -86,6 +88,7 @@ impl Mesh {
         .await?;
         let jobs = ensure_kv(&js, names::JOBS_BUCKET, 8).await?;
         let leases = ensure_kv(&js, names::LEASES_BUCKET, 1).await?;
+        let instances = ensure_kv(&js, names::INSTANCES_BUCKET, 1).await?;
         let datasets = ensure_object_store(&js, names::DATASETS_STORE).await?;
         let checkpoints = ensure_object_store(&js, names::CHECKPOINTS_STORE).await?;
         let models = ensure_object_store(&js, names::MODELS_STORE).await?;
@@ -94,6 +97,7 @@ impl Mesh {
             js,
             jobs,
             leases,
+            instances,
             datasets,
             checkpoints,
             models,
@@ -135,10 +139,20 @@ async fn ensure_stream(
     config: stream::Config,
 ) -> Result<(), RuntimeError> {
     let name = config.name.clone();
-    js.get_or_create_stream(config)
-        .await
-        .map(|_| ())
-        .map_err(RuntimeError::nats(format!("creating stream {name}")))
+    match js.get_or_create_stream(config).await {
+        Ok(_) => Ok(()),
+        // Two services starting at once both find the stream missing; the one that loses the
+        // race is told "subjects overlap with an existing stream" by 2.9 servers (not "already
+        // in use"), so the stream is looked up once more before giving up.
+        Err(error) => js
+            .get_stream(&name)
+            .await
+            .map(|_| ())
+            .map_err(|_| RuntimeError::Nats {
+                what: format!("creating stream {name}"),
+                source: Box::new(error),
+            }),
+    }
 }
 
 /// Opens the KV bucket, creating it when missing (directly as a stream on servers whose
@@ -163,19 +177,21 @@ pub async fn ensure_kv(
         Ok(store) => Ok(store),
         Err(error) => {
             tracing::debug!("create_key_value failed ({error}); creating KV_{bucket} directly");
-            js.get_or_create_stream(stream::Config {
-                name: format!("KV_{bucket}"),
-                subjects: vec![format!("$KV.{bucket}.>")],
-                max_messages_per_subject: history,
-                allow_rollup: true,
-                deny_delete: true,
-                allow_direct: true,
-                discard: stream::DiscardPolicy::New,
-                storage: stream::StorageType::File,
-                ..Default::default()
-            })
-            .await
-            .map_err(RuntimeError::nats(format!("creating stream KV_{bucket}")))?;
+            ensure_stream(
+                js,
+                stream::Config {
+                    name: format!("KV_{bucket}"),
+                    subjects: vec![format!("$KV.{bucket}.>")],
+                    max_messages_per_subject: history,
+                    allow_rollup: true,
+                    deny_delete: true,
+                    allow_direct: true,
+                    discard: stream::DiscardPolicy::New,
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                },
+            )
+            .await?;
             js.get_key_value(bucket)
                 .await
                 .map_err(RuntimeError::nats(format!("opening bucket {bucket}")))

@@ -122,7 +122,38 @@ const USER_HZ: f64 = 100.0;
 /// CPU time of this process (user + system), from `/proc/self/stat`; `None` where it cannot
 /// be read.
 pub fn process_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    stat_cpu_seconds(&std::fs::read_to_string("/proc/self/stat").ok()?)
+}
+
+/// Name prefixes of the threads that do an instance's compute work: training threads (and the
+/// libtorch/OpenMP workers they start, which inherit their creator's name on Linux), the
+/// checkpoint writer and the threads of [`crate::compute`] (preparing datasets, evaluating,
+/// classifying). Every other thread is the control plane: the async runtime, NATS I/O,
+/// reports and heartbeats.
+pub const COMPUTE_THREAD_PREFIXES: [&str; 3] = ["lexmesh-train", "lexmesh-ckpt", "lexmesh-work"];
+
+/// CPU seconds of each live control-plane thread of this process (all but the compute threads),
+/// by thread id.
+fn control_thread_cpu_seconds() -> std::collections::HashMap<u32, f64> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return std::collections::HashMap::new();
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| {
+            let tid: u32 = task.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            let name = &stat[stat.find('(')? + 1..stat.rfind(')')?];
+            if COMPUTE_THREAD_PREFIXES.iter().any(|p| name.starts_with(p)) {
+                return None;
+            }
+            Some((tid, stat_cpu_seconds(&stat)?))
+        })
+        .collect()
+}
+
+/// utime + stime of a `/proc/.../stat` line, in seconds.
+fn stat_cpu_seconds(stat: &str) -> Option<f64> {
     // The command name (field 2) is in parentheses and may hold spaces: split after it.
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -132,48 +163,119 @@ pub fn process_cpu_seconds() -> Option<f64> {
     Some((utime + stime) / USER_HZ)
 }
 
-/// CPU use of the process between two readings, in percent of one core.
+/// Microseconds this process's cgroup (v2) has been throttled by its CPU quota, from
+/// `cpu.stat`; `None` outside a cgroup v2 hierarchy or without a quota controller.
+pub fn cgroup_throttled_usec() -> Option<u64> {
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = cgroup.lines().find_map(|l| l.strip_prefix("0::"))?.trim();
+    let candidates = [
+        format!("/sys/fs/cgroup{path}/cpu.stat"),
+        "/sys/fs/cgroup/cpu.stat".to_string(),
+    ];
+    candidates.iter().find_map(|file| {
+        let stat = std::fs::read_to_string(file).ok()?;
+        stat.lines()
+            .find_map(|l| l.strip_prefix("throttled_usec "))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
+/// One CPU reading of an instance.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuReading {
+    /// Process CPU in percent of the cores the instance may use (100 = all of them busy).
+    pub percent_of_cores: f64,
+    /// CPU of the control-plane threads (everything but compute threads), in percent of one
+    /// core.
+    pub control_percent: f64,
+    /// Share of the span the cgroup was throttled by its CPU quota, percent (0 without one).
+    pub throttled_percent: f64,
+}
+
+/// CPU use of the process between two readings, measured against the cores the instance may
+/// use, with its control plane's share apart (see [`COMPUTE_THREAD_PREFIXES`]).
 #[derive(Debug)]
 pub struct CpuMeter {
-    last: Option<(Instant, f64)>,
-    percent: f64,
+    cores: f64,
+    last: Option<CpuSample>,
+    reading: CpuReading,
+}
+
+#[derive(Debug)]
+struct CpuSample {
+    at: Instant,
+    process: f64,
+    /// Control-plane threads' CPU seconds by thread id.
+    control: std::collections::HashMap<u32, f64>,
+    throttled_usec: Option<u64>,
+}
+
+impl CpuSample {
+    fn take(at: Instant) -> Option<Self> {
+        Some(Self {
+            at,
+            process: process_cpu_seconds()?,
+            control: control_thread_cpu_seconds(),
+            throttled_usec: cgroup_throttled_usec(),
+        })
+    }
 }
 
 /// Shortest span a CPU reading is computed over: shorter ones are too coarse at 10 ms ticks.
 const MIN_CPU_SPAN: Duration = Duration::from_millis(250);
 
 impl CpuMeter {
-    /// A meter whose first reading starts now.
-    pub fn new() -> Self {
+    /// A meter for an instance that may use `cores` cores, whose first reading starts now.
+    pub fn new(cores: usize) -> Self {
         Self {
-            last: process_cpu_seconds().map(|s| (Instant::now(), s)),
-            percent: 0.0,
+            cores: cores.max(1) as f64,
+            last: CpuSample::take(Instant::now()),
+            reading: CpuReading::default(),
         }
     }
 
-    /// CPU percent since the previous reading (at least 250 ms ago; the previous figure
-    /// otherwise).
-    pub fn read(&mut self, now: Instant) -> f64 {
-        let Some(cpu) = process_cpu_seconds() else {
-            return 0.0;
+    /// The cores the figures are measured against.
+    pub fn cores(&self) -> f64 {
+        self.cores
+    }
+
+    /// CPU since the previous reading (at least 250 ms ago; the previous figures otherwise).
+    pub fn read(&mut self, now: Instant) -> CpuReading {
+        // Too soon after the previous sample: keep it and its figures (and read nothing).
+        if self
+            .last
+            .as_ref()
+            .is_some_and(|last| now.saturating_duration_since(last.at) < MIN_CPU_SPAN)
+        {
+            return self.reading;
+        }
+        let Some(sample) = CpuSample::take(now) else {
+            return CpuReading::default();
         };
-        match self.last {
-            Some((then, before)) => {
-                let span = now.saturating_duration_since(then);
-                if span >= MIN_CPU_SPAN {
-                    self.percent = ((cpu - before) / span.as_secs_f64() * 100.0).max(0.0);
-                    self.last = Some((now, cpu));
-                }
-            }
-            None => self.last = Some((now, cpu)),
-        }
-        self.percent
-    }
-}
-
-impl Default for CpuMeter {
-    fn default() -> Self {
-        Self::new()
+        let Some(last) = &self.last else {
+            self.last = Some(sample);
+            return self.reading;
+        };
+        let span = now.saturating_duration_since(last.at).as_secs_f64();
+        // A thread that started within the span counts with all its time; one that ended
+        // within it is missing (its last moments are lost, never double-counted).
+        let control: f64 = sample
+            .control
+            .iter()
+            .map(|(tid, secs)| (secs - last.control.get(tid).copied().unwrap_or(0.0)).max(0.0))
+            .sum();
+        let throttled = match (sample.throttled_usec, last.throttled_usec) {
+            (Some(now_us), Some(then_us)) => now_us.saturating_sub(then_us) as f64 / 1e6,
+            _ => 0.0,
+        };
+        self.reading = CpuReading {
+            percent_of_cores: ((sample.process - last.process) / span / self.cores * 100.0)
+                .max(0.0),
+            control_percent: (control / span * 100.0).max(0.0),
+            throttled_percent: (throttled / span * 100.0).clamp(0.0, 100.0),
+        };
+        self.last = Some(sample);
+        self.reading
     }
 }
 
@@ -193,13 +295,13 @@ pub struct Measurements {
 }
 
 impl Measurements {
-    /// Empty measurements over `window`.
-    pub fn new(window: Duration, now_ms: f64) -> Self {
+    /// Empty measurements over `window` of an instance that may use `cores` cores.
+    pub fn new(window: Duration, now_ms: f64, cores: usize) -> Self {
         Self {
             ticks: SampleWindow::new(window),
             latency: SampleWindow::new(window),
             outcomes: OutcomeWindow::new(window),
-            cpu: CpuMeter::new(),
+            cpu: CpuMeter::new(cores),
             last_activity_ms: now_ms,
         }
     }
@@ -260,19 +362,74 @@ mod tests {
         assert_eq!(o.counts(start + Duration::from_secs(61)), (3, 0, 0.0));
     }
 
-    #[test]
-    fn cpu_of_a_busy_loop_shows() {
-        let mut meter = CpuMeter::new();
-        let t0 = Instant::now();
+    /// CPU seconds the calling thread has used.
+    fn thread_cpu_seconds() -> f64 {
+        stat_cpu_seconds(&std::fs::read_to_string("/proc/thread-self/stat").unwrap()).unwrap()
+    }
+
+    /// Spins on the calling thread until it has used `cpu` of CPU time (however long a busy
+    /// machine makes that take).
+    fn spin_cpu(cpu: Duration) {
+        let until = thread_cpu_seconds() + cpu.as_secs_f64();
         let mut x = 0u64;
-        while t0.elapsed() < Duration::from_millis(400) {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        while thread_cpu_seconds() < until {
+            for _ in 0..10_000 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            }
         }
         std::hint::black_box(x);
-        let percent = meter.read(Instant::now());
-        // One thread spun for the whole span: close to 100 % of a core (other test threads may
-        // add some; a shared machine may steal some).
-        assert!(percent > 40.0 && percent < 250.0, "{percent}");
+    }
+
+    /// CPU seconds a reading accounts for over `span` on `cores` cores: (process, control
+    /// plane).
+    fn cpu_seconds_of(r: &CpuReading, span: Duration, cores: f64) -> (f64, f64) {
+        let s = span.as_secs_f64();
+        (
+            r.percent_of_cores / 100.0 * cores * s,
+            r.control_percent / 100.0 * s,
+        )
+    }
+
+    #[test]
+    fn cpu_is_measured_against_the_instance_cores_and_compute_threads_are_apart() {
+        // A control-plane thread (this test's own) uses 400 ms of CPU: the reading accounts
+        // for it in both figures (ticks are 10 ms; other test threads may add a little).
+        let started = Instant::now();
+        let mut meter = CpuMeter::new(2);
+        spin_cpu(Duration::from_millis(400));
+        let now = Instant::now();
+        let r = meter.read(now);
+        let (process, control) = cpu_seconds_of(&r, now - started, 2.0);
+        assert!((0.37..0.8).contains(&process), "{process} s: {r:?}");
+        assert!((0.37..0.8).contains(&control), "{control} s: {r:?}");
+        // Measured against 2 cores: the share of the cores is half the share of one core.
+        assert!(
+            (r.percent_of_cores * 2.0 - r.control_percent).abs() <= 0.25 * r.control_percent,
+            "{r:?}"
+        );
+        assert!((0.0..=100.0).contains(&r.throttled_percent), "{r:?}");
+
+        // A compute thread uses 300 ms of CPU while this thread waits: the process was busy,
+        // its control plane was not.
+        let started = Instant::now();
+        let mut meter = CpuMeter::new(1);
+        let worker = std::thread::Builder::new()
+            .name("lexmesh-train".into())
+            .spawn(|| spin_cpu(Duration::from_millis(300)))
+            .unwrap();
+        worker.join().unwrap();
+        std::thread::sleep(MIN_CPU_SPAN);
+        let now = Instant::now();
+        let r = meter.read(now);
+        let (process, control) = cpu_seconds_of(&r, now - started, 1.0);
+        assert!(
+            process >= 0.27,
+            "the compute thread's CPU counts: {process} s: {r:?}"
+        );
+        assert!(
+            control < 0.1,
+            "a busy compute thread is not control-plane CPU: {control} s: {r:?}"
+        );
         assert!(process_cpu_seconds().unwrap() > 0.0);
     }
 }

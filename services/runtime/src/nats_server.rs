@@ -334,7 +334,7 @@ pub fn free_port() -> io::Result<u16> {
 /// let options = LocalServerOptions {
 ///     port: 4333,
 ///     max_payload: Some(8 << 20),
-///     ..LocalServerOptions::new("/usr/sbin/nats-server", "/tmp/js", "/tmp/logs")
+///     ..LocalServerOptions::new(".tools/nats/bin/nats-server", ".lexmesh/nats/js", ".lexmesh/nats/logs")
 /// };
 /// assert_eq!(options.host, "127.0.0.1");
 /// ```

@@ -1,7 +1,12 @@
 //! Files and folders in object stores: datasets, checkpoints and models travel through NATS,
 //! never through a shared disk.
+//!
+//! Every transfer has a deadline proportional to its size ([`transfer_deadline`]): a stalled
+//! read or write fails with [`RuntimeError::TimedOut`] instead of hanging its caller.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use async_nats::jetstream::object_store::{GetErrorKind, ObjectStore};
 use futures::TryStreamExt;
@@ -9,14 +14,48 @@ use tokio::io::AsyncReadExt;
 
 use crate::error::RuntimeError;
 
+/// What any transfer may take besides its size: the round trips of a busy server.
+const TRANSFER_ALLOWANCE: Duration = Duration::from_secs(10);
+
+/// The slowest transfer rate that still counts as progress, in bytes per second (a local
+/// server moves hundreds of MB/s; a busy one in another zone, tens).
+const SLOWEST_RATE: f64 = 2.0 * 1024.0 * 1024.0;
+
+/// The deadline of a transfer of `bytes`: [`TRANSFER_ALLOWANCE`] plus the time the bytes take
+/// at [`SLOWEST_RATE`].
+pub fn transfer_deadline(bytes: u64) -> Duration {
+    TRANSFER_ALLOWANCE + Duration::from_secs_f64(bytes as f64 / SLOWEST_RATE)
+}
+
+/// `work`, or [`RuntimeError::TimedOut`] after `after`.
+async fn within<T>(
+    after: Duration,
+    what: impl FnOnce() -> String,
+    work: impl Future<Output = Result<T, RuntimeError>>,
+) -> Result<T, RuntimeError> {
+    tokio::time::timeout(after, work).await.unwrap_or_else(|_| {
+        Err(RuntimeError::TimedOut {
+            what: what(),
+            after,
+        })
+    })
+}
+
 /// Stores `bytes` under `name`, replacing what was there.
 pub async fn put_bytes(store: &ObjectStore, name: &str, bytes: &[u8]) -> Result<(), RuntimeError> {
     let mut reader = bytes;
-    store
-        .put(name, &mut reader)
-        .await
-        .map(|_| ())
-        .map_err(RuntimeError::nats(format!("storing object {name}")))
+    within(
+        transfer_deadline(bytes.len() as u64),
+        || format!("storing object {name}"),
+        async {
+            store
+                .put(name, &mut reader)
+                .await
+                .map(|_| ())
+                .map_err(RuntimeError::nats(format!("storing object {name}")))
+        },
+    )
+    .await
 }
 
 /// Stores the file at `path` under `name`, streaming it (a model file can be hundreds of MB).
@@ -24,19 +63,48 @@ pub async fn put_file(store: &ObjectStore, name: &str, path: &Path) -> Result<u6
     let mut file = tokio::fs::File::open(path)
         .await
         .map_err(RuntimeError::io(format!("opening {}", path.display())))?;
-    store
-        .put(name, &mut file)
+    let size = file
+        .metadata()
         .await
-        .map(|info| info.size as u64)
-        .map_err(RuntimeError::nats(format!("storing object {name}")))
+        .map_err(RuntimeError::io(format!("reading {}", path.display())))?
+        .len();
+    within(
+        transfer_deadline(size),
+        || format!("storing object {name}"),
+        async {
+            store
+                .put(name, &mut file)
+                .await
+                .map(|info| info.size as u64)
+                .map_err(RuntimeError::nats(format!("storing object {name}")))
+        },
+    )
+    .await
+}
+
+/// Opens object `name` (None when there is none), within [`TRANSFER_ALLOWANCE`].
+async fn open(
+    store: &ObjectStore,
+    name: &str,
+) -> Result<Option<async_nats::jetstream::object_store::Object>, RuntimeError> {
+    within(
+        TRANSFER_ALLOWANCE,
+        || format!("reading object {name}"),
+        async {
+            match store.get(name).await {
+                Ok(o) => Ok(Some(o)),
+                Err(e) if e.kind() == GetErrorKind::NotFound => Ok(None),
+                Err(e) => Err(RuntimeError::nats(format!("reading object {name}"))(e)),
+            }
+        },
+    )
+    .await
 }
 
 /// Writes object `name` into the file at `path`, streaming; false when there is no such object.
 pub async fn get_file(store: &ObjectStore, name: &str, path: &Path) -> Result<bool, RuntimeError> {
-    let mut object = match store.get(name).await {
-        Ok(o) => o,
-        Err(e) if e.kind() == GetErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(RuntimeError::nats(format!("reading object {name}"))(e)),
+    let Some(mut object) = open(store, name).await? else {
+        return Ok(false);
     };
     if let Some(parent) = path.parent() {
         tokio::fs::create_dir_all(parent)
@@ -46,36 +114,51 @@ pub async fn get_file(store: &ObjectStore, name: &str, path: &Path) -> Result<bo
     let mut file = tokio::fs::File::create(path)
         .await
         .map_err(RuntimeError::io(format!("creating {}", path.display())))?;
-    tokio::io::copy(&mut object, &mut file)
-        .await
-        .map_err(RuntimeError::io(format!("reading object {name}")))?;
+    within(
+        transfer_deadline(object.info.size as u64),
+        || format!("reading object {name}"),
+        async {
+            tokio::io::copy(&mut object, &mut file)
+                .await
+                .map_err(RuntimeError::io(format!("reading object {name}")))
+        },
+    )
+    .await?;
     Ok(true)
 }
 
 /// Reads object `name`; None when there is none.
 pub async fn get_bytes(store: &ObjectStore, name: &str) -> Result<Option<Vec<u8>>, RuntimeError> {
-    let mut object = match store.get(name).await {
-        Ok(o) => o,
-        Err(e) if e.kind() == GetErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(RuntimeError::nats(format!("reading object {name}"))(e)),
+    let Some(mut object) = open(store, name).await? else {
+        return Ok(None);
     };
     let mut bytes = Vec::new();
-    object
-        .read_to_end(&mut bytes)
-        .await
-        .map_err(RuntimeError::io(format!("reading object {name}")))?;
+    within(
+        transfer_deadline(object.info.size as u64),
+        || format!("reading object {name}"),
+        async {
+            object
+                .read_to_end(&mut bytes)
+                .await
+                .map_err(RuntimeError::io(format!("reading object {name}")))
+        },
+    )
+    .await?;
     Ok(Some(bytes))
 }
 
 /// Names of the live objects whose name starts with `prefix`.
 pub async fn list(store: &ObjectStore, prefix: &str) -> Result<Vec<(String, u64)>, RuntimeError> {
-    let infos: Vec<_> = store
-        .list()
-        .await
-        .map_err(RuntimeError::nats("listing objects"))?
-        .try_collect()
-        .await
-        .map_err(RuntimeError::nats("listing objects"))?;
+    let infos: Vec<_> = within(TRANSFER_ALLOWANCE, || "listing objects".into(), async {
+        store
+            .list()
+            .await
+            .map_err(RuntimeError::nats("listing objects"))?
+            .try_collect()
+            .await
+            .map_err(RuntimeError::nats("listing objects"))
+    })
+    .await?;
     let mut names: Vec<(String, u64)> = infos
         .into_iter()
         .filter(|i| !i.deleted && i.name.starts_with(prefix))

@@ -130,3 +130,44 @@ pub async fn is_marked_cancelled(store: &kv::Store, job_id: &str) -> Result<bool
         )))?;
     Ok(entry.is_some_and(|e| e.operation == Operation::Put))
 }
+
+/// How `instance`'s process last ended, when a supervisor wrote it down.
+pub async fn instance_exit(
+    store: &kv::Store,
+    instance: &str,
+) -> Result<Option<lexmesh_protocol::record::InstanceExit>, RuntimeError> {
+    let Some(bytes) = store
+        .get(instance)
+        .await
+        .map_err(RuntimeError::nats(format!(
+            "reading the exit of {instance}"
+        )))?
+    else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| RuntimeError::Corrupt {
+            what: format!("the exit of {instance}"),
+            reason: e.to_string(),
+        })
+}
+
+/// Writes down how `exit.instance`'s process ended.
+pub async fn write_instance_exit(
+    store: &kv::Store,
+    exit: &lexmesh_protocol::record::InstanceExit,
+) -> Result<(), RuntimeError> {
+    let bytes = serde_json::to_vec(exit).map_err(|e| RuntimeError::Corrupt {
+        what: format!("the exit of {}", exit.instance),
+        reason: e.to_string(),
+    })?;
+    store
+        .put(exit.instance.as_str(), bytes.into())
+        .await
+        .map(|_| ())
+        .map_err(RuntimeError::nats(format!(
+            "writing the exit of {}",
+            exit.instance
+        )))
+}

@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_nats::service::{self, ServiceExt};
 use bytes::Bytes;
@@ -13,6 +14,7 @@ use lexmesh_protocol::control::{CancelOutcome, CancelReply, CancelRequest};
 use lexmesh_protocol::names::Service;
 use lexmesh_protocol::{ErrorReply, ProtocolError, decode, subjects};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::config::Config;
 use crate::connection::{Patience, connect};
@@ -127,14 +129,35 @@ impl ServiceRuntime {
                 };
                 let handler = handler.clone();
                 tokio::spawn(async move {
-                    let reply = match handler(request_clone(&request)).await {
-                        Ok(body) => request.respond(Ok(Bytes::from(body))).await,
+                    // Each request is a span in the caller's trace; the reply carries the trace
+                    // on (this span's context, or the caller's own when no spans are exported).
+                    let subject = request.message.subject.to_string();
+                    let span = tracing::info_span!(
+                        "request",
+                        otel.name = %subject,
+                        otel.kind = "server",
+                    );
+                    let incoming = request.message.headers.clone();
+                    crate::telemetry::set_parent_from_headers(&span, incoming.as_ref());
+                    let result = handler(request_clone(&request))
+                        .instrument(span.clone())
+                        .await;
+                    let headers = crate::telemetry::outgoing_headers(&span, incoming.as_ref());
+                    let reply = match result {
+                        Ok(body) => {
+                            request
+                                .respond_with_headers(Ok(Bytes::from(body)), headers)
+                                .await
+                        }
                         Err(text) => {
                             request
-                                .respond(Err(service::error::Error {
-                                    status: text,
-                                    code: 500,
-                                }))
+                                .respond_with_headers(
+                                    Err(service::error::Error {
+                                        status: text,
+                                        code: 500,
+                                    }),
+                                    headers,
+                                )
                                 .await
                         }
                     };
@@ -168,6 +191,8 @@ impl ServiceRuntime {
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
+                    // A job started or ended: say so now, not up to an interval later.
+                    _ = worker.running_changed() => {}
                     _ = worker.shutdown.cancelled() => break,
                 }
                 send_heartbeat(&worker, &subject, false).await;
@@ -245,6 +270,7 @@ impl ServiceRuntime {
 
     fn start_signal_handler(&mut self) {
         let shutdown = self.worker.shutdown.clone();
+        let supervisor = supervisor_pid();
         self.tasks.spawn(async move {
             let terminate = async {
                 match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -257,6 +283,9 @@ impl ServiceRuntime {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
                 _ = terminate => tracing::info!("SIGTERM: shutting down"),
+                pid = supervisor_gone(supervisor) => {
+                    tracing::warn!("the supervisor that started this instance (pid {pid}) is gone: shutting down");
+                }
                 _ = shutdown.cancelled() => return,
             }
             shutdown.cancel();
@@ -398,4 +427,36 @@ async fn handle_cancel(worker: &Worker, message: async_nats::Message) {
 /// The JSON body of an error reply.
 pub fn error_reply(error: &ProtocolError) -> Vec<u8> {
     serde_json::to_vec(&ErrorReply::from(error)).unwrap_or_default()
+}
+
+/// Environment variable by which a supervisor (`lexmesh up`) gives its pid to the instances it
+/// starts: an instance whose supervisor dies, even by SIGKILL, shuts down (handing its jobs
+/// back) instead of running on as an orphan.
+pub const SUPERVISOR_PID_ENV: &str = "LEXMESH_SUPERVISOR_PID";
+
+/// How often an instance checks that its supervisor is still its parent.
+const SUPERVISOR_CHECK: Duration = Duration::from_millis(250);
+
+/// The supervisor's pid, when one started this process and is its parent now.
+fn supervisor_pid() -> Option<u32> {
+    let pid: u32 = std::env::var(SUPERVISOR_PID_ENV)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    (std::os::unix::process::parent_id() == pid).then_some(pid)
+}
+
+/// Resolves (with the supervisor's pid) once this process is no longer the supervisor's child:
+/// the supervisor died and the process was given to another parent. Never without one.
+async fn supervisor_gone(supervisor: Option<u32>) -> u32 {
+    let Some(pid) = supervisor else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(SUPERVISOR_CHECK).await;
+        if std::os::unix::process::parent_id() != pid {
+            return pid;
+        }
+    }
 }

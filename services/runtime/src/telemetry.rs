@@ -646,6 +646,30 @@ pub fn inject(span: &Span, headers: &mut HeaderMap) {
     inject_context(&span.context(), headers);
 }
 
+/// The headers that carry a trace on to the next message: the context of `span` when spans
+/// are exported; otherwise the `traceparent` and `tracestate` of `incoming`, unchanged, so that
+/// a caller's trace passes through a process that exports nothing. Empty when neither has one.
+pub fn outgoing_headers(span: &Span, incoming: Option<&HeaderMap>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    inject(span, &mut headers);
+    if headers.is_empty() {
+        return trace_headers(incoming);
+    }
+    headers
+}
+
+/// The `traceparent` and `tracestate` of `incoming`, copied as they are (empty when it has
+/// neither).
+pub fn trace_headers(incoming: Option<&HeaderMap>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for name in [TRACEPARENT, TRACESTATE] {
+        if let Some(value) = incoming.and_then(|h| h.get(name)) {
+            headers.insert(name, value.as_str());
+        }
+    }
+    headers
+}
+
 /// Writes the span context of `cx` into `headers`; a no-op when it has no valid span.
 pub fn inject_context(cx: &Context, headers: &mut HeaderMap) {
     if cx.span().span_context().is_valid() {

@@ -43,8 +43,13 @@ pub struct Worker {
     service_id: OnceLock<String>,
     host: String,
     running: Mutex<HashMap<String, Entry>>,
+    /// Told whenever a job starts or ends, so a heartbeat lists it at once: the health
+    /// service can hand back the delivery of a job that started a moment before its worker
+    /// died, instead of leaving it to `ack_wait`.
+    running_changed: tokio::sync::Notify,
     completed: AtomicU64,
     failed: AtomicU64,
+    rejected: AtomicU64,
     measurements: Mutex<Measurements>,
 }
 
@@ -60,9 +65,15 @@ impl Worker {
             service_id: OnceLock::new(),
             host: host_name(),
             running: Mutex::new(HashMap::new()),
+            running_changed: tokio::sync::Notify::new(),
             completed: AtomicU64::new(0),
             failed: AtomicU64::new(0),
-            measurements: Mutex::new(Measurements::new(config.service.metrics_window, now_ms())),
+            rejected: AtomicU64::new(0),
+            measurements: Mutex::new(Measurements::new(
+                config.service.metrics_window,
+                now_ms(),
+                config.cores(),
+            )),
             config,
         }
     }
@@ -129,7 +140,14 @@ impl Worker {
                 cancel: cancel.clone(),
             },
         );
+        self.running_changed.notify_one();
         cancel
+    }
+
+    /// Resolves when a job started or ended since the last call (a start or end before the
+    /// first call counts too).
+    pub async fn running_changed(&self) {
+        self.running_changed.notified().await;
     }
 
     /// Notes progress of a running job.
@@ -146,6 +164,7 @@ impl Worker {
     /// Removes a finished job and counts it.
     pub fn finish(&self, job_id: &str, succeeded: bool) {
         self.lock().remove(job_id);
+        self.running_changed.notify_one();
         self.count(succeeded);
     }
 
@@ -164,11 +183,21 @@ impl Worker {
     /// Removes a job whose attempt was superseded, without counting it.
     pub fn forget(&self, job_id: &str) {
         self.lock().remove(job_id);
+        self.running_changed.notify_one();
     }
 
-    /// Counts a message that failed before it became a job.
-    pub fn count_failure(&self) {
-        self.count(false);
+    /// Removes a job rejected for the publisher's mistake (its data, a missing model) and
+    /// counts it as rejected: not a failure of this service.
+    pub fn finish_rejected(&self, job_id: &str) {
+        self.forget(job_id);
+        self.count_rejected();
+    }
+
+    /// Counts a message rejected before it became a job (malformed, a wrong value): the
+    /// publisher's mistake, kept out of the error rate.
+    pub fn count_rejected(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        self.measure().last_activity_ms = now_ms();
     }
 
     /// Cancels a job running here; false when it does not run here.
@@ -212,6 +241,7 @@ impl Worker {
         let now = Instant::now();
         let mut m = self.measure();
         let (window_completed, window_failed, error_rate) = m.outcomes.counts(now);
+        let cpu = m.cpu.read(now);
         WorkerMetrics {
             service: self.service.name().into(),
             instance: self.instance.clone(),
@@ -219,11 +249,15 @@ impl Worker {
             pid: std::process::id(),
             host: self.host.clone(),
             uptime_s: self.started.elapsed().as_secs_f64(),
-            cpu_percent: m.cpu.read(now),
+            cpu_percent: cpu.percent_of_cores,
+            cores: m.cpu.cores(),
+            control_cpu_percent: cpu.control_percent,
+            cpu_throttled_percent: cpu.throttled_percent,
             rss_bytes: rss_bytes(),
             active_jobs: u32::try_from(running.len()).unwrap_or(u32::MAX),
             completed: self.completed.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
             running,
             last_activity_ms: m.last_activity_ms,
             tick_lateness: m.ticks.summary(now),

@@ -30,7 +30,7 @@ pub struct ModelDir {
 }
 
 /// Format version of the model directory; bumped when a file changes incompatibly.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// `config.json`: the settings plus facts a loader needs before reading weights.
 #[derive(Debug, Clone, Serialize, Deserialize)]

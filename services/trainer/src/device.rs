@@ -40,7 +40,26 @@ pub fn select_device(choice: DeviceChoice) -> Result<Device, TrainError> {
     }
 }
 
-/// Sets the compute thread count (0 = leave the backend's default: all cores). Process-wide.
+/// Cores this process may use: its CPU affinity mask and its cgroup CPU quota (what
+/// `std::thread::available_parallelism` reads), at least 1.
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// Compute threads of one job for the setting `threads` (0 = auto: every core this process may
+/// use; a trainer service passes each job its share of the cores instead).
+pub fn resolve_compute_threads(threads: usize) -> usize {
+    if threads > 0 {
+        threads
+    } else {
+        available_cores()
+    }
+}
+
+/// Sets the intra-op thread count of the calling thread's libtorch work (what a job trains
+/// or predicts with). libtorch keeps the count per calling thread (OpenMP's per-thread
+/// setting), so jobs on different threads each keep their own; the process-wide inter-op pool
+/// is set to one thread once per process, before the first parallel work.
 pub fn set_compute_threads(threads: usize) {
     #[cfg(feature = "tch")]
     if threads > 0 {
@@ -48,7 +67,7 @@ pub fn set_compute_threads(threads: usize) {
         // panics on a second call: set it once per process.
         static INTEROP: std::sync::Once = std::sync::Once::new();
         INTEROP.call_once(|| tch::set_num_interop_threads(1));
-        tch::set_num_threads(threads as i32);
+        tch::set_num_threads(i32::try_from(threads).unwrap_or(i32::MAX));
     }
     #[cfg(not(feature = "tch"))]
     let _ = threads;
@@ -79,5 +98,17 @@ pub fn tune_allocator() {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_threads_means_every_available_core() {
+        assert!(available_cores() >= 1);
+        assert_eq!(resolve_compute_threads(3), 3);
+        assert_eq!(resolve_compute_threads(0), available_cores());
     }
 }

@@ -23,6 +23,8 @@ pub struct TrainingStarted {
     pub total_epochs: usize,
     /// First epoch this process runs (1, or later when resumed).
     pub start_epoch: usize,
+    /// Batches of `start_epoch` already done (resumed from a mid-epoch checkpoint), else 0.
+    pub start_batch: usize,
     /// Batches per epoch.
     pub batches_per_epoch: usize,
     /// Training examples.
@@ -79,6 +81,11 @@ pub struct EpochProgress {
     pub examples_per_sec: f64,
     /// Seconds the epoch took (training + validation).
     pub seconds: f64,
+    /// Seconds the compute thread spent handing the epoch's checkpoint to the writer thread
+    /// (shallow clones, plus any wait for the previous checkpoint still being written): the
+    /// pause the checkpoint costs training. Written to disk off the compute thread.
+    #[serde(default)]
+    pub checkpoint_seconds: f64,
     /// Run completion, 0–100.
     pub percent: f64,
     /// Estimated seconds to the end of the last epoch.

@@ -23,9 +23,9 @@ use lexmesh_evaluator::ConfusionMatrix;
 use lexmesh_preprocessor::Encoded;
 
 use crate::batch::Batch;
-use crate::checkpoint::{CheckpointDir, LoopState};
+use crate::checkpoint::{CheckpointDir, LoopState, PartialEpoch};
 use crate::config::{ClassWeighting, ExperimentConfig};
-use crate::device::{select_device, set_compute_threads, tune_allocator};
+use crate::device::{resolve_compute_threads, select_device, set_compute_threads, tune_allocator};
 use crate::error::TrainError;
 use crate::model::TextClassifier;
 use crate::progress::{
@@ -63,7 +63,17 @@ pub struct TrainingRun {
     pub resume: bool,
     /// Identifies settings + preprocessing + data; stored in checkpoints and checked on resume.
     pub fingerprint: String,
+    /// Compute threads of this run when > 0, else `config.training.threads`. Not part of the
+    /// fingerprint: a service sets it to its per-job share of the cores, which may differ
+    /// between the replica that checkpointed a job and the one that resumes it.
+    pub compute_threads: usize,
+    /// With checkpoints: also checkpoint in the middle of an epoch once this long has passed
+    /// since the last checkpoint (None: at epochs' ends only). Not part of the fingerprint.
+    pub checkpoint_interval: Option<std::time::Duration>,
 }
+
+/// The checkpoint interval `lexmesh train` and the trainer service use unless told otherwise.
+pub const DEFAULT_CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What a run produced.
 pub struct TrainingOutcome {
@@ -94,6 +104,13 @@ pub fn spawn(
 }
 
 /// A seed for epoch `epoch` derived from the run's seed (SplitMix64 of both).
+/// The seed of the random draws (dropout) of batch `batch` (from 0) of the epoch seeded with
+/// `epoch_seed`: each batch has its own, so a run resumed in the middle of an epoch draws what
+/// an uninterrupted one would.
+fn batch_seed(epoch_seed: u64, batch: usize) -> u64 {
+    self::epoch_seed(epoch_seed, batch + 1)
+}
+
 fn epoch_seed(seed: u64, epoch: usize) -> u64 {
     let mut z = seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -170,7 +187,11 @@ pub fn train(
             "training needs at least two classes".into(),
         ));
     }
-    set_compute_threads(t.threads);
+    set_compute_threads(resolve_compute_threads(if run.compute_threads > 0 {
+        run.compute_threads
+    } else {
+        t.threads
+    }));
     tune_allocator();
     let plain = select_device(t.device)?;
     let device = plain.clone().autodiff();
@@ -191,6 +212,8 @@ pub fn train(
         best_loss: f64::INFINITY,
         epochs_without_improvement: 0,
         history: Vec::new(),
+        batches_done: 0,
+        partial: PartialEpoch::default(),
     };
     if run.resume {
         let dir = run
@@ -228,13 +251,20 @@ pub fn train(
         model: config.model.kind.name().to_string(),
         total_epochs,
         start_epoch: state.epochs_completed + 1,
+        start_batch: state.batches_done,
         batches_per_epoch: batches,
         train_examples: n_train,
         validation_examples: data.validation.len(),
         parameters: model.num_params(),
     });
 
+    let mut writer = run
+        .checkpoints
+        .as_ref()
+        .map(CheckpointDir::writer)
+        .transpose()?;
     let started = Instant::now();
+    let mut last_checkpoint = started;
     let mut batches_done_here = 0usize;
     let mut reason = StopReason::Completed;
     let patience_exhausted = |s: &LoopState| {
@@ -250,11 +280,15 @@ pub fn train(
         }
         let epoch_started = Instant::now();
         let seed = epoch_seed(t.seed, epoch);
-        plain.seed(seed);
         let mut order: Vec<usize> = (0..n_train).collect();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
-        let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
-        for (b, chunk) in order.chunks(t.batch_size).enumerate() {
+        // Resumed from a mid-epoch checkpoint: its batches are done, its figures carried on.
+        let skip = std::mem::take(&mut state.batches_done);
+        let carried = std::mem::take(&mut state.partial);
+        let (mut loss_sum, mut correct, mut seen) =
+            (carried.loss_sum, carried.correct, carried.seen);
+        for (b, chunk) in order.chunks(t.batch_size).enumerate().skip(skip) {
+            plain.seed(batch_seed(seed, b));
             let rows: Vec<&Encoded> = chunk.iter().map(|&i| &data.train[i]).collect();
             let targets: Vec<usize> = chunk.iter().map(|&i| data.train_labels[i]).collect();
             let batch = Batch::new(&rows, Some(&targets), min_len, &device);
@@ -282,7 +316,8 @@ pub fn train(
                 total_batches: batches,
                 loss: loss_sum / seen as f64,
                 accuracy: correct as f64 / seen as f64,
-                examples_per_sec: seen as f64 / epoch_started.elapsed().as_secs_f64().max(1e-9),
+                examples_per_sec: (seen - carried.seen) as f64
+                    / epoch_started.elapsed().as_secs_f64().max(1e-9),
                 percent: 100.0 * done as f64 / (total_epochs * batches) as f64,
                 eta_secs: per_batch * (total_epochs * batches - done) as f64,
             });
@@ -290,8 +325,24 @@ pub fn train(
                 reason = StopReason::Cancelled;
                 break 'epochs;
             }
+            if let (Some(every), Some(writer)) = (run.checkpoint_interval, writer.as_mut())
+                && b + 1 < batches
+                && last_checkpoint.elapsed() >= every
+            {
+                state.batches_done = b + 1;
+                state.partial = PartialEpoch {
+                    loss_sum,
+                    correct,
+                    seen,
+                    seconds: carried.seconds + epoch_started.elapsed().as_secs_f64(),
+                };
+                writer.submit(&state, &model.valid(), &optimizer, &best)?;
+                state.batches_done = 0;
+                state.partial = PartialEpoch::default();
+                last_checkpoint = Instant::now();
+            }
         }
-        let train_seconds = epoch_started.elapsed().as_secs_f64();
+        let train_seconds = carried.seconds + epoch_started.elapsed().as_secs_f64();
         let snapshot = model.valid();
         let (validation_loss, confusion) = evaluate(
             &snapshot,
@@ -305,7 +356,7 @@ pub fn train(
         let macro_f1 = confusion.macro_f1();
         let improved = is_improvement(macro_f1, validation_loss, state.best_score, state.best_loss);
         if improved {
-            best = snapshot;
+            best = snapshot.clone();
             state.best_epoch = epoch;
             state.best_score = macro_f1;
             state.best_loss = validation_loss;
@@ -316,7 +367,7 @@ pub fn train(
         state.epochs_completed = epoch;
         let done = epoch * batches;
         let per_batch = started.elapsed().as_secs_f64() / batches_done_here.max(1) as f64;
-        let progress = EpochProgress {
+        let mut progress = EpochProgress {
             epoch,
             total_epochs,
             loss: loss_sum / seen.max(1) as f64,
@@ -326,13 +377,22 @@ pub fn train(
             validation_macro_f1: macro_f1,
             improved,
             examples_per_sec: seen as f64 / train_seconds.max(1e-9),
-            seconds: epoch_started.elapsed().as_secs_f64(),
+            seconds: carried.seconds + epoch_started.elapsed().as_secs_f64(),
+            checkpoint_seconds: 0.0,
             percent: 100.0 * done as f64 / (total_epochs * batches) as f64,
             eta_secs: per_batch * (total_epochs * batches - done) as f64,
         };
         state.history.push(progress.clone());
-        if let Some(dir) = &run.checkpoints {
-            dir.save(&state, &model, &optimizer, &best)?;
+        if let Some(writer) = writer.as_mut() {
+            // Shallow clones; serialised and written on the writer's thread. (The stored
+            // history's last entry cannot know this hand-off's own duration: 0 there.)
+            let handoff = Instant::now();
+            writer.submit(&state, &snapshot, &optimizer, &best)?;
+            last_checkpoint = Instant::now();
+            progress.checkpoint_seconds = handoff.elapsed().as_secs_f64();
+            if let Some(last) = state.history.last_mut() {
+                last.checkpoint_seconds = progress.checkpoint_seconds;
+            }
         }
         sink.on_epoch(&progress);
         if patience_exhausted(&state) {
@@ -340,6 +400,10 @@ pub fn train(
         }
     }
 
+    if let Some(writer) = writer.take() {
+        // Every checkpoint is on disk (and its listener told) before the run reports its end.
+        writer.finish()?;
+    }
     let model = if state.best_epoch > 0 {
         best
     } else {
@@ -471,6 +535,13 @@ mod tests {
     fn epoch_seeds_differ_and_are_stable() {
         assert_ne!(epoch_seed(42, 1), epoch_seed(42, 2));
         assert_ne!(epoch_seed(42, 1), epoch_seed(43, 1));
-        assert_eq!(epoch_seed(42, 3), epoch_seed(42, 3));
+        // Pinned (SplitMix64's finaliser): a checkpoint resumed by another build must draw
+        // the same shuffles and dropout masks.
+        assert_eq!(epoch_seed(42, 3), 0x5fd3_0d2f_cbef_75e3);
+        assert_eq!(batch_seed(epoch_seed(42, 3), 4), 0x2a99_bc0c_8f5f_daa3);
+        assert_ne!(
+            batch_seed(epoch_seed(42, 3), 4),
+            batch_seed(epoch_seed(42, 3), 5)
+        );
     }
 }

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use lexmesh_trainer::{ClassWeighting, DeviceChoice, ModelKind, Overrides, RnnCell};
 
 /// Train, evaluate and use text classifiers for Persian legal documents.
 #[derive(Debug, Parser)]
@@ -58,46 +59,75 @@ pub struct SchemasArgs {
     pub check: bool,
 }
 
-/// Model architectures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ModelArg {
-    /// Embedding bag + MLP over words, bigrams and character n-grams (fastText-like).
-    Bow,
-    /// Kim-style CNN.
-    Cnn,
-    /// Bidirectional GRU (or LSTM with --cell lstm).
-    Bigru,
-    /// Small Transformer encoder.
-    Transformer,
+/// The settings of a run, shared by `lexmesh train` and `lexmesh submit train`: each flag is
+/// one field of [`Overrides`] (and of a job's `settings`).
+#[derive(Debug, Clone, Default, PartialEq, Args)]
+pub struct SettingsArgs {
+    /// Epochs (upper bound with early stopping).
+    #[arg(long)]
+    pub epochs: Option<u32>,
+    /// Examples per batch.
+    #[arg(long)]
+    pub batch_size: Option<u32>,
+    /// Adam learning rate.
+    #[arg(long)]
+    pub learning_rate: Option<f64>,
+    /// Decoupled weight decay (AdamW); 0 = plain Adam.
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Early-stopping patience in epochs (0 = off).
+    #[arg(long)]
+    pub patience: Option<u32>,
+    /// Random seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Fraction held out for validation when no validation file is given.
+    #[arg(long)]
+    pub validation_fraction: Option<f64>,
+    /// Class weighting of the loss.
+    #[arg(long, value_enum)]
+    pub class_weights: Option<ClassWeighting>,
+    /// Embedding dimension.
+    #[arg(long)]
+    pub embedding_dim: Option<u32>,
+    /// Hidden size (bow: 0 = linear head; bigru: state size; transformer: feed-forward size).
+    #[arg(long)]
+    pub hidden: Option<u32>,
+    /// Dropout probability.
+    #[arg(long)]
+    pub dropout: Option<f64>,
+    /// Recurrent cell of bigru.
+    #[arg(long, value_enum)]
+    pub cell: Option<RnnCell>,
+    /// Longest input kept (tokens, or distinct features for bow).
+    #[arg(long)]
+    pub max_length: Option<u32>,
+    /// Hashed character n-gram buckets (bow); the ones training texts fill get feature ids.
+    #[arg(long)]
+    pub char_buckets: Option<u32>,
 }
 
-/// Loss weighting of classes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ClassWeightsArg {
-    /// Every example counts the same.
-    None,
-    /// Inverse class frequency.
-    Balanced,
-}
-
-/// Compute device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum DeviceArg {
-    /// CUDA when available, else CPU.
-    Auto,
-    /// CPU.
-    Cpu,
-    /// CUDA GPU 0.
-    Cuda,
-}
-
-/// Recurrent cell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum CellArg {
-    /// GRU.
-    Gru,
-    /// LSTM.
-    Lstm,
+impl SettingsArgs {
+    /// The flags as overrides of a run's defaults.
+    pub fn overrides(&self) -> Overrides {
+        let size = |v: Option<u32>| v.map(|v| v as usize);
+        Overrides {
+            epochs: size(self.epochs),
+            batch_size: size(self.batch_size),
+            learning_rate: self.learning_rate,
+            weight_decay: self.weight_decay.map(|v| v as f32),
+            patience: size(self.patience),
+            seed: self.seed,
+            validation_fraction: self.validation_fraction,
+            class_weights: self.class_weights,
+            embedding_dim: size(self.embedding_dim),
+            hidden: size(self.hidden),
+            dropout: self.dropout,
+            cell: self.cell,
+            max_length: size(self.max_length),
+            char_buckets: size(self.char_buckets),
+        }
+    }
 }
 
 /// Report format.
@@ -120,7 +150,7 @@ pub struct TrainArgs {
     pub validation: Option<PathBuf>,
     /// Architecture (default: bow, or the config file's model.kind).
     #[arg(long, value_enum)]
-    pub model: Option<ModelArg>,
+    pub model: Option<ModelKind>,
     /// Output model directory.
     #[arg(long, required_unless_present = "resume")]
     pub out: Option<PathBuf>,
@@ -137,45 +167,15 @@ pub struct TrainArgs {
     /// Field or column holding the label.
     #[arg(long, default_value = "label")]
     pub label_field: String,
-    /// Epochs (upper bound with early stopping).
-    #[arg(long)]
-    pub epochs: Option<usize>,
-    /// Examples per batch.
-    #[arg(long)]
-    pub batch_size: Option<usize>,
-    /// Adam learning rate.
-    #[arg(long)]
-    pub learning_rate: Option<f64>,
-    /// Embedding dimension.
-    #[arg(long)]
-    pub embedding_dim: Option<usize>,
-    /// Hidden size.
-    #[arg(long)]
-    pub hidden: Option<usize>,
-    /// Dropout probability.
-    #[arg(long)]
-    pub dropout: Option<f64>,
-    /// Longest input kept (tokens, or distinct features for bow).
-    #[arg(long)]
-    pub max_length: Option<usize>,
-    /// Random seed.
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Early-stopping patience in epochs (0 = off).
-    #[arg(long)]
-    pub patience: Option<usize>,
-    /// Class weighting of the loss.
-    #[arg(long, value_enum)]
-    pub class_weights: Option<ClassWeightsArg>,
-    /// Recurrent cell of bigru.
-    #[arg(long, value_enum)]
-    pub cell: Option<CellArg>,
+    /// The run's settings.
+    #[command(flatten)]
+    pub settings: SettingsArgs,
     /// Compute threads (0 = all cores).
     #[arg(long)]
     pub threads: Option<usize>,
     /// Compute device.
     #[arg(long, value_enum)]
-    pub device: Option<DeviceArg>,
+    pub device: Option<DeviceChoice>,
     /// Also checkpoint in the middle of an epoch once this long has passed since the last
     /// checkpoint (e.g. `30s`, `2m`; `0s` = after every batch); an interrupted run resumed
     /// with `--resume` loses at most this much.
@@ -209,7 +209,7 @@ pub struct EvaluateArgs {
     pub format: FormatArg,
     /// Compute device.
     #[arg(long, value_enum, default_value = "cpu")]
-    pub device: DeviceArg,
+    pub device: DeviceChoice,
 }
 
 /// `lexmesh predict`.
@@ -228,5 +228,5 @@ pub struct PredictArgs {
     pub format: FormatArg,
     /// Compute device.
     #[arg(long, value_enum, default_value = "cpu")]
-    pub device: DeviceArg,
+    pub device: DeviceChoice,
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use crate::cli::{FormatArg, ModelArg};
+use crate::cli::{FormatArg, SettingsArgs};
+use lexmesh_trainer::ModelKind;
 
 /// A lexmesh service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -94,32 +95,11 @@ pub struct SubmitArgs {
     #[arg(long)]
     pub model_id: Option<String>,
     /// Model architecture.
-    #[arg(long)]
-    pub model: Option<ModelArg>,
-    /// Passes over the training data.
-    #[arg(long)]
-    pub epochs: Option<u32>,
-    /// Examples per batch.
-    #[arg(long)]
-    pub batch_size: Option<u32>,
-    /// Adam learning rate.
-    #[arg(long)]
-    pub learning_rate: Option<f64>,
-    /// Early-stopping patience in epochs.
-    #[arg(long)]
-    pub patience: Option<u32>,
-    /// Random seed.
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Embedding dimension.
-    #[arg(long)]
-    pub embedding_dim: Option<u32>,
-    /// Hashed character n-gram buckets (bow); the ones training texts fill get feature ids.
-    #[arg(long)]
-    pub char_buckets: Option<u32>,
-    /// Longest token sequence kept (sequence models).
-    #[arg(long)]
-    pub max_length: Option<u32>,
+    #[arg(long, value_enum)]
+    pub model: Option<ModelKind>,
+    /// The run's settings (train and preprocess jobs), as `lexmesh train` takes them.
+    #[command(flatten)]
+    pub settings: SettingsArgs,
     /// Follow the job's progress until it ends.
     #[arg(long)]
     pub watch: bool,

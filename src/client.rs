@@ -217,12 +217,6 @@ impl EventFollower {
     }
 }
 
-/// A job status as on the wire (`queued`, `running`, ...).
-pub fn status_name(status: JobStatus) -> String {
-    // Every variant is one word, so its lower-cased name is its snake_case wire name.
-    format!("{status:?}").to_lowercase()
-}
-
 /// Prints rows under a header, each column as wide as its widest cell (by characters).
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     for line in table_lines(header, rows) {
@@ -338,15 +332,6 @@ mod tests {
         assert_eq!(format_duration(Duration::from_secs(45)), "45s");
         assert_eq!(format_duration(Duration::from_secs(192)), "3m12s");
         assert_eq!(format_duration(Duration::from_secs(3900)), "1h05m");
-    }
-
-    #[test]
-    fn status_names_are_the_wire_names() {
-        use JobStatus::*;
-        for status in [Queued, Running, Retrying, Completed, Failed, Cancelled] {
-            let wire = serde_json::to_value(status).unwrap();
-            assert_eq!(wire.as_str(), Some(status_name(status).as_str()));
-        }
     }
 
     #[test]

@@ -2,13 +2,13 @@
 //!
 //! The binary is a thin shell over the domain crates in `services/`: argument parsing
 //! ([`cli`], [`cli_mesh`]), one module per command ([`commands`]), the progress display
-//! ([`render`]), the mesh service adapters ([`mesh`]) and the mesh client side ([`client`]).
+//! ([`render`]) and the mesh client side ([`client`]). The services that `lexmesh serve` runs are
+//! the `lexmesh-mesh` crate (`services/mesh`).
 
 mod cli;
 mod cli_mesh;
 mod client;
 mod commands;
-mod mesh;
 mod render;
 
 use std::process::ExitCode;
@@ -37,8 +37,8 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
-            if err.downcast_ref::<mesh::Unusable>().is_some() {
-                ExitCode::from(mesh::Unusable::EXIT_CODE)
+            if err.downcast_ref::<lexmesh_mesh::Unusable>().is_some() {
+                ExitCode::from(lexmesh_mesh::Unusable::EXIT_CODE)
             } else {
                 ExitCode::FAILURE
             }

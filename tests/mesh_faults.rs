@@ -285,6 +285,63 @@ async fn a_job_whose_workers_keep_dying_is_dead_lettered_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_that_run_out_while_no_trainer_runs_are_dead_lettered_by_the_next_one() {
+    // The only trainer is killed; its job's one delivery (max_deliver 1) runs out while no
+    // trainer runs, so the server's max-deliveries advisory has no live reader. It must wait
+    // in LEXMESH_ADVISORIES for the next trainer, which dead-letters the job.
+    let env = [
+        ("LEXMESH_JOBS__ACK_WAIT", "2s"),
+        ("LEXMESH_JOBS__MAX_DELIVER", "1"),
+    ];
+    let mut mesh = TestMesh::start().await;
+    mesh.start_service("preprocessor", "preprocessor-a", &[])
+        .await;
+    let mut dead = mesh
+        .watch_messages("lexmesh.deadletter.>", "dead-letter")
+        .await;
+    let mut watch = mesh.watch("orphan").await;
+    mesh.start_service("trainer", "trainer-a", &env).await;
+    mesh.submit(TRAIN, &long_job("orphan")).await;
+    watch
+        .until(JOB_TIMEOUT, |e| {
+            e["event"] == "progress" && e["phase"] == "epoch" && e["attempt"] == 1
+        })
+        .await;
+    mesh.process("trainer-a").kill();
+    // The advisory is stored while no trainer runs.
+    eventually(
+        "the max-deliveries advisory in LEXMESH_ADVISORIES",
+        RECOVERY,
+        || {
+            let mesh = &mesh;
+            async move { (mesh.stream_messages("LEXMESH_ADVISORIES").await >= 1).then_some(()) }
+        },
+    )
+    .await;
+    assert!(
+        dead.next_within(Duration::from_millis(200)).await.is_none(),
+        "dead-lettered with no trainer running"
+    );
+    mesh.start_service("trainer", "trainer-b", &env).await;
+    let letter = dead.next(RECOVERY).await;
+    assert_eq!(letter["job_id"], "orphan");
+    assert_eq!(letter["deliveries"], 1);
+    assert_eq!(letter["code"], "worker_lost");
+    assert_eq!(letter["instance"], "trainer-b", "{}", short(&letter));
+    let failed = watch.until_final(RECOVERY).await;
+    assert_eq!(failed["event"], "failed", "{}", watch.summary());
+    assert_eq!(failed["code"], "worker_lost");
+    mesh.wait_jobs_stream_empty().await;
+    // Handled once: the advisory leaves its stream.
+    eventually("LEXMESH_ADVISORIES to be empty", RECOVERY, || {
+        let mesh = &mesh;
+        async move { (mesh.stream_messages("LEXMESH_ADVISORIES").await == 0).then_some(()) }
+    })
+    .await;
+    assert!(dead.next_within(Duration::from_secs(1)).await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_racing_attempts_complete_the_job_once() {
     // trainer-a is frozen long enough for its job to be redelivered (ack_wait 2 s, no health
     // service) and completed by trainer-b; thawed, trainer-a finishes too, loses the

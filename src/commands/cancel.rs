@@ -67,7 +67,7 @@ pub fn run(args: CancelArgs) -> anyhow::Result<ExitCode> {
                     Some((record, _)) if record.status.is_final() => {
                         print_line(&format!(
                             "{job_id}: already finished ({})",
-                            client::status_name(record.status)
+                            record.status.as_str()
                         ));
                         Ok(ExitCode::SUCCESS)
                     }

@@ -12,7 +12,7 @@ use crate::commands::train::RunInputs;
 
 /// Runs the command.
 pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
-    let classifier = Classifier::load(&args.model, args.device.into())
+    let classifier = Classifier::load(&args.model, args.device)
         .with_context(|| format!("loading model {}", args.model.display()))?;
     // Default to the fields the model was trained on (e.g. `title`).
     let trained_fields = RunInputs::read(&args.model).ok().map(|r| r.fields);

@@ -37,7 +37,7 @@ fn row(job: &JobRecord) -> Vec<String> {
     vec![
         job.job_id.clone(),
         job.kind.name().to_string(),
-        client::status_name(job.status),
+        job.status.as_str().to_string(),
         job.attempts.to_string(),
         job.owner.clone().unwrap_or_else(|| "-".into()),
         epochs(job),

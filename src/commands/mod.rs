@@ -14,16 +14,3 @@ pub mod top;
 pub mod train;
 pub mod up;
 pub mod watch;
-
-use crate::cli::DeviceArg;
-use lexmesh_trainer::DeviceChoice;
-
-impl From<DeviceArg> for DeviceChoice {
-    fn from(d: DeviceArg) -> Self {
-        match d {
-            DeviceArg::Auto => DeviceChoice::Auto,
-            DeviceArg::Cpu => DeviceChoice::Cpu,
-            DeviceArg::Cuda => DeviceChoice::Cuda,
-        }
-    }
-}

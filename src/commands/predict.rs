@@ -13,7 +13,7 @@ use crate::cli::{FormatArg, PredictArgs};
 
 /// Runs the command.
 pub fn run(args: PredictArgs) -> anyhow::Result<ExitCode> {
-    let classifier = Classifier::load(&args.model, args.device.into())
+    let classifier = Classifier::load(&args.model, args.device)
         .with_context(|| format!("loading model {}", args.model.display()))?;
     let texts = if args.texts.is_empty() {
         read_stdin(&args.text_field)?

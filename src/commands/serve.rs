@@ -7,7 +7,6 @@ use lexmesh_protocol::names::Service;
 use lexmesh_runtime::{Config, ServiceRuntime, telemetry};
 
 use crate::cli_mesh::{ServeArgs, ServiceArg};
-use crate::mesh;
 
 /// Runs the command.
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -43,11 +42,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let served = runtime.block_on(async move {
         let mut runtime = ServiceRuntime::start(service, config).await?;
         match service {
-            Service::Preprocessor => mesh::preprocessor::start(&mut runtime).await?,
-            Service::Trainer => mesh::trainer::start(&mut runtime),
-            Service::Evaluator => mesh::evaluator::start(&mut runtime).await?,
-            Service::Health => mesh::health::start(&mut runtime).await?,
-            Service::Metrics => mesh::metrics::start(&mut runtime).await?,
+            Service::Preprocessor => lexmesh_mesh::preprocessor::start(&mut runtime).await?,
+            Service::Trainer => lexmesh_mesh::trainer::start(&mut runtime),
+            Service::Evaluator => lexmesh_mesh::evaluator::start(&mut runtime).await?,
+            Service::Health => lexmesh_mesh::health::start(&mut runtime).await?,
+            Service::Metrics => lexmesh_mesh::metrics::start(&mut runtime).await?,
         }
         runtime.run_until_shutdown().await?;
         anyhow::Ok(())

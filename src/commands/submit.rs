@@ -8,15 +8,17 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use lexmesh_protocol::{
-    DatasetSource, EvaluateJob, ExperimentSettings, JobKind, ModelKindName, PreprocessJob,
-    ProtocolError, TrainJob, decode, names,
+    DatasetSource, EvaluateJob, ExperimentSettings, JobKind, PreprocessJob, ProtocolError,
+    TrainJob, decode, names,
 };
 use lexmesh_runtime::{Mesh, objects, telemetry};
 use sha2::{Digest, Sha256};
 
-use crate::cli::ModelArg;
+use crate::cli::SettingsArgs;
 use crate::cli_mesh::{SubmitArgs, SubmitKind};
 use crate::client;
+use lexmesh_mesh::settings;
+use lexmesh_trainer::{ClassWeighting, ModelKind};
 
 /// Runs the command.
 pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
@@ -82,15 +84,6 @@ fn job_kind(kind: SubmitKind) -> JobKind {
     }
 }
 
-fn model_kind(model: ModelArg) -> ModelKindName {
-    match model {
-        ModelArg::Bow => ModelKindName::Bow,
-        ModelArg::Cnn => ModelKindName::Cnn,
-        ModelArg::Bigru => ModelKindName::Bigru,
-        ModelArg::Transformer => ModelKindName::Transformer,
-    }
-}
-
 /// What will be published, as far as it is known before connecting.
 enum Plan {
     /// A job given whole with `--json`: published as is.
@@ -110,24 +103,43 @@ struct FlagJob {
     settings: ExperimentSettings,
 }
 
+/// A job's settings from the command line's (`lexmesh submit`): the same flags as
+/// `lexmesh train`'s, so that [`settings::overrides`] of the result gives what `lexmesh train` applies.
+pub fn job_settings(model: Option<ModelKind>, args: &SettingsArgs) -> ExperimentSettings {
+    ExperimentSettings {
+        model: model.map(settings::model_name),
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        learning_rate: args.learning_rate,
+        patience: args.patience,
+        seed: args.seed,
+        validation_fraction: args.validation_fraction,
+        embedding_dim: args.embedding_dim,
+        hidden: args.hidden,
+        dropout: args.dropout,
+        max_length: args.max_length,
+        char_buckets: args.char_buckets,
+        balanced_class_weights: args.class_weights.map(|w| w == ClassWeighting::Balanced),
+        weight_decay: args.weight_decay,
+        cell: args.cell.map(settings::cell_name),
+    }
+}
+
+/// The setting flags given (`--model`, then the others by name).
+fn setting_flags(args: &SubmitArgs) -> Vec<String> {
+    let model = args.model.map(|_| "model".to_string());
+    model
+        .into_iter()
+        .chain(args.settings.overrides().set_names())
+        .map(|name| format!("--{}", name.replace('_', "-")))
+        .collect()
+}
+
 fn plan_raw(args: &SubmitArgs, kind: JobKind, path: &Path) -> anyhow::Result<Plan> {
-    let flags = [
-        ("--model-id", args.model_id.is_some()),
-        ("--model", args.model.is_some()),
-        ("--epochs", args.epochs.is_some()),
-        ("--batch-size", args.batch_size.is_some()),
-        ("--learning-rate", args.learning_rate.is_some()),
-        ("--patience", args.patience.is_some()),
-        ("--seed", args.seed.is_some()),
-        ("--embedding-dim", args.embedding_dim.is_some()),
-        ("--char-buckets", args.char_buckets.is_some()),
-        ("--max-length", args.max_length.is_some()),
-    ];
-    let given: Vec<&str> = flags
-        .iter()
-        .filter(|(_, on)| *on)
-        .map(|(f, _)| *f)
-        .collect();
+    let mut given = setting_flags(args);
+    if args.model_id.is_some() {
+        given.insert(0, "--model-id".to_string());
+    }
     if !given.is_empty() {
         bail!(
             "--json gives the whole job; put {} into the JSON instead",
@@ -176,18 +188,7 @@ fn plan_from_flags(args: &SubmitArgs) -> anyhow::Result<Plan> {
     let Some(data) = args.data.clone() else {
         bail!("--data FILE is required (or give the whole job with --json FILE)");
     };
-    let settings = ExperimentSettings {
-        model: args.model.map(model_kind),
-        epochs: args.epochs,
-        batch_size: args.batch_size,
-        learning_rate: args.learning_rate,
-        patience: args.patience,
-        seed: args.seed,
-        embedding_dim: args.embedding_dim,
-        char_buckets: args.char_buckets,
-        max_length: args.max_length,
-        ..Default::default()
-    };
+    let settings = job_settings(args.model, &args.settings);
     match args.kind {
         SubmitKind::Train => {}
         SubmitKind::Evaluate => {
@@ -197,11 +198,11 @@ fn plan_from_flags(args: &SubmitArgs) -> anyhow::Result<Plan> {
             if args.validation.is_some() {
                 bail!("an evaluate job uses only --data; leave out --validation");
             }
-            if settings != ExperimentSettings::default() {
+            let given = setting_flags(args);
+            if !given.is_empty() {
                 bail!(
-                    "--model, --epochs, --batch-size, --learning-rate, --patience, --seed, \
-                     --embedding-dim, --char-buckets and --max-length apply to train and \
-                     preprocess jobs only"
+                    "{} apply to train and preprocess jobs only",
+                    given.join(", ")
                 );
             }
         }
@@ -360,6 +361,39 @@ pub fn generate_job_id(kind: JobKind, unix_seconds: i64, random: u16) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lexmesh_trainer::RnnCell;
+
+    #[test]
+    fn submit_and_train_flags_give_the_same_overrides() {
+        // Every flag set: the job `lexmesh submit` publishes maps back to exactly what
+        // `lexmesh train` applies with the same flags.
+        let args = SettingsArgs {
+            epochs: Some(7),
+            batch_size: Some(5),
+            learning_rate: Some(0.125),
+            weight_decay: Some(0.25),
+            patience: Some(9),
+            seed: Some(77),
+            validation_fraction: Some(0.375),
+            class_weights: Some(ClassWeighting::None),
+            embedding_dim: Some(12),
+            hidden: Some(13),
+            dropout: Some(0.125),
+            cell: Some(RnnCell::Lstm),
+            max_length: Some(99),
+            char_buckets: Some(1234),
+        };
+        assert_eq!(args.overrides().set_names().len(), 14);
+        let job = job_settings(Some(ModelKind::Bigru), &args);
+        assert_eq!(settings::overrides(&job), args.overrides());
+        assert_eq!(job.model, Some(lexmesh_protocol::ModelKindName::Bigru));
+        for kind in ModelKind::ALL {
+            assert_eq!(settings::model_kind(Some(settings::model_name(kind))), kind);
+        }
+        for c in [RnnCell::Gru, RnnCell::Lstm] {
+            assert_eq!(settings::cell(settings::cell_name(c)), c);
+        }
+    }
 
     #[test]
     fn generated_job_ids_are_valid_and_readable() {

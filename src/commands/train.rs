@@ -8,16 +8,16 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 use lexmesh_evaluator::EvaluationReport;
-use lexmesh_preprocessor::tokenize::fnv1a;
-use lexmesh_preprocessor::{Dataset, FieldNames, LabelSet, Preprocessor, stratified_split};
+use lexmesh_preprocessor::prepare::{encode, split};
+use lexmesh_preprocessor::{
+    Dataset, EncodedSets, FieldNames, LabelSet, SplitReport, content_id, prepare,
+};
 use lexmesh_trainer::artifact::{FORMAT_VERSION, SavedConfig};
 use lexmesh_trainer::progress::ChannelSink;
-use lexmesh_trainer::training::{TrainingData, TrainingRun, spawn};
-use lexmesh_trainer::{
-    CancelToken, ClassWeighting, ExperimentConfig, ModelDir, ModelKind, RnnCell, StopReason,
-};
+use lexmesh_trainer::training::{TrainingRun, spawn};
+use lexmesh_trainer::{CancelToken, ExperimentConfig, ModelDir, ModelKind, StopReason};
 
-use crate::cli::{CellArg, ClassWeightsArg, ModelArg, TrainArgs};
+use crate::cli::TrainArgs;
 use crate::render::{RenderMode, Renderer, print_line};
 
 /// Where a run's data came from: `run.json` in the model directory, read back by `--resume`
@@ -64,36 +64,20 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let Prepared {
         dir,
         experiment,
-        preprocessor,
-        labels,
-        train,
-        validation,
+        sets,
+        dataset_id,
         feature_space,
         resume,
+        labels,
     } = prepared;
-
-    let train_labels = labels.encode(&train)?;
-    let validation_labels = labels.encode(&validation)?;
-    let train_texts: Vec<&str> = train.examples.iter().map(|e| e.text.as_str()).collect();
-    let validation_texts: Vec<&str> = validation
-        .examples
-        .iter()
-        .map(|e| e.text.as_str())
-        .collect();
-    let fingerprint = fingerprint(&experiment, &preprocessor, &labels, &train, &validation)?;
     let run = TrainingRun {
         config: experiment.clone(),
         classes: labels.len(),
         feature_space,
-        data: TrainingData {
-            train: preprocessor.encode_all(&train_texts),
-            train_labels,
-            validation: preprocessor.encode_all(&validation_texts),
-            validation_labels,
-        },
+        fingerprint: experiment.run_fingerprint(&dataset_id)?,
+        data: sets,
         checkpoints: Some(dir.checkpoints()),
         resume,
-        fingerprint,
         compute_threads: 0,
         checkpoint_interval: Some(args.checkpoint_interval),
     };
@@ -146,13 +130,13 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A run's data, prepared the one way ([`lexmesh_preprocessor::prepare`]), and where it goes.
 struct Prepared {
     dir: ModelDir,
     experiment: ExperimentConfig,
-    preprocessor: Preprocessor,
+    sets: EncodedSets,
+    dataset_id: String,
     labels: LabelSet,
-    train: Dataset,
-    validation: Dataset,
     feature_space: usize,
     resume: bool,
 }
@@ -162,24 +146,6 @@ fn prepare_fresh(args: &TrainArgs, mode: RenderMode) -> anyhow::Result<Prepared>
         bail!("--data and --out are required (or --resume DIR)");
     };
     let experiment = experiment_config(args)?;
-    let fields = FieldNames {
-        text: args.text_field.clone(),
-        label: args.label_field.clone(),
-    };
-    let inputs = RunInputs {
-        data: absolute(data),
-        validation: args.validation.as_deref().map(absolute),
-        fields,
-    };
-    let (train, validation) = load_data(&inputs, &experiment, mode)?;
-    let labels = train.training_labels()?;
-    let texts: Vec<&str> = train.examples.iter().map(|e| e.text.as_str()).collect();
-    let preprocessor = Preprocessor::fit(
-        &texts,
-        experiment.normalizer.clone(),
-        experiment.features.clone(),
-    )?;
-    let feature_space = preprocessor.feature_space();
     let dir = ModelDir::new(out);
     if dir.checkpoints().latest()?.is_some() {
         bail!(
@@ -188,64 +154,83 @@ fn prepare_fresh(args: &TrainArgs, mode: RenderMode) -> anyhow::Result<Prepared>
             out.display()
         );
     }
+    let inputs = RunInputs {
+        data: absolute(data),
+        validation: args.validation.as_deref().map(absolute),
+        fields: FieldNames {
+            text: args.text_field.clone(),
+            label: args.label_field.clone(),
+        },
+    };
+    let (train, validation) = read_inputs(&inputs)?;
+    let settings = experiment.prepare_settings();
+    let dataset_id = content_id(&settings, &train, validation.as_ref())?;
+    let prepared = prepare(train, validation, &settings)?;
+    if let Some(report) = &prepared.split {
+        show_split(report, mode);
+    }
+    let feature_space = prepared.preprocessor.feature_space();
     let saved = SavedConfig {
         format_version: FORMAT_VERSION,
         experiment: experiment.clone(),
         feature_space,
     };
-    dir.write_inputs(&saved, &preprocessor, &labels)?;
+    dir.write_inputs(&saved, &prepared.preprocessor, &prepared.labels)?;
     inputs.write(dir.path())?;
     Ok(Prepared {
         dir,
         experiment,
-        preprocessor,
-        labels,
-        train,
-        validation,
+        labels: prepared.labels,
+        sets: prepared.sets,
+        dataset_id,
         feature_space,
         resume: false,
     })
 }
 
+/// The same data as the run began with, encoded by the preprocessing and labels it saved.
 fn prepare_resume(path: &Path) -> anyhow::Result<Prepared> {
     let dir = ModelDir::new(path);
     let saved = dir.read_config()?;
     let inputs = RunInputs::read(path)?;
-    let (train, validation) = load_data(&inputs, &saved.experiment, RenderMode::Quiet)?;
+    let (train, validation) = read_inputs(&inputs)?;
+    let settings = saved.experiment.prepare_settings();
+    let dataset_id = content_id(&settings, &train, validation.as_ref())?;
+    let data = split(
+        train,
+        validation,
+        settings.validation_fraction,
+        settings.seed,
+    )?;
+    let labels = dir.read_labels()?;
+    let sets = encode(&dir.read_preprocessor()?, &labels, &data)?;
     Ok(Prepared {
-        preprocessor: dir.read_preprocessor()?,
-        labels: dir.read_labels()?,
+        labels,
         experiment: saved.experiment,
         feature_space: saved.feature_space,
         dir,
-        train,
-        validation,
+        sets,
+        dataset_id,
         resume: true,
     })
 }
 
-fn load_data(
-    inputs: &RunInputs,
-    experiment: &ExperimentConfig,
-    mode: RenderMode,
-) -> anyhow::Result<(Dataset, Dataset)> {
-    let all = Dataset::load(&inputs.data, &inputs.fields)?;
-    all.training_labels()?;
-    match &inputs.validation {
-        Some(v) => Ok((all, Dataset::load(v, &inputs.fields)?)),
-        None => {
-            let t = &experiment.training;
-            let (train, validation, report) =
-                stratified_split(&all, t.validation_fraction, t.seed)?;
-            match mode {
-                RenderMode::Bar => eprintln!("no --validation given: {report}"),
-                RenderMode::Json => {
-                    print_line(&serde_json::json!({"event": "split", "split": report}).to_string())
-                }
-                RenderMode::Quiet => {}
-            }
-            Ok((train, validation))
+fn read_inputs(inputs: &RunInputs) -> anyhow::Result<(Dataset, Option<Dataset>)> {
+    let train = Dataset::load(&inputs.data, &inputs.fields)?;
+    let validation = match &inputs.validation {
+        Some(v) => Some(Dataset::load(v, &inputs.fields)?),
+        None => None,
+    };
+    Ok((train, validation))
+}
+
+fn show_split(report: &SplitReport, mode: RenderMode) {
+    match mode {
+        RenderMode::Bar => eprintln!("no --validation given: {report}"),
+        RenderMode::Json => {
+            print_line(&serde_json::json!({"event": "split", "split": report}).to_string())
         }
+        RenderMode::Quiet => {}
     }
 }
 
@@ -272,7 +257,7 @@ fn experiment_config(args: &TrainArgs) -> anyhow::Result<ExperimentConfig> {
         .and_then(|m| m.get("kind"))
         .and_then(|k| k.as_str());
     let kind = match (args.model, file_kind) {
-        (Some(m), _) => model_kind(m),
+        (Some(m), _) => m,
         (None, Some(k)) => k.parse::<ModelKind>()?,
         (None, None) => ModelKind::Bow,
     };
@@ -288,33 +273,9 @@ fn experiment_config(args: &TrainArgs) -> anyhow::Result<ExperimentConfig> {
             .try_into()
             .with_context(|| format!("{}: invalid configuration", path.display()))?;
     }
-    let t = &mut config.training;
-    let m = &mut config.model;
-    set(&mut t.epochs, args.epochs);
-    set(&mut t.batch_size, args.batch_size);
-    set(&mut t.learning_rate, args.learning_rate);
-    set(&mut t.seed, args.seed);
-    set(&mut t.patience, args.patience);
-    set(&mut t.threads, args.threads);
-    set(&mut t.device, args.device.map(Into::into));
-    set(
-        &mut t.class_weights,
-        args.class_weights.map(|c| match c {
-            ClassWeightsArg::None => ClassWeighting::None,
-            ClassWeightsArg::Balanced => ClassWeighting::Balanced,
-        }),
-    );
-    set(&mut m.embedding_dim, args.embedding_dim);
-    set(&mut m.hidden, args.hidden);
-    set(&mut m.dropout, args.dropout);
-    set(
-        &mut m.cell,
-        args.cell.map(|c| match c {
-            CellArg::Gru => RnnCell::Gru,
-            CellArg::Lstm => RnnCell::Lstm,
-        }),
-    );
-    set(&mut config.features.max_length, args.max_length);
+    args.settings.overrides().apply_to(&mut config);
+    set(&mut config.training.threads, args.threads);
+    set(&mut config.training.device, args.device);
     config.validate()?;
     Ok(config)
 }
@@ -334,34 +295,4 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
             }
         }
     }
-}
-
-fn model_kind(m: ModelArg) -> ModelKind {
-    match m {
-        ModelArg::Bow => ModelKind::Bow,
-        ModelArg::Cnn => ModelKind::Cnn,
-        ModelArg::Bigru => ModelKind::Bigru,
-        ModelArg::Transformer => ModelKind::Transformer,
-    }
-}
-
-/// Hash of everything that defines a run, stored in checkpoints: a resume against changed data
-/// or settings is refused instead of silently mixing two runs.
-fn fingerprint(
-    experiment: &ExperimentConfig,
-    preprocessor: &Preprocessor,
-    labels: &LabelSet,
-    train: &Dataset,
-    validation: &Dataset,
-) -> anyhow::Result<String> {
-    let mut bytes = serde_json::to_vec(experiment)?;
-    bytes.extend(serde_json::to_vec(preprocessor)?);
-    bytes.extend(serde_json::to_vec(labels)?);
-    for e in train.examples.iter().chain(&validation.examples) {
-        bytes.extend_from_slice(e.text.as_bytes());
-        bytes.push(0);
-        bytes.extend_from_slice(e.label.as_bytes());
-        bytes.push(0);
-    }
-    Ok(format!("{:016x}", fnv1a(&bytes)))
 }

@@ -104,7 +104,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         url,
         config: args.mesh.config.clone(),
         replicas,
-        policy: crate::mesh::health::restart_policy(&config.health),
+        policy: lexmesh_mesh::health::restart_policy(&config.health),
         nats: config.nats.clone(),
         metrics_listen: config.metrics.listen.clone(),
         trainer_cores,
@@ -457,7 +457,7 @@ async fn run_replica(replica: Replica, mut stop: watch::Receiver<Stop>) {
             return;
         }
         if let Ok(s) = &status
-            && s.code() == Some(i32::from(crate::mesh::Unusable::EXIT_CODE))
+            && s.code() == Some(i32::from(lexmesh_mesh::Unusable::EXIT_CODE))
         {
             eprintln!(
                 "{name} cannot run with its configuration (its error is above); not restarted"
@@ -510,7 +510,7 @@ async fn run_replica(replica: Replica, mut stop: watch::Receiver<Stop>) {
             );
             eprintln!("error: {message}");
             if let Some(alerts) = &replica.alerts {
-                let alert = crate::mesh::alerts::new_alert(
+                let alert = lexmesh_mesh::alerts::new_alert(
                     "crash_loop",
                     AlertState::Raised,
                     (replica.service.name(), &name),
@@ -521,7 +521,7 @@ async fn run_replica(replica: Replica, mut stop: watch::Receiver<Stop>) {
                     &message,
                     "up",
                 );
-                crate::mesh::alerts::publish_alert(alerts, &alert).await;
+                lexmesh_mesh::alerts::publish_alert(alerts, &alert).await;
             }
             return;
         };

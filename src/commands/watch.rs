@@ -44,7 +44,7 @@ pub async fn follow(mesh: &Mesh, job_id: &str, json: bool) -> anyhow::Result<Exi
                 } else {
                     eprintln!(
                         "job {job_id} {} (its events are no longer kept)",
-                        client::status_name(record.status)
+                        record.status.as_str()
                     );
                     if let Some(result) = &record.result {
                         print_summary(job_id, result, None);

@@ -661,12 +661,13 @@ impl TestMesh {
 
     /// `state.messages` of the jobs stream, read through the raw JetStream API.
     pub async fn jobs_stream_messages(&self) -> u64 {
+        self.stream_messages(JOBS_STREAM).await
+    }
+
+    /// Messages held by a stream now.
+    pub async fn stream_messages(&self, stream: &str) -> u64 {
         let info = self
-            .request_raw(
-                &format!("$JS.API.STREAM.INFO.{JOBS_STREAM}"),
-                Vec::new(),
-                None,
-            )
+            .request_raw(&format!("$JS.API.STREAM.INFO.{stream}"), Vec::new(), None)
             .await;
         info["state"]["messages"]
             .as_u64()

@@ -1,6 +1,7 @@
 //! Classification metrics for lexmesh: how well predicted labels match gold labels, for
 //! the court-ruling (civil/criminal) and news-topic classifiers alike. Pure computation and
-//! formatting, no I/O, so the CLI and the mesh's evaluator service report identical numbers.
+//! formatting, no I/O, so the CLI and the mesh's evaluator service
+//! (`services/mesh/src/evaluator.rs`) report identical numbers.
 //!
 //! - [`confusion`]: [`ConfusionMatrix`] (rows = gold class, columns = predicted class), built
 //!   pair by pair, from label slices or by merging per-batch matrices, and the scores derived

@@ -7,7 +7,7 @@
 //! - [`replace`]: how to replace one: kill the local process (its supervisor starts it again)
 //!   or delete its Kubernetes pod (its Deployment recreates it).
 //!
-//! The health service in the `lexmesh` binary (`src/mesh/health.rs`) wires these to NATS.
+//! The health service in the `lexmesh-mesh` crate (`services/mesh/src/health.rs`) wires these to NATS.
 
 pub mod monitor;
 pub mod policy;

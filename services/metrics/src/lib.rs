@@ -8,7 +8,7 @@
 //! - [`exporter`]: the Prometheus exposition (OpenMetrics text).
 //! - [`MetricsState`] (here) ties the three together behind one call per incoming message.
 //!
-//! The metrics service in the `lexmesh` binary (`src/mesh/metrics.rs`) wires it to NATS and
+//! The metrics service in the `lexmesh-mesh` crate (`services/mesh/src/metrics.rs`) wires it to NATS and
 //! HTTP: it calls [`MetricsState::on_report`], [`MetricsState::on_event`] and
 //! [`MetricsState::on_alert`] as messages arrive, publishes the alerts they return,
 //! calls [`MetricsState::expire`] now and then, and serves [`MetricsState::snapshot`] and

@@ -1,6 +1,7 @@
 //! Persian text preprocessing for lexmesh: everything between a file of labelled texts and the
 //! integer ids a model consumes. Free of any model or broker dependency, so the embedded CLI
-//! and the mesh's preprocessor service run exactly the same code.
+//! and the mesh's preprocessor service (`services/mesh/src/preprocessor.rs`) run exactly the
+//! same code.
 //!
 //! - [`dataset`]: reads JSON Lines and CSV/TSV files into [`Example`]s, with errors that name
 //!   the file and line.
@@ -11,6 +12,8 @@
 //! - [`tokenize`]: the [`Tokenizer`] trait, the word tokenizer and hashed character n-grams.
 //! - [`vocabulary`]: the fitted vocabulary (min frequency, max size, `<pad>` and `<unk>`,
 //!   document frequencies for TF-IDF weighting).
+//! - [`prepare`]: records → labels, split, fitted preprocessing and encoded sets, and the
+//!   content id of the result: the one way `lexmesh train` and the preprocessor service prepare.
 //! - [`pipeline`]: [`Preprocessor`], the fitted whole that is saved with a model, and
 //!   [`Encoded`], its output for one text.
 
@@ -19,6 +22,7 @@ pub mod dataset;
 pub mod error;
 pub mod normalize;
 pub mod pipeline;
+pub mod prepare;
 pub mod split;
 pub mod tokenize;
 pub mod vocabulary;
@@ -27,6 +31,7 @@ pub use dataset::{Dataset, DatasetFormat, Example, FieldNames, LabelSet};
 pub use error::DataError;
 pub use normalize::{Normalizer, NormalizerConfig};
 pub use pipeline::{Encoded, FeatureConfig, FeatureMode, Preprocessor};
+pub use prepare::{EncodedSets, PrepareSettings, Prepared, SplitData, content_id, prepare};
 pub use split::{SplitReport, stratified_split};
 pub use tokenize::{Tokenizer, WordTokenizer};
 pub use vocabulary::{Vocabulary, VocabularyConfig};

@@ -195,6 +195,16 @@ pub enum ModelKindName {
     Transformer,
 }
 
+/// The recurrent cell of the `bigru` model, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CellName {
+    /// Gated recurrent unit (the default).
+    Gru,
+    /// Long short-term memory.
+    Lstm,
+}
+
 /// Attention heads of the `transformer` model: its `embedding_dim` must be a multiple.
 pub const TRANSFORMER_HEADS: u32 = 4;
 
@@ -275,6 +285,13 @@ pub struct ExperimentSettings {
     /// Weight classes inversely to their frequency (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balanced_class_weights: Option<bool>,
+    /// Decoupled weight decay (AdamW), in [0, 1]; 0 = plain Adam (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("minimum" = 0, "maximum" = 1))]
+    pub weight_decay: Option<f64>,
+    /// Recurrent cell of `bigru` (default `gru`; other models ignore it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cell: Option<CellName>,
 }
 
 impl ExperimentSettings {

@@ -44,7 +44,7 @@ pub use event::{
     Accepted, Cancelled, Completed, EventKind, Failed, JobEvent, JobResult, Progress, ProgressPhase,
 };
 pub use job::{
-    DatasetSource, EvaluateJob, ExperimentSettings, InlineData, JobKind, ModelKindName,
+    CellName, DatasetSource, EvaluateJob, ExperimentSettings, InlineData, JobKind, ModelKindName,
     OptimizeJob, PreprocessJob, Record, TrainJob,
 };
 

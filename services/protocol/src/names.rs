@@ -16,7 +16,13 @@ pub fn consumer(kind: JobKind) -> String {
 /// Stream keeping dead letters (`lexmesh.deadletter.>`).
 pub const DEADLETTER_STREAM: &str = "LEXMESH_DEADLETTER";
 
-/// Queue group in which one instance per job kind handles a max-deliveries advisory.
+/// Work-queue stream that keeps the server's max-deliveries advisories of the job consumers
+/// until a service has dead-lettered their job: an advisory sent while no replica runs is not
+/// lost.
+pub const ADVISORIES_STREAM: &str = "LEXMESH_ADVISORIES";
+
+/// The durable consumer of [`ADVISORIES_STREAM`] through which one instance per job kind
+/// handles each max-deliveries advisory of that kind.
 pub fn deadletter_queue(kind: JobKind) -> String {
     format!("lexmesh-deadletter-{}", kind.name())
 }

@@ -31,6 +31,18 @@ impl JobStatus {
     pub fn is_final(self) -> bool {
         matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
     }
+
+    /// The status as it is written in JSON (`queued`, `running`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Retrying => "retrying",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
 }
 
 /// The job record.
@@ -227,3 +239,21 @@ pub struct ModelManifest {
 }
 
 impl crate::decode::Message for ModelManifest {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_names_are_the_wire_names() {
+        use JobStatus::*;
+        let all = [Queued, Running, Retrying, Completed, Failed, Cancelled];
+        for status in all {
+            let wire = serde_json::to_value(status).unwrap();
+            assert_eq!(wire.as_str(), Some(status.as_str()));
+        }
+        // Six different names.
+        let names: std::collections::BTreeSet<_> = all.iter().map(|s| s.as_str()).collect();
+        assert_eq!(names.len(), all.len());
+    }
+}

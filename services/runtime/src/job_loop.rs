@@ -22,7 +22,8 @@
 //!
 //! Dead letters: a job that failed `jobs.max_failures` times, lost too many attempts, or ran
 //! out of JetStream deliveries (`jobs.max_deliver`, a backstop: noticed through the
-//! max-deliveries advisory, which one instance per kind handles) is published once on
+//! max-deliveries advisory, kept in the `LEXMESH_ADVISORIES` stream until one instance of the
+//! kind has handled it) is published once on
 //! `lexmesh.deadletter.<kind>` with its request and history, gets a `failed` event, and
 //! leaves the jobs stream.
 
@@ -46,6 +47,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::RuntimeError;
 use crate::mesh::Mesh;
+use crate::settle::{Ack, Budget, Count, Ended, EventKind, RecordWrite, settle};
 use crate::worker::Worker;
 use crate::{events, lost, records, telemetry};
 use tracing::Instrument;
@@ -204,17 +206,7 @@ pub async fn run<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>) -> Result<
         .mesh
         .job_consumer(kind, &worker.config.jobs, max_ack_pending)
         .await?;
-    let advisories = worker
-        .mesh
-        .client
-        .queue_subscribe(
-            subjects::max_deliveries_advisory(names::JOBS_STREAM, &names::consumer(kind)),
-            names::deadletter_queue(kind),
-        )
-        .await
-        .map_err(RuntimeError::nats(
-            "subscribing to max-deliveries advisories",
-        ))?;
+    let advisories = worker.mesh.advisory_consumer(kind).await?;
     let advisory_task = tokio::spawn(handle_advisories(worker.clone(), kind, advisories));
     let slots = Arc::new(Semaphore::new(concurrency as usize));
     let mut running = tokio::task::JoinSet::new();
@@ -450,8 +442,6 @@ async fn run_attempt<H: JobHandler>(
         ..
     } = delivery;
     let trace = trace_of(&message);
-    let max_deliver = worker.config.jobs.max_deliver.max(1);
-    let max_failures = worker.config.jobs.max_failures.max(1);
     let kv = &worker.mesh.jobs;
     let end_span = |outcome: &str, error: bool| {
         span.record("outcome", outcome);
@@ -530,8 +520,143 @@ async fn run_attempt<H: JobHandler>(
     let outcome = handler.run(job, ctx).await;
     keep_alive.abort();
 
-    let failed_event = |error: &ProtocolError, retrying: bool| {
-        JobEvent::Failed(Failed {
+    // The completion's compare-and-set, for a result: the only async step of the decision.
+    let claimed = match &outcome {
+        Ok(JobOutcome::Completed(result)) => {
+            accepting.accept().await;
+            Some(match claim.get() {
+                Some(c) => Ok(c.clone()),
+                None => claim_completion(&worker, &job_id, attempt, result).await,
+            })
+        }
+        _ => None,
+    };
+    let ended = match (&outcome, &claimed) {
+        (Ok(JobOutcome::Completed(_)), Some(Ok(Claim::Won))) => Ended::Completed,
+        (Ok(JobOutcome::Completed(_)), Some(Ok(Claim::Lost { .. }))) => Ended::Superseded,
+        (Ok(JobOutcome::Completed(_)), _) => Ended::Unrecorded,
+        (Ok(JobOutcome::Superseded { .. }), _) => Ended::Superseded,
+        (Ok(JobOutcome::Cancelled { .. }), _) => Ended::Cancelled,
+        (Ok(JobOutcome::Interrupted), _) => Ended::Interrupted,
+        (Err(error), _) => Ended::Failed {
+            retryable: error.retryable(),
+            client_error: error.code.is_client_error(),
+        },
+    };
+    let settlement = settle(
+        ended,
+        Budget {
+            attempt,
+            earlier_failures,
+            max_failures: worker.config.jobs.max_failures,
+            max_deliver: worker.config.jobs.max_deliver,
+        },
+    );
+    end_span(settlement.span_outcome, settlement.span_error);
+    let error = outcome.as_ref().err();
+    if let Some(Err(e)) = &claimed {
+        tracing::warn!(job = %job_id, "cannot record the completion ({e}); handing the job back");
+    }
+
+    // 1. The record, so that whoever sees the event can read the record it describes.
+    let record = match settlement.record {
+        RecordWrite::Claimed | RecordWrite::Nothing => None,
+        RecordWrite::Superseded => {
+            let (winner, status) = match (&outcome, &claimed) {
+                (_, Some(Ok(Claim::Lost { winner, status }))) => (winner.clone(), *status),
+                (Ok(JobOutcome::Superseded { winner }), _) => {
+                    (winner.clone(), JobStatus::Completed)
+                }
+                _ => (None, JobStatus::Completed),
+            };
+            tracing::warn!(
+                job = %job_id,
+                attempt,
+                winner = winner.as_deref().unwrap_or("?"),
+                "result discarded: the job was already {} by another attempt",
+                status.as_str()
+            );
+            let instance = worker.instance.clone();
+            let written = records::update(kv, &job_id, |current| {
+                let mut record = current?;
+                end_attempt(&mut record, attempt, &instance, "superseded", None);
+                Some(record)
+            })
+            .await;
+            if let Err(e) = written {
+                tracing::warn!(job = %job_id, "cannot mark the attempt superseded in the record: {e}");
+            }
+            None
+        }
+        RecordWrite::HandedBack => {
+            let instance = worker.instance.clone();
+            let written = records::update(kv, &job_id, |current| {
+                let mut r = current?;
+                if r.status.is_final() {
+                    return None;
+                }
+                r.status = JobStatus::Queued;
+                r.updated_ms = now_ms();
+                end_attempt(&mut r, attempt, &instance, "handed_back", None);
+                Some(r)
+            })
+            .await;
+            if let Err(e) = written {
+                tracing::warn!(job = %job_id, "cannot mark the job handed back in the record: {e}");
+            }
+            None
+        }
+        RecordWrite::Status(status) => {
+            finish_record(&worker, &job_id, attempt, status, error).await
+        }
+    };
+
+    // 2. The dead letter: the request and its history, where someone will look.
+    if settlement.dead_letter
+        && let Some(error) = error
+    {
+        let letter = DeadLetter {
+            job_id: job_id.clone(),
+            kind,
+            deliveries: attempt,
+            code: error.code,
+            reason: format!(
+                "failed {} time(s), the last with: {error}",
+                earlier_failures + 1
+            ),
+            history: record.map(|r| r.history).unwrap_or_default(),
+            request: serde_json::from_slice(&message.payload).unwrap_or(serde_json::Value::Null),
+            stream_sequence: sequence,
+            instance: worker.instance.clone(),
+            timestamp_ms: now_ms(),
+        };
+        publish_dead_letter(&worker, &letter).await;
+    }
+
+    // 3. The event.
+    let event = match (settlement.event, &outcome) {
+        (Some(EventKind::Completed), Ok(JobOutcome::Completed(result))) => {
+            Some(JobEvent::Completed(Completed {
+                job_id: job_id.clone(),
+                kind,
+                attempt,
+                instance: worker.instance.clone(),
+                duration_s: started.elapsed().as_secs_f64(),
+                result: result.clone(),
+                timestamp_ms: now_ms(),
+            }))
+        }
+        (Some(EventKind::Cancelled), Ok(JobOutcome::Cancelled { epochs_completed })) => {
+            Some(JobEvent::Cancelled(Cancelled {
+                job_id: job_id.clone(),
+                kind,
+                attempt,
+                instance: worker.instance.clone(),
+                epochs_completed: *epochs_completed,
+                timestamp_ms: now_ms(),
+            }))
+        }
+        (Some(EventKind::Failed { retrying }), Err(error)) => Some(JobEvent::Failed(Failed {
             job_id: job_id.clone(),
             kind,
             attempt,
@@ -540,145 +665,50 @@ async fn run_attempt<H: JobHandler>(
             reason: error.reason.clone(),
             retrying,
             timestamp_ms: now_ms(),
-        })
+        })),
+        _ => None,
     };
-    match outcome {
-        Ok(JobOutcome::Completed(result)) => {
-            accepting.accept().await;
-            let outcome = match claim.get() {
-                Some(c) => Ok(c.clone()),
-                None => claim_completion(&worker, &job_id, attempt, &result).await,
+    if let Some(event) = &event {
+        publish(&worker, event, trace.as_ref()).await;
+    }
+
+    // 4. The message.
+    let backoff = worker.config.jobs.retry_delay_after(attempt);
+    let ack_kind = match settlement.ack {
+        Ack::Ack => AckKind::Ack,
+        Ack::Term => AckKind::Term,
+        nak => AckKind::Nak(nak.delay(worker.config.jobs.retry_delay, backoff)),
+    };
+    ack(&message, ack_kind, &job_id).await;
+
+    // 5. The instance's counters (before the job leaves its running list).
+    match settlement.count {
+        Count::Completed => worker.finish(&job_id, true),
+        Count::Failed => worker.finish(&job_id, false),
+        Count::Rejected => worker.finish_rejected(&job_id),
+        Count::NotCounted => worker.forget(&job_id),
+    }
+    let took = started.elapsed().as_secs_f64();
+    match (ended, error) {
+        (Ended::Completed, _) => tracing::info!(job = %job_id, "completed in {took:.1}s"),
+        (Ended::Cancelled, _) => {
+            let epochs = match &outcome {
+                Ok(JobOutcome::Cancelled { epochs_completed }) => *epochs_completed,
+                _ => 0,
             };
-            match outcome {
-                Ok(Claim::Won) => {}
-                Ok(Claim::Lost { winner, status }) => {
-                    end_span("superseded", false);
-                    discard(&worker, &message, &job_id, attempt, winner, status).await;
-                    return;
-                }
-                Err(e) => {
-                    // Neither won nor lost: hand the job back; the next attempt finds either a
-                    // completed record (and drops it) or none (and completes it).
-                    tracing::warn!(job = %job_id, "cannot record the completion ({e}); handing the job back");
-                    end_span("handed_back", true);
-                    ack(
-                        &message,
-                        AckKind::Nak(Some(worker.config.jobs.retry_delay)),
-                        &job_id,
-                    )
-                    .await;
-                    worker.finish(&job_id, false);
-                    return;
-                }
-            }
-            let event = JobEvent::Completed(Completed {
-                job_id: job_id.clone(),
-                kind,
-                attempt,
-                instance: worker.instance.clone(),
-                duration_s: started.elapsed().as_secs_f64(),
-                result,
-                timestamp_ms: now_ms(),
-            });
-            end_span("completed", false);
-            publish(&worker, &event, trace.as_ref()).await;
-            ack(&message, AckKind::Ack, &job_id).await;
-            worker.finish(&job_id, true);
-            tracing::info!(job = %job_id, "completed in {:.1}s", started.elapsed().as_secs_f64());
+            tracing::info!(job = %job_id, "cancelled after {epochs} epoch(s)");
         }
-        Ok(JobOutcome::Superseded { winner }) => {
-            end_span("superseded", false);
-            discard(
-                &worker,
-                &message,
-                &job_id,
-                attempt,
-                winner,
-                JobStatus::Completed,
-            )
-            .await;
-        }
-        Ok(JobOutcome::Cancelled { epochs_completed }) => {
-            end_span("cancelled", false);
-            finish_record(&worker, &job_id, attempt, JobStatus::Cancelled, None).await;
-            let event = JobEvent::Cancelled(Cancelled {
-                job_id: job_id.clone(),
-                kind,
-                attempt,
-                instance: worker.instance.clone(),
-                epochs_completed,
-                timestamp_ms: now_ms(),
-            });
-            publish(&worker, &event, trace.as_ref()).await;
-            ack(&message, AckKind::Term, &job_id).await;
-            worker.finish(&job_id, true);
-            tracing::info!(job = %job_id, "cancelled after {epochs_completed} epoch(s)");
-        }
-        Ok(JobOutcome::Interrupted) => {
-            end_span("handed_back", false);
-            let _ = records::update(&worker.mesh.jobs, &job_id, |current| {
-                let mut r = current?;
-                if r.status.is_final() {
-                    return None;
-                }
-                r.status = JobStatus::Queued;
-                r.updated_ms = now_ms();
-                end_attempt(&mut r, attempt, &worker.instance, "handed_back", None);
-                Some(r)
-            })
-            .await;
-            ack(&message, AckKind::Nak(None), &job_id).await;
-            worker.finish(&job_id, true);
+        (Ended::Interrupted, _) => {
             tracing::info!(job = %job_id, "handed back for another replica (shutting down)");
         }
-        Err(error)
-            if error.retryable()
-                && earlier_failures + 1 < max_failures
-                && attempt < max_deliver =>
-        {
-            end_span("retrying", true);
-            let delay = worker.config.jobs.retry_delay_after(attempt);
-            finish_record(&worker, &job_id, attempt, JobStatus::Retrying, Some(&error)).await;
-            publish(&worker, &failed_event(&error, true), trace.as_ref()).await;
-            ack(&message, AckKind::Nak(Some(delay)), &job_id).await;
-            worker.finish(&job_id, false);
-            tracing::warn!(job = %job_id, attempt, "failed ({error}); retrying in {delay:?}");
-        }
-        Err(error) => {
-            end_span("failed", true);
-            let record =
-                finish_record(&worker, &job_id, attempt, JobStatus::Failed, Some(&error)).await;
-            if error.retryable() {
-                // Retries ran out: keep the request and its history where someone will look.
-                let letter = DeadLetter {
-                    job_id: job_id.clone(),
-                    kind,
-                    deliveries: attempt,
-                    code: error.code,
-                    reason: format!(
-                        "failed {} time(s), the last with: {error}",
-                        earlier_failures + 1
-                    ),
-                    history: record.map(|r| r.history).unwrap_or_default(),
-                    request: serde_json::from_slice(&message.payload)
-                        .unwrap_or(serde_json::Value::Null),
-                    stream_sequence: sequence,
-                    instance: worker.instance.clone(),
-                    timestamp_ms: now_ms(),
-                };
-                publish_dead_letter(&worker, &letter).await;
+        (Ended::Failed { .. }, Some(error)) => match settlement.count {
+            _ if settlement.ack == Ack::NakWithBackoff => {
+                tracing::warn!(job = %job_id, attempt, "failed ({error}); retrying in {backoff:?}");
             }
-            publish(&worker, &failed_event(&error, false), trace.as_ref()).await;
-            ack(&message, AckKind::Term, &job_id).await;
-            if error.code.is_client_error() {
-                // The publisher's mistake (its data, a missing model): not the service's error.
-                worker.finish_rejected(&job_id);
-                tracing::info!(job = %job_id, attempt, "rejected: {error}");
-            } else {
-                worker.finish(&job_id, false);
-                tracing::warn!(job = %job_id, attempt, "failed for good: {error}");
-            }
-        }
+            Count::Rejected => tracing::info!(job = %job_id, attempt, "rejected: {error}"),
+            _ => tracing::warn!(job = %job_id, attempt, "failed for good: {error}"),
+        },
+        _ => {}
     }
 }
 
@@ -709,7 +739,7 @@ async fn open_record(
             instance: instance.clone(),
             started_ms: now,
             ended_ms: (status != JobStatus::Running).then_some(now),
-            outcome: (status != JobStatus::Running).then(|| status_word(status).to_string()),
+            outcome: (status != JobStatus::Running).then(|| status.as_str().to_string()),
             error: None,
             traceparent: traceparent.clone(),
             epochs_at_start: current.as_ref().and_then(|c| c.epochs_completed),
@@ -769,7 +799,7 @@ async fn finish_record(
             &mut record,
             attempt,
             &instance,
-            status_word(status),
+            status.as_str(),
             body.clone(),
         );
         Some(record)
@@ -876,45 +906,6 @@ fn end_attempt(
     entry.ended_ms = Some(now);
     entry.outcome = Some(outcome.to_string());
     entry.error = error;
-}
-
-fn status_word(status: JobStatus) -> &'static str {
-    match status {
-        JobStatus::Queued => "queued",
-        JobStatus::Running => "running",
-        JobStatus::Retrying => "retrying",
-        JobStatus::Completed => "completed",
-        JobStatus::Failed => "failed",
-        JobStatus::Cancelled => "cancelled",
-    }
-}
-
-/// This attempt lost the race to complete the job: its result is dropped, the message acked
-/// (the job is done), and a log line says so.
-async fn discard(
-    worker: &Worker,
-    message: &jetstream::Message,
-    job_id: &str,
-    attempt: u32,
-    winner: Option<String>,
-    status: JobStatus,
-) {
-    tracing::warn!(
-        job = job_id,
-        attempt,
-        winner = winner.as_deref().unwrap_or("?"),
-        "result discarded: the job was already {} by another attempt",
-        status_word(status)
-    );
-    let instance = worker.instance.clone();
-    let _ = records::update(&worker.mesh.jobs, job_id, |current| {
-        let mut record = current?;
-        end_attempt(&mut record, attempt, &instance, "superseded", None);
-        Some(record)
-    })
-    .await;
-    ack(message, AckKind::Ack, job_id).await;
-    worker.forget(job_id);
 }
 
 /// Judges the attempts of `record` that were lost with their worker (see [`lost`]), with the
@@ -1066,23 +1057,53 @@ struct MaxDeliveries {
 async fn handle_advisories(
     worker: Arc<Worker>,
     kind: JobKind,
-    mut advisories: async_nats::Subscriber,
+    advisories: jetstream::consumer::PullConsumer,
 ) {
-    while let Some(message) = advisories.next().await {
-        let advisory: MaxDeliveries = match serde_json::from_slice(&message.payload) {
-            Ok(a) => a,
+    loop {
+        let mut messages = match advisories.messages().await {
+            Ok(m) => m,
             Err(e) => {
-                tracing::warn!("unreadable max-deliveries advisory: {e}");
+                tracing::warn!(
+                    "pulling {} max-deliveries advisories failed: {e}; retrying",
+                    kind.name()
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
         };
-        let deliveries = u32::try_from(advisory.deliveries).unwrap_or(u32::MAX);
-        if let Err(e) = dead_letter_exhausted(&worker, kind, advisory.stream_seq, deliveries).await
-        {
-            tracing::error!(
-                sequence = advisory.stream_seq,
-                "cannot dead-letter a job that ran out of deliveries: {e}"
-            );
+        while let Some(next) = messages.next().await {
+            let message = match next {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::debug!("pull of {} advisories: {e}", kind.name());
+                    continue;
+                }
+            };
+            let advisory: MaxDeliveries = match serde_json::from_slice(&message.payload) {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("unreadable max-deliveries advisory: {e}");
+                    ack(&message, AckKind::Term, "?").await;
+                    continue;
+                }
+            };
+            let deliveries = u32::try_from(advisory.deliveries).unwrap_or(u32::MAX);
+            match dead_letter_exhausted(&worker, kind, advisory.stream_seq, deliveries).await {
+                Ok(()) => ack(&message, AckKind::Ack, "?").await,
+                Err(e) => {
+                    // Kept: the advisory comes back (here or to another replica) until done.
+                    tracing::error!(
+                        sequence = advisory.stream_seq,
+                        "cannot dead-letter a job that ran out of deliveries yet: {e}"
+                    );
+                    ack(
+                        &message,
+                        AckKind::Nak(Some(worker.config.jobs.retry_delay)),
+                        "?",
+                    )
+                    .await;
+                }
+            }
         }
     }
 }
@@ -1106,7 +1127,13 @@ pub async fn dead_letter_exhausted(
     let stored = match stream.get_raw_message(sequence).await {
         Ok(m) => m,
         // Gone already: another handler, or the job was acknowledged late.
-        Err(_) => return Ok(()),
+        Err(e) if is_no_message(&e) => return Ok(()),
+        Err(e) => {
+            return Err(RuntimeError::Nats {
+                what: format!("reading job message {sequence}"),
+                source: Box::new(e),
+            });
+        }
     };
     let job_id = salvage_job_id(&stored.payload).unwrap_or_else(|| format!("seq-{sequence}"));
     let reason = format!(
@@ -1147,6 +1174,20 @@ pub async fn dead_letter_exhausted(
         .await
         .map(|_| ())
         .map_err(RuntimeError::nats("removing a dead-lettered job"))
+}
+
+/// Whether reading a stream message failed because there is no such message (and not because
+/// the server did not answer).
+fn is_no_message(error: &jetstream::stream::RawMessageError) -> bool {
+    use jetstream::stream::RawMessageErrorKind;
+    match error.kind() {
+        RawMessageErrorKind::NoMessageFound => true,
+        // 10037: "no message found".
+        RawMessageErrorKind::JetStream(e) => {
+            e.error_code() == jetstream::ErrorCode::NO_MESSAGE_FOUND
+        }
+        _ => false,
+    }
 }
 
 /// A job given up on because its workers kept being lost: how far it got.

@@ -12,6 +12,7 @@
 //! - [`events`]: publishing job events.
 //! - [`job_loop`]: the shared job-consumer loop ([`job_loop::JobHandler`]).
 //! - [`lost`]: which attempts lost with their worker count against a job.
+//! - [`settle`]: what follows an attempt (record, event, dead letter, ack, counters).
 //! - [`service`]: a running instance: service API, status, heartbeats, cancel, shutdown.
 //! - [`nats_server`]: finding and starting a local `nats-server` (for `lexmesh up` and tests).
 //! - [`telemetry`]: logs, OpenTelemetry traces over OTLP (`OTEL_*`), trace context in headers.
@@ -29,6 +30,7 @@ pub mod nats_server;
 pub mod objects;
 pub mod records;
 pub mod service;
+pub mod settle;
 pub mod telemetry;
 pub mod worker;
 

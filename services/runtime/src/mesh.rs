@@ -1,4 +1,5 @@
-//! The JetStream resources of the mesh: streams, the job consumers, the jobs KV bucket and the
+//! The JetStream resources of the mesh: streams (jobs, events, dead letters, and the
+//! max-deliveries advisories of the job consumers), the job consumers, the KV buckets and the
 //! object stores. Every service creates what is missing at start-up, so the order in which
 //! services start does not matter.
 //!
@@ -86,6 +87,18 @@ impl Mesh {
             },
         )
         .await?;
+        ensure_stream(
+            &js,
+            stream::Config {
+                name: names::ADVISORIES_STREAM.into(),
+                subjects: vec![subjects::max_deliveries_advisory(names::JOBS_STREAM, "*")],
+                retention: stream::RetentionPolicy::WorkQueue,
+                storage: stream::StorageType::File,
+                max_age: DEADLETTER_MAX_AGE,
+                ..Default::default()
+            },
+        )
+        .await?;
         let jobs = ensure_kv(&js, names::JOBS_BUCKET, 8).await?;
         let leases = ensure_kv(&js, names::LEASES_BUCKET, 1).await?;
         let instances = ensure_kv(&js, names::INSTANCES_BUCKET, 1).await?;
@@ -133,6 +146,39 @@ impl Mesh {
             .map_err(RuntimeError::nats(format!("creating consumer {name}")))
     }
 }
+
+impl Mesh {
+    /// The durable consumer of the max-deliveries advisories of `kind`'s job consumer, shared
+    /// by every replica (each advisory is handled by one, and comes back if it is not acked).
+    pub async fn advisory_consumer(
+        &self,
+        kind: JobKind,
+    ) -> Result<consumer::PullConsumer, RuntimeError> {
+        let stream = self
+            .js
+            .get_stream(names::ADVISORIES_STREAM)
+            .await
+            .map_err(RuntimeError::nats("opening the advisories stream"))?;
+        let name = names::deadletter_queue(kind);
+        let config = consumer::pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subject: subjects::max_deliveries_advisory(
+                names::JOBS_STREAM,
+                &names::consumer(kind),
+            ),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: ADVISORY_ACK_WAIT,
+            ..Default::default()
+        };
+        stream
+            .get_or_create_consumer(&name, config)
+            .await
+            .map_err(RuntimeError::nats(format!("creating consumer {name}")))
+    }
+}
+
+/// How long an instance may take to dead-letter a job before its advisory goes to another.
+pub const ADVISORY_ACK_WAIT: Duration = Duration::from_secs(60);
 
 async fn ensure_stream(
     js: &jetstream::Context,

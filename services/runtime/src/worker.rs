@@ -161,11 +161,11 @@ impl Worker {
         }
     }
 
-    /// Removes a finished job and counts it.
+    /// Counts a finished job, then removes it: whoever sees it gone from [`Self::running`]
+    /// also sees it counted.
     pub fn finish(&self, job_id: &str, succeeded: bool) {
-        self.lock().remove(job_id);
-        self.running_changed.notify_one();
         self.count(succeeded);
+        self.forget(job_id);
     }
 
     fn count(&self, succeeded: bool) {
@@ -189,8 +189,8 @@ impl Worker {
     /// Removes a job rejected for the publisher's mistake (its data, a missing model) and
     /// counts it as rejected: not a failure of this service.
     pub fn finish_rejected(&self, job_id: &str) {
-        self.forget(job_id);
         self.count_rejected();
+        self.forget(job_id);
     }
 
     /// Counts a message rejected before it became a job (malformed, a wrong value): the

@@ -3,13 +3,16 @@
 
 use serde::{Deserialize, Serialize};
 
-use lexmesh_preprocessor::{FeatureConfig, FeatureMode, NormalizerConfig, VocabularyConfig};
+use lexmesh_preprocessor::{
+    FeatureConfig, FeatureMode, NormalizerConfig, PrepareSettings, VocabularyConfig,
+};
 
 use crate::error::TrainError;
 
 /// The model architectures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum ModelKind {
     /// Embedding bag + MLP over words, word bigrams and hashed character n-grams
     /// (fastText-like; TF-IDF weighting optional).
@@ -54,6 +57,7 @@ impl std::str::FromStr for ModelKind {
 /// Recurrent cell of the `bigru` model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum RnnCell {
     /// Gated recurrent unit.
     Gru,
@@ -171,6 +175,7 @@ impl ModelConfig {
 /// How classes are weighted in the loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum ClassWeighting {
     /// Every example counts the same.
     None,
@@ -182,6 +187,7 @@ pub enum ClassWeighting {
 /// Where training runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum DeviceChoice {
     /// CUDA if the libtorch has it and a GPU is present, else CPU.
     Auto,
@@ -352,6 +358,28 @@ impl ExperimentConfig {
         }
     }
 
+    /// What shapes the prepared data of a run besides its records.
+    pub fn prepare_settings(&self) -> PrepareSettings {
+        PrepareSettings {
+            normalizer: self.normalizer.clone(),
+            features: self.features.clone(),
+            validation_fraction: self.training.validation_fraction,
+            seed: self.training.seed,
+        }
+    }
+
+    /// The fingerprint a run stores in its checkpoints: the content id of its prepared data
+    /// ([`lexmesh_preprocessor::content_id`]) and a hash of these settings, so that a resume
+    /// against other data or other settings is refused instead of mixing two runs.
+    pub fn run_fingerprint(&self, dataset_id: &str) -> Result<String, TrainError> {
+        let settings = serde_json::to_vec(self)
+            .map_err(|e| TrainError::Config(format!("the settings cannot be hashed: {e}")))?;
+        Ok(format!(
+            "{dataset_id}-{:016x}",
+            lexmesh_preprocessor::tokenize::fnv1a(&settings)
+        ))
+    }
+
     /// Shortest padded input the model accepts (a CNN's widest kernel; 1 otherwise).
     pub fn min_sequence_length(&self) -> usize {
         match self.model.kind {
@@ -417,6 +445,22 @@ mod tests {
         let mut c = ExperimentConfig::for_kind(ModelKind::Bow);
         c.training.epochs = 0;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn the_run_fingerprint_follows_data_and_settings() {
+        let c = ExperimentConfig::for_kind(ModelKind::Bow);
+        let a = c.run_fingerprint("data1").unwrap();
+        assert!(a.starts_with("data1-"), "{a}");
+        assert_eq!(a, c.clone().run_fingerprint("data1").unwrap());
+        assert_ne!(a, c.run_fingerprint("data2").unwrap());
+        let mut other = c.clone();
+        other.training.learning_rate *= 2.0;
+        assert_ne!(a, other.run_fingerprint("data1").unwrap());
+        let p = c.prepare_settings();
+        assert_eq!(p.features, c.features);
+        assert_eq!(p.seed, c.training.seed);
+        assert_eq!(p.validation_fraction, c.training.validation_fraction);
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! Models, the training loop, checkpoints and inference for lexmesh. No broker dependency:
-//! the embedded CLI and the mesh's trainer service both drive [`training::train`].
+//! the embedded CLI and the mesh's trainer service (`services/mesh/src/trainer.rs`) both drive
+//! [`training::train`].
 //!
 //! - [`config`]: model kinds and hyperparameters ([`ExperimentConfig`]).
+//! - [`overrides`]: the settings a run changes on top of the defaults ([`Overrides`]), from the
+//!   command line or a job.
 //! - [`model`]: the four architectures behind [`TextClassifier`].
 //! - [`batch`]: encoded texts → tensors.
 //! - [`training`]: the loop (runs on the caller's thread; [`training::spawn`] gives it its own).
@@ -19,6 +22,7 @@ pub mod device;
 pub mod error;
 pub mod inference;
 pub mod model;
+pub mod overrides;
 pub mod progress;
 pub mod training;
 
@@ -29,5 +33,6 @@ pub use config::{
 pub use error::TrainError;
 pub use inference::{Classifier, Prediction};
 pub use model::TextClassifier;
+pub use overrides::Overrides;
 pub use progress::{CancelToken, ProgressEvent, ProgressSink, StopReason};
 pub use training::{TrainingData, TrainingOutcome, TrainingRun};

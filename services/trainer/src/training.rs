@@ -33,18 +33,9 @@ use crate::progress::{
     TrainingStarted,
 };
 
-/// Encoded training and validation sets with class ids.
-#[derive(Debug, Clone)]
-pub struct TrainingData {
-    /// Training inputs.
-    pub train: Vec<Encoded>,
-    /// Their class ids.
-    pub train_labels: Vec<usize>,
-    /// Validation inputs.
-    pub validation: Vec<Encoded>,
-    /// Their class ids.
-    pub validation_labels: Vec<usize>,
-}
+/// Encoded training and validation sets with class ids, as preparation makes them
+/// ([`lexmesh_preprocessor::prepare`]).
+pub type TrainingData = lexmesh_preprocessor::EncodedSets;
 
 /// One training run.
 #[derive(Debug, Clone)]

@@ -7,19 +7,19 @@ use std::path::Path;
 
 use lexmesh_preprocessor::{
     DataError, Dataset, Encoded, FeatureConfig, FieldNames, LabelSet, NormalizerConfig,
-    Preprocessor, stratified_split,
+    Preprocessor, content_id,
 };
 use lexmesh_protocol::event::PreparedSummary;
 use lexmesh_protocol::{DatasetSource, ErrorCode, ProtocolError, names};
 use lexmesh_runtime::{Mesh, compute, objects};
 use lexmesh_trainer::ExperimentConfig;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::{internal, unavailable};
 
-/// Version of the stored prepared-dataset format (part of every dataset id). 2: character
-/// n-gram buckets unseen in training get no feature id.
+/// Version of the stored prepared-dataset form (what [`encode_prepared`] writes). The dataset
+/// id carries the version of the preparation itself
+/// ([`lexmesh_preprocessor::prepare::PREPARE_VERSION`]).
 pub const PREPARED_FORMAT: u32 = 2;
 
 /// Records of a job, before preprocessing.
@@ -162,81 +162,44 @@ impl PreparedData {
     }
 }
 
-/// The id of the prepared form of `raw` under `experiment`: a hash of the records and of the
-/// settings that shape preprocessing and the validation split.
+/// The id of the prepared form of `raw` under `experiment` ([`content_id`]: the same as
+/// `lexmesh train` computes for the same records and settings).
 pub fn dataset_id(raw: &RawData, experiment: &ExperimentConfig) -> Result<String, ProtocolError> {
-    let mut hash = Sha256::new();
-    hash.update(PREPARED_FORMAT.to_le_bytes());
-    let settings = serde_json::to_vec(&(
-        &experiment.normalizer,
-        &experiment.features,
-        experiment.training.validation_fraction,
-        experiment.training.seed,
-    ))
-    .map_err(|e| internal("hashing settings", e))?;
-    hash.update(&settings);
-    for (part, data) in [(b'T', Some(&raw.train)), (b'V', raw.validation.as_ref())] {
-        hash.update([part]);
-        for e in data.iter().flat_map(|d| &d.examples) {
-            hash.update(e.text.as_bytes());
-            hash.update([0]);
-            hash.update(e.label.as_bytes());
-            hash.update([0]);
-        }
-    }
-    let digest = hash.finalize();
-    Ok(digest.iter().take(16).map(|b| format!("{b:02x}")).collect())
+    content_id(
+        &experiment.prepare_settings(),
+        &raw.train,
+        raw.validation.as_ref(),
+    )
+    .map_err(|e| internal("hashing a dataset", e))
 }
 
-/// Fits preprocessing on the training records and vectorises both sets (CPU work: call it on a
-/// blocking thread).
+/// Prepares `raw` the one way ([`lexmesh_preprocessor::prepare`]; CPU work: call it on a
+/// compute thread).
 pub fn prepare(
     raw: RawData,
     experiment: &ExperimentConfig,
     dataset_id: String,
 ) -> Result<PreparedData, ProtocolError> {
-    let invalid = |e: DataError| ProtocolError::new(ErrorCode::InvalidDataset, e.to_string());
     if raw.train.is_empty() {
         return Err(ProtocolError::new(
             ErrorCode::EmptyDataset,
             "the dataset holds no records",
         ));
     }
-    let labels = raw.train.training_labels().map_err(invalid)?;
-    let (train, validation) = match raw.validation {
-        Some(v) => (raw.train, v),
-        None => {
-            let t = &experiment.training;
-            let (train, validation, _) =
-                stratified_split(&raw.train, t.validation_fraction, t.seed).map_err(invalid)?;
-            (train, validation)
-        }
-    };
-    let train_labels = labels.encode(&train).map_err(invalid)?;
-    let validation_labels = labels.encode(&validation).map_err(invalid)?;
-    let train_texts: Vec<&str> = train.examples.iter().map(|e| e.text.as_str()).collect();
-    let validation_texts: Vec<&str> = validation
-        .examples
-        .iter()
-        .map(|e| e.text.as_str())
-        .collect();
-    let preprocessor = Preprocessor::fit(
-        &train_texts,
-        experiment.normalizer.clone(),
-        experiment.features.clone(),
-    )
-    .map_err(invalid)?;
+    let settings = experiment.prepare_settings();
+    let prepared = lexmesh_preprocessor::prepare(raw.train, raw.validation, &settings)
+        .map_err(|e| ProtocolError::new(ErrorCode::InvalidDataset, e.to_string()))?;
     Ok(PreparedData {
         format_version: PREPARED_FORMAT,
         dataset_id,
-        normalizer: experiment.normalizer.clone(),
-        features: experiment.features.clone(),
-        train: preprocessor.encode_all(&train_texts),
-        validation: preprocessor.encode_all(&validation_texts),
-        preprocessor,
-        labels,
-        train_labels,
-        validation_labels,
+        normalizer: settings.normalizer,
+        features: settings.features,
+        preprocessor: prepared.preprocessor,
+        labels: prepared.labels,
+        train: prepared.sets.train,
+        train_labels: prepared.sets.train_labels,
+        validation: prepared.sets.validation,
+        validation_labels: prepared.sets.validation_labels,
     })
 }
 

@@ -50,7 +50,7 @@ pub async fn start(runtime: &mut ServiceRuntime) -> anyhow::Result<()> {
     let listener = match TcpListener::bind(&config.listen).await {
         Ok(listener) => listener,
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            return Err(crate::mesh::Unusable(format!(
+            return Err(crate::Unusable(format!(
                 "cannot listen on {} (metrics.listen): the address is already in use, \
                  another metrics instance or mesh may hold it; choose another port with \
                  LEXMESH_METRICS__LISTEN or [metrics] listen",

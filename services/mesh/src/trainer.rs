@@ -24,9 +24,7 @@ use lexmesh_trainer::checkpoint::{
 };
 use lexmesh_trainer::progress::{BatchProgress, EpochProgress, TrainingEnded, TrainingStarted};
 use lexmesh_trainer::training::{TrainingData, TrainingRun, spawn};
-use lexmesh_trainer::{
-    CancelToken, ExperimentConfig, ModelDir, ProgressSink, StopReason, TrainError,
-};
+use lexmesh_trainer::{CancelToken, ModelDir, ProgressSink, StopReason, TrainError};
 use tokio::sync::mpsc;
 
 use super::data::{PreparedData, fetch_prepared};
@@ -223,18 +221,6 @@ fn train_error(e: TrainError) -> ProtocolError {
     }
 }
 
-fn fingerprint(
-    experiment: &ExperimentConfig,
-    prepared: &PreparedData,
-) -> Result<String, ProtocolError> {
-    let settings = serde_json::to_vec(experiment).map_err(|e| internal("fingerprint", e))?;
-    Ok(format!(
-        "{}-{:016x}",
-        prepared.dataset_id,
-        lexmesh_preprocessor::tokenize::fnv1a(&settings)
-    ))
-}
-
 /// The span of one training epoch, under the job's span.
 fn new_epoch_span(job_span: &tracing::Span, epoch: u32, total_epochs: u32) -> tracing::Span {
     tracing::info_span!(
@@ -278,7 +264,9 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
         .write_inputs(&saved, &prepared.preprocessor, &prepared.labels)
         .map_err(train_error)?;
     let model_id = job.model_id().to_string();
-    let run_fingerprint = fingerprint(&experiment, &prepared)?;
+    let run_fingerprint = experiment
+        .run_fingerprint(&prepared.dataset_id)
+        .map_err(|e| internal("fingerprint", e))?;
     // A redelivered job continues from the checkpoint its previous attempt stored.
     let resume = restore_checkpoint(&ctx, &job.job_id, &checkpoint_dir, &run_fingerprint).await;
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -545,7 +533,7 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
         return Ok(if stopping_for_shutdown {
             JobOutcome::Interrupted
         } else {
-            let _ = clear_checkpoints(&ctx, &job.job_id).await;
+            clear_checkpoints(&ctx, &job.job_id).await;
             JobOutcome::Cancelled { epochs_completed }
         });
     }
@@ -596,7 +584,7 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
     match ctx.complete_once(&result).await {
         Ok(Claim::Won) => {
             models::publish_manifest(ctx.mesh(), &manifest).await?;
-            let _ = clear_checkpoints(&ctx, &job.job_id).await;
+            clear_checkpoints(&ctx, &job.job_id).await;
             Ok(JobOutcome::Completed(result))
         }
         Ok(Claim::Lost { winner, .. }) => {
@@ -692,7 +680,7 @@ async fn publish_epoch(
 ) {
     let job_id = base.job_id.clone();
     let job_id = job_id.as_str();
-    let _ = lexmesh_runtime::records::update(&ctx.mesh().jobs, job_id, |r| {
+    let written = lexmesh_runtime::records::update(&ctx.mesh().jobs, job_id, |r| {
         r.map(|mut r| {
             r.epochs_completed = Some(e.epoch as u32);
             r.total_epochs = Some(e.total_epochs as u32);
@@ -701,6 +689,10 @@ async fn publish_epoch(
         })
     })
     .await;
+    if let Err(err) = written {
+        // The event still goes out; the record catches up at the next epoch or at the end.
+        tracing::warn!(job = %job_id, "cannot record epoch {} in the job record: {err}", e.epoch);
+    }
     let mut p = base;
     p.epoch = e.epoch as u32;
     p.total_epochs = e.total_epochs as u32;
@@ -720,12 +712,20 @@ async fn publish_epoch(
 }
 
 /// Removes a finished job's checkpoints from the store.
-async fn clear_checkpoints(
-    ctx: &JobContext,
-    job_id: &str,
-) -> Result<(), lexmesh_runtime::RuntimeError> {
-    for (name, _) in objects::list(&ctx.mesh().checkpoints, &format!("{job_id}/")).await? {
-        let _ = ctx.mesh().checkpoints.delete(&name).await;
+/// Deletes a finished job's checkpoints. A failure is logged, not fatal: the job is over, and
+/// what stays behind only takes room.
+async fn clear_checkpoints(ctx: &JobContext, job_id: &str) {
+    let store = &ctx.mesh().checkpoints;
+    let names = match objects::list(store, &format!("{job_id}/")).await {
+        Ok(names) => names,
+        Err(e) => {
+            tracing::warn!(job = %job_id, "cannot list the checkpoints to delete: {e}");
+            return;
+        }
+    };
+    for (name, _) in names {
+        if let Err(e) = store.delete(&name).await {
+            tracing::warn!(job = %job_id, "cannot delete checkpoint object {name}: {e}");
+        }
     }
-    Ok(())
 }

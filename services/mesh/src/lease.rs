@@ -115,8 +115,11 @@ impl Lease {
             holder: self.holder.clone(),
             expires_ms: 0.0,
         };
-        if let Ok(body) = serde_json::to_vec(&expired) {
-            let _ = kv.update(self.key, body.into(), revision).await;
+        if let Ok(body) = serde_json::to_vec(&expired)
+            && let Err(e) = kv.update(self.key, body.into(), revision).await
+        {
+            // The lease then runs out by itself.
+            tracing::debug!("cannot release the {} lease at once: {e}", self.key);
         }
     }
 }

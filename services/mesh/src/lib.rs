@@ -1,4 +1,6 @@
-//! The mesh services: thin adapters that turn job messages into calls of the domain crates.
+//! The mesh services: thin adapters that turn NATS messages into calls of the domain crates
+//! (`lexmesh serve <service>` runs one). The domain crates hold no NATS code; this crate holds
+//! nothing else.
 //!
 //! - [`settings`]: job settings → the experiment configuration of the embedded pipeline.
 //! - [`data`]: reading a job's dataset (inline records or an uploaded file) and the prepared

@@ -17,14 +17,11 @@
 //! `--deadline 900` (seconds per seed). Needs the release binary (`cargo build --release`).
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a benchmark stops at its first failed step
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use lexmesh_testkit::NatsServer;
+use lexmesh_testkit::{TestMesh, is_final, try_send_signal};
 use rand::{RngExt, SeedableRng};
 use serde_json::Value;
 
@@ -88,25 +85,8 @@ fn options() -> Options {
     o
 }
 
-/// `lexmesh up` with its output in files; SIGKILLed (with its replicas, which then stop on
-/// their own) when dropped.
-struct Up(Child);
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn kill(pid: u32) {
-    let _ = Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
+/// The `lexmesh` binary under test (the release build under `cargo bench`).
+const LEXMESH: &str = env!("CARGO_BIN_EXE_lexmesh");
 
 fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
@@ -132,81 +112,34 @@ struct Outcome {
     seconds: f64,
 }
 
-type Events = Arc<Mutex<Vec<(Instant, Value)>>>;
-/// Latest heartbeat of each trainer: (pid, running job ids, when).
-type Trainers = Arc<Mutex<BTreeMap<String, (u32, Vec<String>, Instant)>>>;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 async fn run_seed(o: &Options, seed: u64) -> Outcome {
-    let server = NatsServer::start().expect("a private nats-server");
-    let url = server.url();
-    let dir = tempfile::tempdir().unwrap();
-    let client = async_nats::connect(&url).await.unwrap();
-    let events: Events = Arc::default();
-    let trainers: Trainers = Arc::default();
-    {
-        let mut sub = client.subscribe("lexmesh.events.>").await.unwrap();
-        let events = events.clone();
-        tokio::spawn(async move {
-            while let Some(m) = sub.next().await {
-                if let Ok(v) = serde_json::from_slice::<Value>(&m.payload) {
-                    lock(&events).push((Instant::now(), v));
-                }
-            }
-        });
-        let mut sub = client
-            .subscribe("lexmesh.heartbeat.trainer.*")
-            .await
-            .unwrap();
-        let trainers = trainers.clone();
-        tokio::spawn(async move {
-            while let Some(m) = sub.next().await {
-                let Ok(v) = serde_json::from_slice::<Value>(&m.payload) else {
-                    continue;
-                };
-                if v["stopping"] == true {
-                    continue;
-                }
-                let jobs = v["running"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|j| j["job_id"].as_str().map(String::from))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let pid = v["pid"].as_u64().unwrap_or(0) as u32;
-                let instance = v["instance"].as_str().unwrap_or_default().to_string();
-                lock(&trainers).insert(instance, (pid, jobs, Instant::now()));
-            }
-        });
-        client.flush().await.unwrap();
-    }
-    let lexmesh = env!("CARGO_BIN_EXE_lexmesh");
-    let _up = Up(Command::new(lexmesh)
-        .args([
-            "up",
+    // A private nats-server (its own default max_payload) and a temporary folder; every job
+    // event with its arrival time, and the latest heartbeat of each trainer.
+    let mesh = TestMesh::builder(LEXMESH)
+        .server_default_payload()
+        .service_env(&[("LEXMESH_LOG", "info")])
+        .start()
+        .await;
+    let url = mesh.server.url();
+    let events = mesh.record_events("lexmesh.events.>").await;
+    let trainers = mesh.track_heartbeats("lexmesh.heartbeat.trainer.*").await;
+    let work = mesh.dir().join("work");
+    // SIGKILLed with its replicas (which then stop on their own) when dropped.
+    let up = mesh.up(
+        &[
             "--replicas",
             &format!("trainer={},evaluator=0,metrics=0", o.trainers),
-        ])
-        .current_dir(dir.path())
-        .env("LEXMESH_NATS__URL", &url)
-        .env("LEXMESH_LOG", "info")
-        .env("LEXMESH_SERVICE__WORK_DIR", dir.path().join("work"))
-        .env(
-            "LEXMESH_SERVICE__CHECKPOINT_INTERVAL",
-            &o.checkpoint_interval,
-        )
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(dir.path().join("up.stdout")).unwrap())
-        .stderr(std::fs::File::create(dir.path().join("up.stderr")).unwrap())
-        .spawn()
-        .expect("run lexmesh up"));
+        ],
+        &[
+            ("LEXMESH_SERVICE__WORK_DIR", work.to_str().unwrap()),
+            (
+                "LEXMESH_SERVICE__CHECKPOINT_INTERVAL",
+                o.checkpoint_interval.as_str(),
+            ),
+        ],
+    );
     let ready = Instant::now();
-    while lock(&trainers).len() < o.trainers {
+    while trainers.instances() < o.trainers {
         assert!(
             ready.elapsed() < Duration::from_secs(60),
             "the trainers did not start"
@@ -216,7 +149,7 @@ async fn run_seed(o: &Options, seed: u64) -> Outcome {
 
     let ids: Vec<String> = (1..=o.jobs).map(|i| format!("chaos{i}")).collect();
     for id in &ids {
-        let status = Command::new(lexmesh)
+        let status = Command::new(LEXMESH)
             .args(["submit", "train", "--data"])
             .arg(o.data.join("train.jsonl"))
             .arg("--validation")
@@ -229,7 +162,7 @@ async fn run_seed(o: &Options, seed: u64) -> Outcome {
                 "--patience",
                 "0",
             ])
-            .current_dir(dir.path())
+            .current_dir(mesh.dir())
             .env("NATS_URL", &url)
             .stdout(Stdio::null())
             .status()
@@ -239,50 +172,41 @@ async fn run_seed(o: &Options, seed: u64) -> Outcome {
     let started = Instant::now();
     let accepted =
         |events: &[(Instant, Value)]| events.iter().any(|(_, e)| e["event"] == "accepted");
-    while !accepted(&lock(&events)) {
+    while !accepted(&events.lock()) {
         assert!(started.elapsed() < o.deadline, "no job started");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let finished = |events: &[(Instant, Value)]| {
         ids.iter()
             .filter(|id| {
-                events.iter().any(|(_, e)| {
-                    e["job_id"] == id.as_str()
-                        && matches!(
-                            e["event"].as_str(),
-                            Some("completed" | "failed" | "cancelled")
-                        )
-                        && e["retrying"] != true
-                })
+                events
+                    .iter()
+                    .any(|(_, e)| e["job_id"] == id.as_str() && is_final(e))
             })
             .count()
     };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     // (when, instance, jobs it ran)
     let mut kills: Vec<(Instant, String, Vec<String>)> = Vec::new();
-    while finished(&lock(&events)) < ids.len() && started.elapsed() < o.deadline {
+    while finished(&events.lock()) < ids.len() && started.elapsed() < o.deadline {
         if kills.len() >= o.kills {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         }
         let pause = rng.random_range(o.every.0..o.every.1);
         tokio::time::sleep(Duration::from_secs_f64(pause)).await;
-        let alive: Vec<(String, u32, Vec<String>)> = lock(&trainers)
-            .iter()
-            .filter(|(_, (_, _, at))| at.elapsed() < Duration::from_millis(1500))
-            .map(|(i, (pid, jobs, _))| (i.clone(), *pid, jobs.clone()))
-            .collect();
-        if alive.is_empty() || finished(&lock(&events)) == ids.len() {
+        let alive = trainers.alive(Duration::from_millis(1500));
+        if alive.is_empty() || finished(&events.lock()) == ids.len() {
             continue;
         }
-        let (instance, pid, jobs) = alive[rng.random_range(0..alive.len())].clone();
-        kill(pid);
-        lock(&trainers).remove(&instance);
-        kills.push((Instant::now(), instance, jobs));
+        let (instance, beat) = alive[rng.random_range(0..alive.len())].clone();
+        try_send_signal("-KILL", beat.pid);
+        trainers.forget(&instance);
+        kills.push((Instant::now(), instance, beat.running));
     }
     // Late duplicates, if any.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let events = lock(&events).clone();
+    let events = events.snapshot();
     let mut out = Outcome {
         kills: kills.len(),
         seconds: started.elapsed().as_secs_f64(),
@@ -346,10 +270,9 @@ async fn run_seed(o: &Options, seed: u64) -> Outcome {
             }
         }
     }
-    // `up` and its replicas go with `_up`; the server with `server`.
-    drop(client);
+    // `up` and its replicas go with `up`, then the server and the folder with `mesh`.
     let _ = std::fs::copy(
-        dir.path().join("up.stderr"),
+        up.stderr_path(),
         std::env::temp_dir().join(format!("lexmesh-chaos-{seed}.stderr")),
     );
     out

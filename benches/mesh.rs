@@ -25,9 +25,9 @@
 //!
 //! The services are the release-profile `lexmesh` binary that cargo builds for this bench
 //! (`CARGO_BIN_EXE_lexmesh`, `target/release/lexmesh` under `cargo bench`), run as
-//! `lexmesh serve <service>`; the server is a current (2.10+) `nats-server` found by
-//! `lexmesh_runtime::nats_server::locate`, on a free port in a temporary folder. Every child
-//! process is killed when the program ends, also on a panic.
+//! `lexmesh serve <service>` on the test kit's mesh (`lexmesh_testkit::TestMesh`): a current
+//! (2.10+) `nats-server` found by `lexmesh_runtime::nats_server::locate`, on a free port in a
+//! temporary folder. Every child process is killed when the program ends, also on a panic.
 //!
 //! Options (after `--`): `--quick` (small N, few epochs and jobs: a smoke run), `--requests N`
 //! (2000), `--chunk N` (100: requests per subject before switching), `--spread S` (30: the
@@ -53,9 +53,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -65,7 +64,7 @@ use async_nats::{Client, HeaderMap, jetstream};
 use bytes::Bytes;
 use futures::StreamExt;
 use lexmesh_protocol::time::now_ms;
-use lexmesh_runtime::nats_server::{self, LocalServer, LocalServerOptions, ServerFlavor};
+use lexmesh_testkit::{ChildProcess, TestMesh, is_final, status_subject};
 use serde_json::{Value, json};
 
 /// Subject the floor responder answers on.
@@ -252,177 +251,72 @@ fn verdict(ok: bool) -> &'static str {
 // Processes
 // ---------------------------------------------------------------------------------------------
 
-/// A child process, killed (SIGKILL) and reaped when dropped.
-struct ChildGuard {
-    name: String,
-    child: Child,
-    log: Option<PathBuf>,
+/// The `lexmesh` binary the services run (`target/release/lexmesh` under `cargo bench`).
+const LEXMESH: &str = env!("CARGO_BIN_EXE_lexmesh");
+
+/// How long a process gets to stop after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The private nats-server (`max_payload` 8 MiB) in a temporary folder, and a client; the
+/// services run with batch progress events (interval 0 s) and warnings only in their logs.
+async fn start_mesh() -> Result<TestMesh> {
+    if !Path::new(LEXMESH).exists() {
+        bail!("{LEXMESH} is missing: run `cargo build --release`");
+    }
+    Ok(TestMesh::builder(LEXMESH)
+        .service_env(&[
+            ("LEXMESH_SERVICE__PROGRESS_INTERVAL", "0s"),
+            ("LEXMESH_LOG", "warn"),
+        ])
+        .ready_timeout(Duration::from_secs(60))
+        .request_timeout(Duration::from_secs(5))
+        .start()
+        .await)
 }
 
-impl ChildGuard {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn exited(&mut self) -> bool {
-        !matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// The last lines of the process's log.
-    fn log_tail(&self, lines: usize) -> String {
-        let Some(log) = &self.log else {
-            return String::new();
-        };
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-
-    /// SIGTERM, up to 10 s for an orderly exit, then SIGKILL.
-    fn stop(&mut self) {
-        if self.exited() {
-            return;
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self.exited() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        eprintln!("{} did not stop within 10 s; killing it", self.name);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `lexmesh serve <service>` as `instance`, running `concurrency` jobs at once, with `env`
+/// added; does not wait for it (see `TestMesh::wait_ready`).
+fn spawn_service(
+    mesh: &mut TestMesh,
+    service: &str,
+    instance: &str,
+    concurrency: u32,
+    env: &[(String, String)],
+) {
+    let concurrency = concurrency.to_string();
+    let mut all = vec![("LEXMESH_JOBS__CONCURRENCY", concurrency.as_str())];
+    all.extend(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    mesh.spawn(service, instance, &all);
 }
 
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts a service (see [`spawn_service`]) and waits until it answers its status request.
+async fn start_service(
+    mesh: &mut TestMesh,
+    service: &str,
+    instance: &str,
+    concurrency: u32,
+    env: &[(String, String)],
+) {
+    spawn_service(mesh, service, instance, concurrency, env);
+    mesh.wait_ready(instance).await;
 }
 
-/// The private nats-server and the temporary folder of the run; the server is killed before
-/// the folder is removed.
-struct Harness {
-    server: LocalServer,
-    dir: tempfile::TempDir,
-    lexmesh: PathBuf,
+/// Stops a service in order (SIGTERM, SIGKILL after 10 s).
+async fn stop_service(mesh: &mut TestMesh, instance: &str) {
+    mesh.process(instance).stop(STOP_TIMEOUT).await;
 }
 
-impl Harness {
-    fn start() -> Result<Self> {
-        let lexmesh = PathBuf::from(env!("CARGO_BIN_EXE_lexmesh"));
-        if !lexmesh.exists() {
-            bail!(
-                "{} is missing: run `cargo build --release`",
-                lexmesh.display()
-            );
-        }
-        let binary = nats_server::locate(ServerFlavor::Current)?;
-        let dir = tempfile::Builder::new()
-            .prefix("lexmesh-mesh-bench-")
-            .tempdir()
-            .context("creating a temporary folder")?;
-        let mut last = None;
-        for _ in 0..8 {
-            let options = LocalServerOptions {
-                port: nats_server::free_port()?,
-                max_payload: Some(8 << 20),
-                name: "lexmesh-bench".into(),
-                ..LocalServerOptions::new(
-                    binary.clone(),
-                    dir.path().join("jetstream"),
-                    dir.path().join("log"),
-                )
-            };
-            match LocalServer::start(options) {
-                Ok(server) => {
-                    return Ok(Self {
-                        server,
-                        dir,
-                        lexmesh,
-                    });
-                }
-                Err(e @ nats_server::NatsServerError::AddressInUse { .. }) => last = Some(e),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(last.map_or_else(|| anyhow!("no free port"), Into::into))
-    }
-
-    fn url(&self) -> String {
-        self.server.url()
-    }
-
-    /// `lexmesh serve <service>` with the bench's settings, its log in the temporary folder.
-    fn spawn_service(
-        &self,
-        service: &str,
-        instance: &str,
-        concurrency: u32,
-        env: &[(String, String)],
-    ) -> Result<ChildGuard> {
-        let log = self.dir.path().join(format!("{instance}.log"));
-        let work = self.dir.path().join(format!("work-{instance}"));
-        std::fs::create_dir_all(&work)?;
-        let out = File::create(&log)?;
-        let mut command = Command::new(&self.lexmesh);
-        // Inherited configuration must not leak into the services.
-        for (key, _) in std::env::vars_os() {
-            let k = key.to_string_lossy();
-            if (k.starts_with("LEXMESH_") && k.contains("__")) || k == "NATS_URL" {
-                command.env_remove(&key);
-            }
-        }
-        command
-            .args(["serve", service])
-            .current_dir(self.dir.path())
-            .env("LEXMESH_NATS__URL", self.url())
-            .env("LEXMESH_SERVICE__INSTANCE", instance)
-            .env("LEXMESH_JOBS__CONCURRENCY", concurrency.to_string())
-            .env("LEXMESH_SERVICE__PROGRESS_INTERVAL", "0s")
-            .env("LEXMESH_SERVICE__WORK_DIR", &work)
-            .env("LEXMESH_LOG", "warn")
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out);
-        let child = command
-            .spawn()
-            .with_context(|| format!("starting {}", self.lexmesh.display()))?;
-        Ok(ChildGuard {
-            name: format!("lexmesh serve {service} ({instance})"),
-            child,
-            log: Some(log),
-        })
-    }
-
-    /// This program in one of its helper modes (`--responder`, `--publisher`).
-    fn spawn_helper(&self, name: &str, args: &[String]) -> Result<ChildGuard> {
-        let exe = std::env::current_exe().context("locating the bench binary")?;
-        let log = self.dir.path().join(format!("{name}.log"));
-        let out = File::create(&log)?;
-        let child = Command::new(exe)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("starting the {name}"))?;
-        Ok(ChildGuard {
-            name: name.into(),
-            child,
-            log: Some(log),
-        })
-    }
+/// This program in one of its helper modes (`--responder`, `--publisher`), its log in the
+/// mesh's temporary folder.
+fn spawn_helper(mesh: &TestMesh, name: &str, args: &[String]) -> Result<ChildProcess> {
+    let exe = std::env::current_exe().context("locating the bench binary")?;
+    let mut command = Command::new(exe);
+    command.args(args);
+    Ok(ChildProcess::spawn(
+        name,
+        &mut command,
+        mesh.dir().join(format!("{name}.log")),
+    )?)
 }
 
 /// VmRSS of a process in KiB.
@@ -534,28 +428,8 @@ impl CpuWindow {
 // NATS helpers
 // ---------------------------------------------------------------------------------------------
 
-async fn connect(url: &str) -> Result<Client> {
-    async_nats::ConnectOptions::new()
-        .name("lexmesh-mesh-bench")
-        .request_timeout(Some(Duration::from_secs(5)))
-        .connect(url)
-        .await
-        .with_context(|| format!("connecting to {url}"))
-}
-
-fn status_subject(service: &str, instance: &str) -> String {
-    format!("lexmesh.api.{service}.{instance}.status")
-}
-
-async fn status(client: &Client, service: &str, instance: &str) -> Result<Value> {
-    let reply = tokio::time::timeout(
-        Duration::from_secs(2),
-        client.request(status_subject(service, instance), Bytes::new()),
-    )
-    .await
-    .context("status request timed out")??;
-    Ok(serde_json::from_slice(&reply.payload)?)
-}
+/// How long a status request during training may take before it counts as unanswered.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn running_jobs(status: &Value) -> Vec<String> {
     status["running"]
@@ -566,34 +440,6 @@ fn running_jobs(status: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// Waits until the instance answers its status endpoint.
-async fn wait_ready(
-    client: &Client,
-    process: &mut ChildGuard,
-    service: &str,
-    instance: &str,
-) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(s) = status(client, service, instance).await
-            && s["instance"] == instance
-        {
-            return Ok(());
-        }
-        if process.exited() {
-            bail!("{} exited:\n{}", process.name, process.log_tail(30));
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "{} not ready after 60 s:\n{}",
-                process.name,
-                process.log_tail(30)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Sequential request/reply round trips, interleaved across `subjects` in chunks so that each
@@ -696,7 +542,7 @@ impl Finals {
                 let Ok(v) = serde_json::from_slice::<Value>(&message.payload) else {
                     continue;
                 };
-                if v["event"] == "failed" && v["retrying"] == true {
+                if !is_final(&v) {
                     continue;
                 }
                 if let Some(id) = v["job_id"].as_str() {
@@ -770,7 +616,7 @@ fn job_ids(n: usize, seq: &mut usize) -> Vec<String> {
 
 /// Polls a trainer's status endpoint and remembers the most jobs seen running at once.
 struct MaxRunning<'a> {
-    client: &'a Client,
+    mesh: &'a TestMesh,
     instance: &'a str,
     max: usize,
     polls: usize,
@@ -778,7 +624,11 @@ struct MaxRunning<'a> {
 
 impl AsyncPoll for MaxRunning<'_> {
     async fn poll(&mut self) {
-        if let Ok(s) = status(self.client, "trainer", self.instance).await {
+        if let Some(s) = self
+            .mesh
+            .try_status("trainer", self.instance, STATUS_TIMEOUT)
+            .await
+        {
             self.polls += 1;
             self.max = self.max.max(running_jobs(&s).len());
         }
@@ -976,24 +826,26 @@ fn control_rows(r: &mut Report, condition: &str, c: &ControlPlane) {
 
 async fn run(o: Options) -> Result<()> {
     let started = Instant::now();
-    let harness = Harness::start()?;
-    let url = harness.url();
+    let mut mesh = start_mesh().await?;
+    let url = mesh.server.url();
     println!(
         "lexmesh mesh benchmark{}: services {}, nats-server {} at {url}",
         if o.quick { " (--quick)" } else { "" },
-        harness.lexmesh.display(),
-        harness.server.options().binary.display(),
+        mesh.binary().display(),
+        mesh.server.binary().display(),
     );
-    if !harness
-        .lexmesh
+    if !mesh
+        .binary()
         .components()
         .any(|c| c.as_os_str() == "release")
     {
         eprintln!(
             "warning: {} is not a release-profile binary; figures are not representative",
-            harness.lexmesh.display()
+            mesh.binary().display()
         );
     }
+    let (a, b, c) = mesh.server.version();
+    let nats_server_version = format!("{a}.{b}.{c}");
     let mut report = Report::default();
     report.json.insert(
         "options".into(),
@@ -1004,19 +856,20 @@ async fn run(o: Options) -> Result<()> {
             "spread_s": o.spread.as_secs_f64(), "memory_variants": o.memory_variants,
             "trainer_env": o.trainer_env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
             "floor_captured": o.floor_captured,
-            "lexmesh": harness.lexmesh, "nats_server": harness.server.options().binary,
-            "nats_server_version": nats_server::version(&harness.server.options().binary).ok().map(|(a, b, c)| format!("{a}.{b}.{c}")),
+            "lexmesh": mesh.binary(), "nats_server": mesh.server.binary(),
+            "nats_server_version": nats_server_version,
             "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         }),
     );
 
-    let client = connect(&url).await?;
+    let client = mesh.client.clone();
     let js = jetstream::new(client.clone());
-    let mut pre = harness.spawn_service("preprocessor", "bench-pre", 1, &[])?;
-    let mut t1 = harness.spawn_service("trainer", "bench-t1", 1, &o.trainer_env)?;
-    wait_ready(&client, &mut pre, "preprocessor", "bench-pre").await?;
-    wait_ready(&client, &mut t1, "trainer", "bench-t1").await?;
-    let idle_rss_t1 = idle_rss_kib(t1.pid(), Duration::from_secs(1)).await;
+    spawn_service(&mut mesh, "preprocessor", "bench-pre", 1, &[]);
+    spawn_service(&mut mesh, "trainer", "bench-t1", 1, &o.trainer_env);
+    mesh.wait_ready("bench-pre").await;
+    mesh.wait_ready("bench-t1").await;
+    let t1_pid = mesh.process("bench-t1").pid();
+    let idle_rss_t1 = idle_rss_kib(t1_pid, Duration::from_secs(1)).await;
 
     let rulings_train = o.data.join("train.jsonl");
     let rulings_validation = o.data.join("validation.jsonl");
@@ -1029,7 +882,8 @@ async fn run(o: Options) -> Result<()> {
     let finals = Finals::start(&client).await?;
 
     let _responder = {
-        let mut r = harness.spawn_helper(
+        let mut r = spawn_helper(
+            &mesh,
             "responder",
             &["--responder".into(), url.clone(), FLOOR_ECHO.into()],
         )?;
@@ -1041,7 +895,7 @@ async fn run(o: Options) -> Result<()> {
         .await
         .map_or(true, |r| r.is_err())
         {
-            if r.exited() || Instant::now() > deadline {
+            if !r.is_running() || Instant::now() > deadline {
                 bail!("the floor responder did not start:\n{}", r.log_tail(20));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1053,8 +907,9 @@ async fn run(o: Options) -> Result<()> {
     } else {
         FLOOR_EVENTS
     };
-    let spawn_publisher = |count: u64, rate: f64| {
-        harness.spawn_helper(
+    let spawn_publisher = |mesh: &TestMesh, count: u64, rate: f64| {
+        spawn_helper(
+            mesh,
             "publisher",
             &[
                 "--publisher".into(),
@@ -1076,9 +931,9 @@ async fn run(o: Options) -> Result<()> {
         let c = control_plane(&client, "bench-t1", &o, Duration::ZERO).await;
         let floor_events = collect_events(&client, floor_subject).await?;
         let count = if o.quick { 100 } else { 500 };
-        let mut p = spawn_publisher(count, 100.0)?;
+        let mut p = spawn_publisher(&mesh, count, 100.0)?;
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !p.exited() && Instant::now() < deadline {
+        while p.is_running() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -1103,7 +958,7 @@ async fn run(o: Options) -> Result<()> {
     let lex_events =
         collect_events(&client, &format!("lexmesh.events.{load_job}.progress")).await?;
     let floor_events = collect_events(&client, floor_subject).await?;
-    let sampler = RssSampler::start(t1.pid());
+    let sampler = RssSampler::start(t1_pid);
     let submitted = Instant::now();
     submit(
         &js,
@@ -1117,7 +972,9 @@ async fn run(o: Options) -> Result<()> {
     let mut rate_window: Vec<Instant>;
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        if !seen_running && let Ok(s) = status(&client, "trainer", "bench-t1").await {
+        if !seen_running
+            && let Some(s) = mesh.try_status("trainer", "bench-t1", STATUS_TIMEOUT).await
+        {
             seen_running = running_jobs(&s).contains(&load_job);
         }
         rate_window = lex_events
@@ -1137,7 +994,7 @@ async fn run(o: Options) -> Result<()> {
         if Instant::now() > deadline {
             bail!(
                 "the load job did not start training within 300 s:\n{}",
-                t1.log_tail(30)
+                mesh.process("bench-t1").log_tail(30)
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1150,7 +1007,7 @@ async fn run(o: Options) -> Result<()> {
             .as_secs_f64()
             .max(1e-3))
     .clamp(1.0, 1000.0);
-    let mut publisher = spawn_publisher((rate * 3600.0) as u64, rate)?;
+    let mut publisher = spawn_publisher(&mesh, (rate * 3600.0) as u64, rate)?;
     println!(
         "[{:>5.1}s] training (first batch {:.1} s after submit, {:.1} batch events/s); floor publisher at the same rate; {} requests each of ping, status, floor",
         started.elapsed().as_secs_f64(),
@@ -1158,14 +1015,14 @@ async fn run(o: Options) -> Result<()> {
         rate,
         o.requests
     );
-    let cpu = CpuWindow::start(t1.pid());
+    let cpu = CpuWindow::start(t1_pid);
     let busy = control_plane(&client, "bench-t1", &o, o.spread).await;
     let control_secs = cpu.start.elapsed().as_secs_f64();
     let (machine_busy, trainer_cores) = cpu.end();
-    let still_running = status(&client, "trainer", "bench-t1")
+    let still_running = mesh
+        .try_status("trainer", "bench-t1", STATUS_TIMEOUT)
         .await
-        .map(|s| running_jobs(&s).contains(&load_job))
-        .unwrap_or(false);
+        .is_some_and(|s| running_jobs(&s).contains(&load_job));
     if !still_running {
         eprintln!(
             "warning: the load job was no longer running at the end of the control-plane measurement; use more --epochs"
@@ -1183,7 +1040,7 @@ async fn run(o: Options) -> Result<()> {
         )
         .await?;
     let load_secs = load_final[0].0.duration_since(submitted).as_secs_f64();
-    publisher.stop();
+    publisher.stop(STOP_TIMEOUT).await;
     let load_rss = sampler.finish();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let lex: Vec<EventSample> = lex_events.lock().unwrap().clone();
@@ -1218,7 +1075,7 @@ async fn run(o: Options) -> Result<()> {
             .unwrap_or(0)
     });
     let default_end_rss = load_rss.last().map_or(0, |&(_, k)| k);
-    t1.stop();
+    stop_service(&mut mesh, "bench-t1").await;
 
     // Pause at each epoch end (validation, checkpoint written and uploaded): from the last
     // batch event of an epoch to its epoch event.
@@ -1262,7 +1119,7 @@ async fn run(o: Options) -> Result<()> {
         .map(|&(_, k)| k)
         .max()
         .unwrap_or(0);
-    t1.stop();
+    stop_service(&mut mesh, "bench-t1").await;
 
     // ---- Memory with other settings, a fresh trainer each -----------------------------------
     let mut variants = Vec::new();
@@ -1277,10 +1134,10 @@ async fn run(o: Options) -> Result<()> {
             o.memory_epochs
         );
         let instance = format!("bench-m{}", i + 1);
-        let mut t = harness.spawn_service("trainer", &instance, 1, &o.trainer_env)?;
-        wait_ready(&client, &mut t, "trainer", &instance).await?;
-        let idle = idle_rss_kib(t.pid(), Duration::from_secs(1)).await;
-        let sampler = RssSampler::start(t.pid());
+        start_service(&mut mesh, "trainer", &instance, 1, &o.trainer_env).await;
+        let pid = mesh.process(&instance).pid();
+        let idle = idle_rss_kib(pid, Duration::from_secs(1)).await;
+        let sampler = RssSampler::start(pid);
         let job = format!("memory-{}", i + 1);
         let mut settings = json!({"model": "bow", "epochs": o.memory_epochs, "patience": 0});
         if let (Some(s), Some(v)) = (settings.as_object_mut(), variant.as_object()) {
@@ -1291,7 +1148,7 @@ async fn run(o: Options) -> Result<()> {
             .wait(std::slice::from_ref(&job), Duration::from_secs(900), ())
             .await?;
         let peak = sampler.finish().iter().map(|&(_, k)| k).max().unwrap_or(0);
-        t.stop();
+        stop_service(&mut mesh, &instance).await;
         memory_rows.push((variant.clone(), idle, peak));
     }
 
@@ -1301,9 +1158,8 @@ async fn run(o: Options) -> Result<()> {
             "[{:>5.1}s] concurrency: 4 jobs at once on one trainer with concurrency 4",
             started.elapsed().as_secs_f64()
         );
-        let mut t3 = harness.spawn_service("trainer", "bench-t3", 4, &o.trainer_env)?;
-        wait_ready(&client, &mut t3, "trainer", "bench-t3").await?;
-        let sampler = RssSampler::start(t3.pid());
+        start_service(&mut mesh, "trainer", "bench-t3", 4, &o.trainer_env).await;
+        let sampler = RssSampler::start(mesh.process("bench-t3").pid());
         let jobs: Vec<String> = (1..=4).map(|i| format!("concurrent-{i}")).collect();
         let start = Instant::now();
         for j in &jobs {
@@ -1316,7 +1172,7 @@ async fn run(o: Options) -> Result<()> {
             .await?;
         }
         let mut poll = MaxRunning {
-            client: &client,
+            mesh: &mesh,
             instance: "bench-t3",
             max: 0,
             polls: 0,
@@ -1331,7 +1187,7 @@ async fn run(o: Options) -> Result<()> {
             .unwrap_or_default();
         let peak = sampler.finish().iter().map(|&(_, k)| k).max().unwrap_or(0);
         let (max_running, polls) = (poll.max, poll.polls);
-        t3.stop();
+        stop_service(&mut mesh, "bench-t3").await;
 
         // Throughput of small jobs: one replica, then two.
         // Default settings; replicas side by side share the cores as `lexmesh up` shares them.
@@ -1339,10 +1195,10 @@ async fn run(o: Options) -> Result<()> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut seq = 0usize;
         let mut throughput = Vec::new();
-        let mut replicas: Vec<ChildGuard> = Vec::new();
+        let mut replicas: Vec<String> = Vec::new();
         for n in [1usize, 2] {
-            for r in &mut replicas {
-                r.stop();
+            for r in &replicas {
+                stop_service(&mut mesh, r).await;
             }
             replicas.clear();
             while replicas.len() < n {
@@ -1352,9 +1208,8 @@ async fn run(o: Options) -> Result<()> {
                     "LEXMESH_SERVICE__CORES".into(),
                     (cores / n).max(1).to_string(),
                 ));
-                let mut r = harness.spawn_service("trainer", &instance, 1, &env)?;
-                wait_ready(&client, &mut r, "trainer", &instance).await?;
-                replicas.push(r);
+                start_service(&mut mesh, "trainer", &instance, 1, &env).await;
+                replicas.push(instance);
             }
             println!(
                 "[{:>5.1}s] throughput: {} small jobs, {n} replica(s) of concurrency 1",
@@ -1387,14 +1242,14 @@ async fn run(o: Options) -> Result<()> {
             }
             throughput.push((n, wall, o.small_jobs as f64 / wall * 60.0, by_instance));
         }
-        for r in &mut replicas {
-            r.stop();
+        for r in &replicas {
+            stop_service(&mut mesh, r).await;
         }
         Some((wall.as_secs_f64(), max_running, polls, peak, throughput))
     } else {
         None
     };
-    pre.stop();
+    stop_service(&mut mesh, "bench-pre").await;
 
     // ---- Report -----------------------------------------------------------------------------
     let r = &mut report;
@@ -1614,8 +1469,8 @@ async fn run(o: Options) -> Result<()> {
         &o.out,
         serde_json::to_vec_pretty(&Value::Object(r.json.clone()))?,
     )?;
-    // Children (declared after the harness) are killed first, then the server; the temporary
-    // folder goes last.
+    // The helper processes (declared after the mesh) are killed first, then the mesh: its
+    // services, the server, the temporary folder.
     Ok(())
 }
 
@@ -1657,7 +1512,7 @@ struct ObservedRun {
 /// Trains `job_id` on a fresh trainer started with `env`, asking its status endpoint
 /// `o.requests` times spread over the training.
 async fn observed_run(
-    harness: &Harness,
+    mesh: &mut TestMesh,
     client: &Client,
     js: &jetstream::Context,
     finals: &Finals,
@@ -1667,8 +1522,7 @@ async fn observed_run(
 ) -> Result<ObservedRun> {
     let mut env = env.to_vec();
     env.extend(o.trainer_env.iter().cloned());
-    let mut trainer = harness.spawn_service("trainer", instance, 1, &env)?;
-    wait_ready(client, &mut trainer, "trainer", instance).await?;
+    start_service(mesh, "trainer", instance, 1, &env).await;
     let epochs = collect_events(client, &format!("lexmesh.events.{job_id}.progress")).await?;
     let rates: Arc<Mutex<Vec<f64>>> = Arc::default();
     {
@@ -1700,7 +1554,8 @@ async fn observed_run(
     // Training: the first batch event arrived.
     let deadline = Instant::now() + Duration::from_secs(120);
     while !epochs.lock().unwrap().iter().any(|e| e.phase == "batch") {
-        if Instant::now() > deadline || trainer.exited() {
+        let trainer = mesh.process(instance);
+        if Instant::now() > deadline || !trainer.is_running() {
             bail!("{job_id} did not start training:\n{}", trainer.log_tail(30));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -1717,7 +1572,7 @@ async fn observed_run(
     finals
         .wait(&[job_id.to_string()], Duration::from_secs(1800), ())
         .await?;
-    trainer.stop();
+    stop_service(mesh, instance).await;
     let mut rates = rates.lock().unwrap().clone();
     if rates.is_empty() {
         bail!("{job_id}: no epoch after the first reported examples/s (--epochs 2 or more)");
@@ -1738,27 +1593,26 @@ async fn observability(mut o: Options) -> Result<()> {
     if !std::env::args().any(|a| a == "--epochs") && !o.quick {
         o.load_epochs = 8;
     }
-    let harness = Harness::start()?;
-    let url = harness.url();
+    let mut mesh = start_mesh().await?;
     let receiver = lexmesh_testkit::otlp::OtlpReceiver::start()?;
     println!(
         "lexmesh observability cost{}: {} rounds, bow on the rulings, {} epochs; services {}",
         if o.quick { " (--quick)" } else { "" },
         o.rounds,
         o.load_epochs,
-        harness.lexmesh.display()
+        mesh.binary().display()
     );
-    let client = connect(&url).await?;
+    let client = mesh.client.clone();
     let js = jetstream::new(client.clone());
-    let mut pre = harness.spawn_service("preprocessor", "obs-pre", 1, &[])?;
-    wait_ready(&client, &mut pre, "preprocessor", "obs-pre").await?;
-    let mut metrics = harness.spawn_service(
+    start_service(&mut mesh, "preprocessor", "obs-pre", 1, &[]).await;
+    start_service(
+        &mut mesh,
         "metrics",
         "obs-metrics",
         1,
         &[("LEXMESH_METRICS__LISTEN".into(), "127.0.0.1:0".into())],
-    )?;
-    wait_ready(&client, &mut metrics, "metrics", "obs-metrics").await?;
+    )
+    .await;
     upload(&js, RULINGS_TRAIN, &o.data.join("train.jsonl")).await?;
     upload(&js, RULINGS_VALIDATION, &o.data.join("validation.jsonl")).await?;
     let finals = Finals::start(&client).await?;
@@ -1782,7 +1636,7 @@ async fn observability(mut o: Options) -> Result<()> {
         for observed in order {
             let name = format!("obs-{}-{round}", if observed { "on" } else { "off" });
             let run = observed_run(
-                &harness,
+                &mut mesh,
                 &client,
                 &js,
                 &finals,
@@ -1882,7 +1736,7 @@ async fn observability(mut o: Options) -> Result<()> {
         }))?,
     )?;
     println!("figures in {}", out.display());
-    pre.stop();
-    metrics.stop();
+    stop_service(&mut mesh, "obs-pre").await;
+    stop_service(&mut mesh, "obs-metrics").await;
     Ok(())
 }

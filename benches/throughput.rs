@@ -2,9 +2,10 @@
 //! thread count (`cargo bench --bench throughput`). Prints examples/second of both and their
 //! ratio for the two reference models, and Persian preprocessing throughput against hazm.
 //!
-//! The architectures and data shapes are those documented in `bench/pytorch_reference.py`:
-//! batch 64, length 128, vocabulary 20,000, embedding 128, 10 classes; `bow` with an MLP of
-//! 256, `cnn` with kernels 3/4/5 × 100 filters and dropout 0.5; Adam lr 1e-3, eps 1e-8.
+//! The architectures and data shapes are those documented in
+//! `benches/reference/pytorch_reference.py`: batch 64, length 128, vocabulary 20,000, embedding
+//! 128, 10 classes; `bow` with an MLP of 256, `cnn` with kernels 3/4/5 × 100 filters and dropout
+//! 0.5; Adam lr 1e-3, eps 1e-8.
 //! lexmesh runs its real training loop ([`lexmesh_trainer::training::train`]) on 16 distinct
 //! synthetic batches per epoch; the first epoch is warm-up, the median of the rest is reported.
 //! PyTorch gets the same: 16 warm-up steps, then one timed window of 16 steps per lexmesh epoch
@@ -169,13 +170,13 @@ fn reference(o: &Options, script: &str, args: &[&str], top_pad: bool) -> Option<
     }
     if !o.python.exists() {
         eprintln!(
-            "(no {}: run bench/setup-pytorch for the reference figures)",
+            "(no {}: run benches/setup-pytorch for the reference figures)",
             o.python.display()
         );
         return None;
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("bench")
+        .join("benches/reference")
         .join(script);
     let mut cmd = Command::new(&o.python);
     if top_pad {

@@ -35,6 +35,9 @@ pub enum Command {
     Watch(crate::cli_mesh::WatchArgs),
     /// List jobs with their status.
     Jobs(crate::cli_mesh::JobsArgs),
+    /// Show the trials of a hyperparameter search (an optimize job): settings, epochs run,
+    /// best macro-F1, status.
+    Trials(crate::cli_mesh::TrialsArgs),
     /// Show every service instance (health, CPU, memory), running jobs with progress, and
     /// active alerts.
     Status(crate::cli_mesh::StatusArgs),

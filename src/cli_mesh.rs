@@ -1,5 +1,5 @@
-//! Arguments of the mesh commands (`up`, `serve`, `submit`, `watch`, `jobs`, `cancel`,
-//! `models`, `classify`). Every one takes `--config FILE` (the service configuration: NATS URL,
+//! Arguments of the mesh commands (`up`, `serve`, `submit`, `watch`, `jobs`, `trials`,
+//! `cancel`, `models`, `classify`). Every one takes `--config FILE` (the service configuration: NATS URL,
 //! auth, TLS; see `lexmesh_runtime::config`), layered under `LEXMESH_*__*` and `NATS_URL`.
 
 use std::path::PathBuf;
@@ -34,6 +34,54 @@ pub enum SubmitKind {
     Evaluate,
     /// Prepare (normalise, tokenise, vectorise) a dataset.
     Preprocess,
+    /// Search hyperparameters: trials as train jobs (`--space FILE.toml --trials N`).
+    Optimize,
+}
+
+/// The scheduler of a search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchedulerArg {
+    /// Every trial runs all its epochs.
+    None,
+    /// Asynchronous successive halving: trials below a rung's cutoff stop early.
+    Asha,
+}
+
+/// The sampler of a search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SamplerArg {
+    /// Seeded random draws.
+    Random,
+    /// Every combination of the choice lists and integer ranges.
+    Grid,
+}
+
+/// The flags of `lexmesh submit optimize`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct OptimizeArgs {
+    /// optimize: the search space, a TOML file with `[space]` (a domain per setting) and
+    /// optionally `[base]` (settings every trial shares) and `[asha]` (the scheduler's
+    /// settings); see the README's "Hyperparameter search".
+    #[arg(long, value_name = "FILE.toml")]
+    pub space: Option<PathBuf>,
+    /// optimize: trials at most (failed trials do not count).
+    #[arg(long)]
+    pub trials: Option<u32>,
+    /// optimize: early stopping of trials (default none).
+    #[arg(long, value_enum)]
+    pub scheduler: Option<SchedulerArg>,
+    /// optimize: how trials' values are chosen (default random).
+    #[arg(long, value_enum)]
+    pub sampler: Option<SamplerArg>,
+    /// optimize: trials that run at once (default 1).
+    #[arg(long)]
+    pub max_concurrent: Option<u32>,
+    /// optimize: trials that may fail before the search fails (default 0).
+    #[arg(long)]
+    pub max_failed: Option<u32>,
+    /// optimize: a validation macro-F1 that ends the search once a trial reaches it.
+    #[arg(long)]
+    pub goal: Option<f64>,
 }
 
 /// Options every mesh command shares.
@@ -91,15 +139,21 @@ pub struct SubmitArgs {
     /// Job id (default: generated).
     #[arg(long)]
     pub job_id: Option<String>,
-    /// train: id to store the model under (default: the job id); evaluate: the model.
+    /// train: id to store the model under (default: the job id); evaluate: the model;
+    /// optimize: the id the best trial's model is registered under (default: the job id).
     #[arg(long)]
     pub model_id: Option<String>,
     /// Model architecture.
     #[arg(long, value_enum)]
     pub model: Option<ModelKind>,
-    /// The run's settings (train and preprocess jobs), as `lexmesh train` takes them.
+    /// The run's settings (train and preprocess jobs; optimize: the settings every trial
+    /// shares, `--epochs` the epochs of each trial and `--seed` the search's seed), as
+    /// `lexmesh train` takes them.
     #[command(flatten)]
     pub settings: SettingsArgs,
+    /// The search (optimize jobs).
+    #[command(flatten)]
+    pub optimize: OptimizeArgs,
     /// Follow the job's progress until it ends.
     #[arg(long)]
     pub watch: bool,
@@ -127,6 +181,19 @@ pub struct WatchArgs {
 /// `lexmesh jobs`.
 #[derive(Debug, Args)]
 pub struct JobsArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = FormatArg::Text)]
+    pub format: FormatArg,
+    /// Shared options.
+    #[command(flatten)]
+    pub mesh: MeshOptions,
+}
+
+/// `lexmesh trials`.
+#[derive(Debug, Args)]
+pub struct TrialsArgs {
+    /// The optimize job.
+    pub job_id: String,
     /// Output format.
     #[arg(long, value_enum, default_value_t = FormatArg::Text)]
     pub format: FormatArg,

@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         cli::Command::Submit(args) => commands::submit::run(*args),
         cli::Command::Watch(args) => commands::watch::run(args),
         cli::Command::Jobs(args) => commands::jobs::run(args),
+        cli::Command::Trials(args) => commands::trials::run(args),
         cli::Command::Status(args) => commands::status::run(args),
         cli::Command::Top(args) => commands::top::run(args),
         cli::Command::Cancel(args) => commands::cancel::run(args),

@@ -1,12 +1,15 @@
 //! Every bad-input case of the CLI: non-zero exit and a message naming the file and line.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a test stops at its first failed step
 
-mod common;
-
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::OnceLock;
 
-use common::{lexmesh, run, sample, small_bow_config, text};
+use lexmesh_testkit::cli::{run, text};
+use lexmesh_testkit::{sample_path, small_bow_config};
+
+/// The `lexmesh` binary under test.
+const LEXMESH: &str = env!("CARGO_BIN_EXE_lexmesh");
 
 fn write(dir: &Path, name: &str, content: &[u8]) -> PathBuf {
     let path = dir.join(name);
@@ -21,15 +24,15 @@ fn trained_model() -> &'static Path {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().join("model");
         let config = small_bow_config(dir.path());
-        let o = run(lexmesh()
+        let o = run(Command::new(LEXMESH)
             .args(["train", "--quiet", "--epochs", "1", "--out"])
             .arg(&out)
             .arg("--config")
             .arg(&config)
             .arg("--data")
-            .arg(sample("train.jsonl"))
+            .arg(sample_path("train.jsonl"))
             .arg("--validation")
-            .arg(sample("validation.jsonl")));
+            .arg(sample_path("validation.jsonl")));
         assert!(o.status.success(), "{:?}", text(&o));
         (dir, out)
     });
@@ -39,7 +42,7 @@ fn trained_model() -> &'static Path {
 /// Runs `lexmesh train` on one file and returns (exit code, stderr).
 fn train_on(file: &Path) -> (Option<i32>, String) {
     let out = file.parent().expect("parent").join("out");
-    let o = run(lexmesh()
+    let o = run(Command::new(LEXMESH)
         .args(["train", "--quiet", "--epochs", "1", "--data"])
         .arg(file)
         .arg("--out")
@@ -137,30 +140,30 @@ fn missing_file_and_unknown_format_are_reported() {
 
 #[test]
 fn bad_flags_are_usage_errors() {
-    let o = run(lexmesh().args([
+    let o = run(Command::new(LEXMESH).args([
         "train", "--data", "x.jsonl", "--out", "o", "--model", "lstm",
     ]));
     assert_eq!(o.status.code(), Some(2));
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = write(dir.path(), "c.toml", b"[training]\nepoch = 3\n");
-    let o = run(lexmesh()
+    let o = run(Command::new(LEXMESH)
         .args(["train", "--out"])
         .arg(dir.path().join("o"))
         .arg("--config")
         .arg(&cfg)
         .arg("--data")
-        .arg(sample("train.jsonl")));
+        .arg(sample_path("train.jsonl")));
     assert_eq!(o.status.code(), Some(1));
     assert!(
         text(&o).1.contains("unknown field `epoch`"),
         "{:?}",
         text(&o)
     );
-    let o = run(lexmesh()
+    let o = run(Command::new(LEXMESH)
         .args(["train", "--learning-rate", "NaN", "--out"])
         .arg(dir.path().join("o2"))
         .arg("--data")
-        .arg(sample("train.jsonl")));
+        .arg(sample_path("train.jsonl")));
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).1.contains("learning_rate"), "{:?}", text(&o));
 }
@@ -174,7 +177,7 @@ fn unknown_label_at_evaluation_is_reported() {
         "test.jsonl",
         "{\"text\":\"دادگاه\",\"label\":\"civil\"}\n{\"text\":\"شورا\",\"label\":\"administrative\"}\n".as_bytes(),
     );
-    let o = run(lexmesh()
+    let o = run(Command::new(LEXMESH)
         .args(["evaluate", "--model"])
         .arg(model)
         .arg("--data")
@@ -191,11 +194,11 @@ fn unknown_label_at_evaluation_is_reported() {
 #[test]
 fn evaluate_json_has_the_documented_keys() {
     let model = trained_model();
-    let o = run(lexmesh()
+    let o = run(Command::new(LEXMESH)
         .args(["evaluate", "--format", "json", "--model"])
         .arg(model)
         .arg("--data")
-        .arg(sample("validation.jsonl")));
+        .arg(sample_path("validation.jsonl")));
     assert!(o.status.success(), "{:?}", text(&o));
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
     for key in [
@@ -216,7 +219,7 @@ fn evaluate_json_has_the_documented_keys() {
 fn predict_from_arguments_and_stdin() {
     use std::io::Write;
     let model = trained_model();
-    let o = run(lexmesh()
+    let o = run(Command::new(LEXMESH)
         .args(["predict", "--model"])
         .arg(model)
         .arg("متهم به حبس تعزیری محکوم می شود")
@@ -237,7 +240,7 @@ fn predict_from_arguments_and_stdin() {
             .sum();
         assert!((sum - 1.0).abs() < 1e-4, "{line}");
     }
-    let mut child = lexmesh()
+    let mut child = Command::new(LEXMESH)
         .args(["predict", "--model"])
         .arg(model)
         .stdin(std::process::Stdio::piped())
@@ -265,13 +268,13 @@ fn predict_from_arguments_and_stdin() {
 #[test]
 fn missing_validation_file_makes_a_reported_stratified_split() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let o = run(lexmesh()
+    let o = run(Command::new(LEXMESH)
         .args(["train", "--json-progress", "--epochs", "1", "--out"])
         .arg(dir.path().join("m"))
         .arg("--config")
         .arg(small_bow_config(dir.path()))
         .arg("--data")
-        .arg(sample("train.jsonl")));
+        .arg(sample_path("train.jsonl")));
     assert!(o.status.success(), "{:?}", text(&o));
     let first: serde_json::Value =
         serde_json::from_str(text(&o).0.lines().next().expect("a line")).expect("JSON");

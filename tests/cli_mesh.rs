@@ -8,8 +8,6 @@
 //! variable of the test's own environment is removed from it.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a test stops at its first failed step
 
-mod mesh_common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -18,9 +16,14 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use lexmesh_runtime::nats_server::{self, ServerFlavor};
-use mesh_common::{Schemas, TestMesh, inline, sample_records, short, small_settings};
+use lexmesh_testkit::{
+    Schemas, TestMesh, inline, sample_path, sample_records, short, small_settings, try_send_signal,
+};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+
+/// The `lexmesh` binary under test.
+const LEXMESH: &str = env!("CARGO_BIN_EXE_lexmesh");
 
 /// A command that talks to the mesh but runs no job (jobs, models, classify, cancel, a replay).
 const QUICK: Duration = Duration::from_secs(60);
@@ -165,7 +168,7 @@ impl User {
 
     /// `lexmesh <args>` in the working folder, with a clean mesh environment.
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lexmesh"));
+        let mut cmd = Command::new(LEXMESH);
         cmd.args(args).current_dir(&self.dir);
         for (key, _) in std::env::vars_os() {
             let name = key.to_string_lossy();
@@ -204,9 +207,7 @@ impl User {
     /// read `data/sample/...` as in the README.
     fn copy_sample(&self) {
         for file in ["train.jsonl", "validation.jsonl"] {
-            let from = Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("data/sample")
-                .join(file);
+            let from = sample_path(file);
             let bytes = std::fs::read(&from).expect("read the sample");
             self.write(&format!("data/sample/{file}"), &bytes);
         }
@@ -271,15 +272,6 @@ fn alive(pid: u32) -> bool {
             .and_then(|(_, rest)| rest.split_whitespace().next())
             .is_some_and(|state| state != "Z" && state != "X")
     })
-}
-
-fn send_signal(signal: &str, pid: u32) {
-    // `kill`: the workspace denies `unsafe`, so no libc::kill.
-    let _ = Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -371,7 +363,7 @@ impl Up {
 
     /// SIGTERM, then waits up to `timeout`; the exit status and how long it took.
     fn terminate(&mut self, timeout: Duration) -> (ExitStatus, Duration) {
-        send_signal("-TERM", self.pid());
+        try_send_signal("-TERM", self.pid());
         let started = Instant::now();
         let child = self.child.as_mut().expect("up was started");
         loop {
@@ -393,7 +385,7 @@ impl Up {
 impl Drop for Up {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            send_signal("-TERM", child.id());
+            try_send_signal("-TERM", child.id());
             let deadline = Instant::now() + Duration::from_secs(10);
             while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(100));
@@ -402,7 +394,7 @@ impl Drop for Up {
             let _ = child.wait();
         }
         for (pid, _) in processes_under(&self.dir) {
-            send_signal("-KILL", pid);
+            try_send_signal("-KILL", pid);
         }
         if std::thread::panicking() {
             eprintln!("{}", self.logs());
@@ -944,7 +936,7 @@ fn bad_input_fails_at_once_without_a_mesh() {
 #[test]
 fn watch_follows_a_failing_job_to_exit_1() {
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let mut mesh = rt.block_on(TestMesh::start());
+    let mut mesh = rt.block_on(TestMesh::start(LEXMESH));
     let user = User::new(mesh.dir(), mesh.server.url());
 
     // No service runs yet: nobody answers a cancel, and there is no such job.

@@ -2,21 +2,21 @@
 //! health and metrics services that answer fixed reports (or are absent).
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a test stops at its first failed step
 
-mod common;
-
-use std::process::Output;
+use std::process::{Command, Output};
 
 use futures::StreamExt;
-use lexmesh_protocol::alert::{Alert, AlertState};
+use lexmesh_protocol::alert::{Alert, AlertKind, AlertState};
 use lexmesh_protocol::health::{HealthReport, HealthState, InstanceHealth};
 use lexmesh_protocol::metrics::{LatencySummary, MetricsSnapshot, TrainingProgress, WorkerMetrics};
 use lexmesh_protocol::status::RunningJob;
 use lexmesh_protocol::time::now_ms;
 use lexmesh_protocol::{JobKind, subjects};
 use lexmesh_testkit::NatsServer;
+use lexmesh_testkit::cli::{run, text};
 use tokio::task::JoinHandle;
 
-use common::{lexmesh, run, text};
+/// The `lexmesh` binary under test.
+const LEXMESH: &str = env!("CARGO_BIN_EXE_lexmesh");
 
 fn running_job() -> RunningJob {
     RunningJob {
@@ -106,7 +106,7 @@ fn metrics_snapshot() -> MetricsSnapshot {
             updated_ms: now_ms(),
         }],
         alerts: vec![Alert {
-            kind: "error_rate".into(),
+            kind: AlertKind::ErrorRate,
             state: AlertState::Raised,
             service: "trainer".into(),
             instance: "trainer-1".into(),
@@ -188,7 +188,7 @@ impl Setup {
     }
 
     fn lexmesh(&self, args: &[&str]) -> Output {
-        run(lexmesh()
+        run(Command::new(LEXMESH)
             .args(args)
             .current_dir(self.dir.path())
             .env("NATS_URL", self.server.url()))
@@ -352,7 +352,9 @@ fn top_refuses_bad_intervals_and_counts() {
         ),
         (["top", "--count", "0"].as_slice(), "--count"),
     ] {
-        let o = run(lexmesh().args(args).env("NATS_URL", "nats://127.0.0.1:1"));
+        let o = run(Command::new(LEXMESH)
+            .args(args)
+            .env("NATS_URL", "nats://127.0.0.1:1"));
         let (_, err) = text(&o);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(expected), "{args:?}: {err}");

@@ -13,18 +13,17 @@
 //! the replicas of an `up` killed by SIGKILL stop by themselves.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a test stops at its first failed step
 
-mod mesh_common;
-
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use mesh_common::{TRAIN, TestMesh, no_early_stop_job, send_signal, short};
+use lexmesh_testkit::{TRAIN, TestMesh, no_early_stop_job, send_signal, short};
 use rand::{RngExt, SeedableRng};
 use serde_json::Value;
+
+/// The `lexmesh` binary under test.
+const LEXMESH: &str = env!("CARGO_BIN_EXE_lexmesh");
 
 const JOBS: usize = 8;
 const EPOCHS: u32 = 100;
@@ -35,97 +34,12 @@ const CHAOS_TIMEOUT: Duration = Duration::from_secs(480);
 /// Macro-F1 of a disturbed job may differ this much from the undisturbed run's.
 const F1_TOLERANCE: f64 = 0.1;
 
-/// `lexmesh up`, its output in files; SIGKILLed (with its replicas) on drop.
-struct Up {
-    child: Option<Child>,
-    err: PathBuf,
-}
-
-impl Up {
-    fn start(dir: &Path, url: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let err = dir.join("up.stderr");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_lexmesh"));
-        command
-            .arg("up")
-            .args(args)
-            .current_dir(dir)
-            .env("LEXMESH_NATS__URL", url)
-            .env("LEXMESH_SERVICE__COMPUTE_THREADS", "1")
-            .env("LEXMESH_LOG", "info")
-            // Tests run side by side: no fixed Prometheus port.
-            .env("LEXMESH_METRICS__LISTEN", "127.0.0.1:0")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(dir.join("up.stdout")).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap());
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        Self {
-            child: Some(command.spawn().expect("run lexmesh up")),
-            err,
-        }
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.err).unwrap_or_default()
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        let child = self.child.as_mut()?;
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                self.child = None;
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(child) = &self.child {
-            send_signal("-TERM", child.id());
-        }
-        let status = self.wait_exit(Duration::from_secs(60));
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "lexmesh up did not stop cleanly: {status:?}\n{}",
-            self.stderr()
-        );
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("===== lexmesh up =====\n{}\n===== end =====", self.stderr());
-        }
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 /// A job long enough to be killed several times: 100 epochs of 64 batches of 2 examples (the
 /// linear bag trains the sample's epoch of 4 batches of 32 in milliseconds).
 fn job(job_id: &str) -> Value {
     let mut job = no_early_stop_job(job_id, EPOCHS);
     job["settings"]["batch_size"] = serde_json::json!(2);
     job
-}
-
-/// The latest heartbeat of each trainer: (pid, running job ids, when received).
-type Trainers = Arc<Mutex<BTreeMap<String, (u32, Vec<String>, Instant)>>>;
-
-/// Every job event, in arrival order, with its arrival time.
-type Events = Arc<Mutex<Vec<(Instant, Value)>>>;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn events_of<'a>(events: &'a [(Instant, Value)], job: &str) -> Vec<&'a (Instant, Value)> {
@@ -155,49 +69,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_job_completes_once_while_trainers_are_killed() {
-    let mesh = TestMesh::start().await;
-    let url = mesh.server.url();
-    let events: Events = Arc::default();
-    let trainers: Trainers = Arc::default();
-    {
-        let mut sub = mesh.client.subscribe("lexmesh.events.>").await.unwrap();
-        let events = events.clone();
-        let schemas = mesh.schemas.clone();
-        tokio::spawn(async move {
-            while let Some(m) = sub.next().await {
-                let v: Value = serde_json::from_slice(&m.payload).unwrap();
-                schemas.check("job-event", "chaos event", &v);
-                lock(&events).push((Instant::now(), v));
-            }
-        });
-        let mut sub = mesh
-            .client
-            .subscribe("lexmesh.heartbeat.trainer.*")
-            .await
-            .unwrap();
-        let trainers = trainers.clone();
-        tokio::spawn(async move {
-            while let Some(m) = sub.next().await {
-                let v: Value = serde_json::from_slice(&m.payload).unwrap();
-                let jobs = v["running"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|j| j["job_id"].as_str().unwrap().to_string())
-                    .collect();
-                let pid = v["pid"].as_u64().unwrap() as u32;
-                let instance = v["instance"].as_str().unwrap().to_string();
-                if v["stopping"] != true {
-                    lock(&trainers).insert(instance, (pid, jobs, Instant::now()));
-                }
-            }
-        });
-        mesh.client.flush().await.unwrap();
-    }
+    let mesh = TestMesh::start(LEXMESH).await;
+    // Every job event with its arrival time, and the latest heartbeat of each trainer.
+    let events = mesh.record_events("lexmesh.events.>").await;
+    let trainers = mesh.track_heartbeats("lexmesh.heartbeat.trainer.*").await;
     let work = mesh.dir().join("work");
-    let mut up = Up::start(
-        mesh.dir(),
-        &url,
+    let mut up = mesh.up(
         &["--replicas", "trainer=2,evaluator=0"],
         &[
             ("LEXMESH_JOBS__CONCURRENCY", "2"),
@@ -206,7 +83,7 @@ async fn every_job_completes_once_while_trainers_are_killed() {
         ],
     );
     let ready = Instant::now();
-    while lock(&trainers).len() < 2 {
+    while trainers.instances() < 2 {
         assert!(
             ready.elapsed() < Duration::from_secs(60),
             "two trainers did not start\n{}",
@@ -218,7 +95,8 @@ async fn every_job_completes_once_while_trainers_are_killed() {
     // The undisturbed run.
     mesh.submit(TRAIN, &job("calm")).await;
     let calm = loop {
-        let done = lock(&events)
+        let done = events
+            .lock()
             .iter()
             .find(|(_, e)| e["job_id"] == "calm" && e["event"] == "completed")
             .map(|(_, e)| e.clone());
@@ -247,14 +125,14 @@ async fn every_job_completes_once_while_trainers_are_killed() {
             .filter(|id| {
                 events_of(events, id)
                     .iter()
-                    .any(|(_, e)| mesh_common::is_final(e))
+                    .any(|(_, e)| lexmesh_testkit::is_final(e))
             })
             .count()
     };
     loop {
         let pause = Duration::from_millis(rng.random_range(2500..5000));
         tokio::time::sleep(pause).await;
-        if finished(&lock(&events)) == JOBS {
+        if finished(&events.lock()) == JOBS {
             break;
         }
         assert!(
@@ -266,22 +144,18 @@ async fn every_job_completes_once_while_trainers_are_killed() {
             continue;
         }
         // A trainer heard from in the last 1.5 s (a killed one is not chosen before it is back).
-        let alive: Vec<(String, u32, Vec<String>)> = lock(&trainers)
-            .iter()
-            .filter(|(_, (_, _, at))| at.elapsed() < Duration::from_millis(1500))
-            .map(|(i, (pid, jobs, _))| (i.clone(), *pid, jobs.clone()))
-            .collect();
+        let alive = trainers.alive(Duration::from_millis(1500));
         if alive.is_empty() {
             continue;
         }
-        let (instance, pid, jobs) = alive[rng.random_range(0..alive.len())].clone();
-        send_signal("-KILL", pid);
-        lock(&trainers).remove(&instance);
-        kills.push((Instant::now(), instance, jobs));
+        let (instance, beat) = alive[rng.random_range(0..alive.len())].clone();
+        send_signal("-KILL", beat.pid);
+        trainers.forget(&instance);
+        kills.push((Instant::now(), instance, beat.running));
     }
     // Let late duplicates, if any, show up.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let events = lock(&events).clone();
+    let events = events.snapshot();
 
     let mut completions = 0;
     let mut duplicates = 0;
@@ -389,21 +263,18 @@ async fn every_job_completes_once_while_trainers_are_killed() {
         "macro-F1 differs from the undisturbed run by {worst_f1_gap}"
     );
     mesh.wait_jobs_stream_empty().await;
-    up.stop();
+    up.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_exits_at_start_up_is_given_up_on_with_an_alert() {
-    let mesh = TestMesh::start().await;
-    let url = mesh.server.url();
+    let mesh = TestMesh::start(LEXMESH).await;
     let mut alerts = mesh.watch_messages("lexmesh.alerts.>", "alert").await;
     // A scratch folder inside a file: the trainer exits at start-up, every time.
     let blocker = mesh.dir().join("not-a-folder");
     std::fs::write(&blocker, b"").unwrap();
     let work = blocker.join("work");
-    let mut up = Up::start(
-        mesh.dir(),
-        &url,
+    let mut up = mesh.up(
         &[
             "--replicas",
             "trainer=1,preprocessor=0,evaluator=0,health=0,metrics=0",
@@ -419,7 +290,7 @@ async fn a_replica_that_exits_at_start_up_is_given_up_on_with_an_alert() {
     assert_eq!(alert["state"], "raised");
     assert_eq!(alert["instance"], "trainer-1");
     assert_eq!(alert["service"], "trainer");
-    let status = up.wait_exit(Duration::from_secs(10));
+    let status = up.wait_exit(Duration::from_secs(10)).await;
     let stderr = up.stderr();
     assert_eq!(status.and_then(|s| s.code()), Some(1), "{stderr}");
     assert!(stderr.contains("service.work_dir"), "{stderr}");
@@ -475,12 +346,9 @@ fn running(pid: u32) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_killed_from_outside_is_restarted_at_once_and_dies_with_up() {
-    let mesh = TestMesh::start().await;
-    let url = mesh.server.url();
+    let mesh = TestMesh::start(LEXMESH).await;
     let mut alerts = mesh.watch_messages("lexmesh.alerts.>", "alert").await;
-    let mut up = Up::start(
-        mesh.dir(),
-        &url,
+    let mut up = mesh.up(
         &[
             "--replicas",
             "trainer=1,preprocessor=0,evaluator=0,health=0,metrics=0",
@@ -494,7 +362,7 @@ async fn a_replica_killed_from_outside_is_restarted_at_once_and_dies_with_up() {
     );
     // Five SIGKILLs from outside, each once the previous restart is up.
     for kills in 0..5 {
-        let pid = mesh_common::eventually(
+        let pid = lexmesh_testkit::eventually(
             &format!("trainer-1 started {} time(s)", kills + 1),
             Duration::from_secs(30),
             || async {
@@ -505,7 +373,7 @@ async fn a_replica_killed_from_outside_is_restarted_at_once_and_dies_with_up() {
         .await;
         send_signal("-KILL", pid);
     }
-    let last = mesh_common::eventually(
+    let last = lexmesh_testkit::eventually(
         "trainer-1 started after the fifth kill",
         Duration::from_secs(30),
         || async { started_pids(mesh.dir(), "trainer-1").get(5).copied() },
@@ -527,10 +395,10 @@ async fn a_replica_killed_from_outside_is_restarted_at_once_and_dies_with_up() {
     );
 
     // `up` is SIGKILLed: it cannot stop its replicas, and they stop by themselves.
-    let up_pid = up.child.as_ref().unwrap().id();
+    let up_pid = up.pid();
     send_signal("-KILL", up_pid);
-    assert!(up.wait_exit(Duration::from_secs(10)).is_some());
-    mesh_common::eventually(
+    assert!(up.wait_exit(Duration::from_secs(10)).await.is_some());
+    lexmesh_testkit::eventually(
         "the orphaned trainer stops",
         Duration::from_secs(10),
         || async { (!running(last)).then_some(()) },
@@ -540,14 +408,11 @@ async fn a_replica_killed_from_outside_is_restarted_at_once_and_dies_with_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_that_crashes_its_worker_is_dead_lettered_and_the_others_complete() {
-    let mesh = TestMesh::start().await;
-    let url = mesh.server.url();
+    let mesh = TestMesh::start(LEXMESH).await;
     let mut letters = mesh
         .watch_messages("lexmesh.deadletter.>", "dead-letter")
         .await;
-    let mut up = Up::start(
-        mesh.dir(),
-        &url,
+    let mut up = mesh.up(
         &["--replicas", "trainer=2,evaluator=0,metrics=0"],
         &[
             ("LEXMESH_JOBS__CONCURRENCY", "1"),
@@ -573,7 +438,7 @@ async fn a_job_that_crashes_its_worker_is_dead_lettered_and_the_others_complete(
                 up.stderr()
             )
         });
-        if mesh_common::is_final(&event) {
+        if lexmesh_testkit::is_final(&event) {
             let id = event["job_id"].as_str().unwrap().to_string();
             assert!(
                 finished.insert(id, event.clone()).is_none(),
@@ -618,5 +483,5 @@ async fn a_job_that_crashes_its_worker_is_dead_lettered_and_the_others_complete(
     );
     // The poison job is gone from the queue, and nothing else ran twice.
     mesh.wait_jobs_stream_empty().await;
-    up.stop();
+    up.stop().await;
 }

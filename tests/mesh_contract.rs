@@ -2,24 +2,25 @@
 //! nats-server with its default 1 MiB `max_payload`: records with extra fields and other field
 //! names train; a message too broken to name its job is reported under its `Nats-Msg-Id`; a
 //! 1 MB job id still gets a small `failed` event; rejections that need the data or the stores
-//! come without `accepted`; an optimize job is answered; the publisher's mistakes are counted
+//! come without `accepted` (an optimize job's too); the publisher's mistakes are counted
 //! as rejected, not in the services' error rate; a publisher's trace context comes back on
 //! the events and on a classify reply although the services export no spans; a taken metrics
 //! port is one clear error. The property test of the schemas is `tests/publisher_contract.rs`.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a test stops at its first failed step
-
-mod mesh_common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
 use futures::StreamExt;
-use mesh_common::{
+use lexmesh_testkit::{
     CLASSIFY, EVALUATE, JOB_TIMEOUT, PREPARE, TRAIN, TestMesh, inline, is_final, short,
     small_settings,
 };
 use serde_json::{Value, json};
+
+/// The `lexmesh` binary under test.
+const LEXMESH: &str = env!("CARGO_BIN_EXE_lexmesh");
 
 const OPTIMIZE: &str = "lexmesh.jobs.optimize";
 
@@ -28,7 +29,7 @@ const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-
 
 /// The sample's records as they are in the file: `id`, `text`, `label`, `title`, cut short.
 fn raw_records(count: usize) -> Vec<Value> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample/train.jsonl");
+    let path = lexmesh_testkit::sample_path("train.jsonl");
     let text = std::fs::read_to_string(path).unwrap();
     let mut by_label: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -157,7 +158,7 @@ async fn traced_request(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_that_trusts_the_schemas_on_a_default_server() {
-    let mut mesh = TestMesh::start_default_payload().await;
+    let mut mesh = TestMesh::start_default_payload(LEXMESH).await;
     mesh.start_all(&[]).await;
     mesh.start_service("metrics", "metrics-a", &[]).await;
     let mut events = AllEvents::start(&mesh).await;
@@ -214,18 +215,19 @@ async fn a_publisher_that_trusts_the_schemas_on_a_default_server() {
         ),
         (
             EVALUATE,
-            json!({"job_id": "pc-no-model", "model_id": "no-such-model", "dataset": inline(civil, None)}),
+            json!({"job_id": "pc-no-model", "model_id": "no-such-model", "dataset": inline(civil.clone(), None)}),
             "model_not_found",
         ),
         (
             OPTIMIZE,
+            // A search checks its data before any trial runs, as a train job does.
             json!({
                 "job_id": "pc-optimize",
-                "dataset": {"inline": {"train": raw_records(4)}},
+                "dataset": inline(civil, None),
                 "trials": 4,
                 "search_space": {"learning_rate": [0.01, 0.001]},
             }),
-            "unsupported",
+            "invalid_dataset",
         ),
     ];
     for (subject, job, _) in &data_cases {
@@ -369,12 +371,12 @@ async fn a_publisher_that_trusts_the_schemas_on_a_default_server() {
 /// that tells `lexmesh up` not to restart it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_taken_metrics_port_is_one_clear_error() {
-    let mesh = TestMesh::start().await;
+    let mesh = TestMesh::start(LEXMESH).await;
     let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = holder.local_addr().unwrap().to_string();
     let output = tokio::time::timeout(
         Duration::from_secs(60),
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_lexmesh"))
+        tokio::process::Command::new(LEXMESH)
             .args(["serve", "metrics"])
             .current_dir(mesh.dir())
             .env("NATS_URL", mesh.server.url())
@@ -398,7 +400,7 @@ async fn a_taken_metrics_port_is_one_clear_error() {
 /// failing with the client's bare error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submit_names_the_servers_payload_limit() {
-    let mesh = TestMesh::start_default_payload().await;
+    let mesh = TestMesh::start_default_payload(LEXMESH).await;
     let records: Vec<Value> = (0..300)
         .map(|i| json!({"text": "متن ".repeat(1000), "label": if i % 2 == 0 { "a" } else { "b" }}))
         .collect();
@@ -406,7 +408,7 @@ async fn submit_names_the_servers_payload_limit() {
     let file = mesh.dir().join("big.json");
     std::fs::write(&file, serde_json::to_vec(&job).unwrap()).unwrap();
     assert!(std::fs::metadata(&file).unwrap().len() > 1024 * 1024);
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_lexmesh"))
+    let output = tokio::process::Command::new(LEXMESH)
         .args(["submit", "train", "--json"])
         .arg(&file)
         .env("NATS_URL", mesh.server.url())

@@ -7,12 +7,13 @@
 //! checkpoint whose upload was cut is skipped for the previous, complete one.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a test stops at its first failed step
 
-mod mesh_common;
-
 use std::time::{Duration, Instant};
 
-use mesh_common::{JOB_TIMEOUT, TRAIN, TestMesh, eventually, no_early_stop_job, short};
+use lexmesh_testkit::{JOB_TIMEOUT, TRAIN, TestMesh, eventually, no_early_stop_job, short};
 use serde_json::{Value, json};
+
+/// The `lexmesh` binary under test.
+const LEXMESH: &str = env!("CARGO_BIN_EXE_lexmesh");
 
 /// Long enough that a fault lands mid-job (an epoch of the sample takes a fraction of a second).
 const EPOCHS: u32 = 40;
@@ -42,8 +43,8 @@ async fn mesh_with_running_job(
     health_env: &[(&str, &str)],
     trainer_env: &[(&str, &str)],
     after_epochs: u64,
-) -> (TestMesh, mesh_common::EventWatch, String) {
-    let mut mesh = TestMesh::start().await;
+) -> (TestMesh, lexmesh_testkit::EventWatch, String) {
+    let mut mesh = TestMesh::start(LEXMESH).await;
     mesh.start_service("preprocessor", "preprocessor-a", &[])
         .await;
     mesh.start_service("health", "health-a", health_env).await;
@@ -71,7 +72,7 @@ async fn mesh_with_running_job(
 /// exactly once. Returns the time from `since` to attempt 2's `started` event.
 async fn resumes_and_completes_once(
     mesh: &TestMesh,
-    watch: &mut mesh_common::EventWatch,
+    watch: &mut lexmesh_testkit::EventWatch,
     job_id: &str,
     since: Instant,
 ) -> Duration {
@@ -118,7 +119,7 @@ async fn resumes_and_completes_once(
 }
 
 /// Health events (`lexmesh.health.>`) seen so far, as (instance, state).
-async fn health_events(watch: &mut mesh_common::EventWatch) -> Vec<(String, String)> {
+async fn health_events(watch: &mut lexmesh_testkit::EventWatch) -> Vec<(String, String)> {
     watch.drain_for(Duration::from_millis(200)).await;
     watch
         .events
@@ -236,7 +237,7 @@ async fn a_job_whose_workers_keep_dying_is_dead_lettered_once() {
         ("LEXMESH_JOBS__ACK_WAIT", "2s"),
         ("LEXMESH_JOBS__MAX_DELIVER", "2"),
     ];
-    let mut mesh = TestMesh::start().await;
+    let mut mesh = TestMesh::start(LEXMESH).await;
     mesh.start_service("preprocessor", "preprocessor-a", &[])
         .await;
     let mut dead = mesh
@@ -293,7 +294,7 @@ async fn deliveries_that_run_out_while_no_trainer_runs_are_dead_lettered_by_the_
         ("LEXMESH_JOBS__ACK_WAIT", "2s"),
         ("LEXMESH_JOBS__MAX_DELIVER", "1"),
     ];
-    let mut mesh = TestMesh::start().await;
+    let mut mesh = TestMesh::start(LEXMESH).await;
     mesh.start_service("preprocessor", "preprocessor-a", &[])
         .await;
     let mut dead = mesh
@@ -347,7 +348,7 @@ async fn two_racing_attempts_complete_the_job_once() {
     // service) and completed by trainer-b; thawed, trainer-a finishes too, loses the
     // compare-and-set, and discards its result.
     let env = [("LEXMESH_JOBS__ACK_WAIT", "2s")];
-    let mut mesh = TestMesh::start().await;
+    let mut mesh = TestMesh::start(LEXMESH).await;
     mesh.start_service("preprocessor", "preprocessor-a", &[])
         .await;
     mesh.start_service("trainer", "trainer-a", &env).await;
@@ -432,7 +433,7 @@ fn mesh_log(mesh: &mut TestMesh, instance: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_server_restart_mid_training_loses_no_job() {
-    let mut mesh = TestMesh::start().await;
+    let mut mesh = TestMesh::start(LEXMESH).await;
     mesh.start_service("preprocessor", "preprocessor-a", &[])
         .await;
     mesh.start_service(
@@ -468,7 +469,7 @@ async fn a_nats_server_restart_mid_training_loses_no_job() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_over_its_memory_budget_is_replaced() {
-    let mut mesh = TestMesh::start().await;
+    let mut mesh = TestMesh::start(LEXMESH).await;
     mesh.start_service("health", "health-a", &[]).await;
     let mut health = mesh
         .watch_messages("lexmesh.health.>", "health-event")
@@ -505,7 +506,7 @@ async fn an_instance_over_its_memory_budget_is_replaced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_health_replicas_replace_a_worker_once_and_hand_over_the_lead() {
-    let mut mesh = TestMesh::start().await;
+    let mut mesh = TestMesh::start(LEXMESH).await;
     mesh.start_service("health", "health-a", &[]).await;
     // health-a holds the lease before health-b exists.
     eventually("health-a leads", RECOVERY, || {
@@ -544,7 +545,7 @@ async fn two_health_replicas_replace_a_worker_once_and_hand_over_the_lead() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unusable_stored_checkpoint_is_set_aside_and_the_job_trains_from_the_start() {
-    let mut mesh = TestMesh::start().await;
+    let mut mesh = TestMesh::start(LEXMESH).await;
     mesh.start_service("preprocessor", "preprocessor-a", &[])
         .await;
     mesh.start_service("trainer", "trainer-a", &[]).await;
@@ -598,8 +599,8 @@ async fn wedged_after_checkpoint(
     epochs: u32,
     trainer_env: &[(&str, &str)],
     latest: &str,
-) -> (TestMesh, mesh_common::EventWatch, Store) {
-    let mut mesh = TestMesh::start().await;
+) -> (TestMesh, lexmesh_testkit::EventWatch, Store) {
+    let mut mesh = TestMesh::start(LEXMESH).await;
     mesh.start_service("preprocessor", "preprocessor-a", &[])
         .await;
     let mut env = vec![("LEXMESH_JOBS__ACK_WAIT", "2s")];
@@ -627,7 +628,10 @@ async fn wedged_after_checkpoint(
 
 /// SIGKILLs trainer-a, starts trainer-b, and returns the `started` event of the job's next
 /// attempt, there.
-async fn resumed_on_trainer_b(mesh: &mut TestMesh, watch: &mut mesh_common::EventWatch) -> Value {
+async fn resumed_on_trainer_b(
+    mesh: &mut TestMesh,
+    watch: &mut lexmesh_testkit::EventWatch,
+) -> Value {
     mesh.process("trainer-a").kill();
     mesh.start_service("trainer", "trainer-b", &[("LEXMESH_JOBS__ACK_WAIT", "2s")])
         .await;

@@ -4,17 +4,18 @@
 //! running and a queued job; reuse of a prepared dataset.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a test stops at its first failed step
 
-mod mesh_common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use mesh_common::{
+use lexmesh_testkit::{
     CLASSIFY, EVALUATE, JOB_TIMEOUT, PREPARE, PREPROCESS, TRAIN, TestMesh, cancel_subject,
     eventually, inline, is_final, no_early_stop_job, sample_records, sample_subset,
     sample_train_job, short, small_settings,
 };
 use serde_json::{Value, json};
+
+/// The `lexmesh` binary under test.
+const LEXMESH: &str = env!("CARGO_BIN_EXE_lexmesh");
 
 const EPOCHS: u32 = 3;
 
@@ -118,7 +119,7 @@ fn train_result<'a>(completed: &'a Value, model_id: &str, epochs: u32) -> &'a Va
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn train_then_evaluate_then_classify() {
-    let mut mesh = TestMesh::start().await;
+    let mut mesh = TestMesh::start(LEXMESH).await;
     mesh.start_all(&[]).await;
 
     // Train.
@@ -229,7 +230,7 @@ async fn train_then_evaluate_then_classify() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_trainer_replicas_share_the_queue() {
-    let mut mesh = TestMesh::start().await;
+    let mut mesh = TestMesh::start(LEXMESH).await;
     let one = [("LEXMESH_JOBS__CONCURRENCY", "1")];
     mesh.spawn("preprocessor", "preprocessor-a", &[]);
     mesh.spawn("trainer", "trainer-a", &one);
@@ -325,7 +326,7 @@ async fn two_trainer_replicas_share_the_queue() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duplicate_submit_runs_once() {
-    let mut mesh = TestMesh::start().await;
+    let mut mesh = TestMesh::start(LEXMESH).await;
     mesh.start_service("preprocessor", "preprocessor-a", &[])
         .await;
     mesh.start_service("trainer", "trainer-a", &[]).await;
@@ -363,7 +364,7 @@ async fn a_duplicate_submit_runs_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_a_running_job() {
-    let mut mesh = TestMesh::start().await;
+    let mut mesh = TestMesh::start(LEXMESH).await;
     mesh.start_service("preprocessor", "preprocessor-a", &[])
         .await;
     mesh.start_service("trainer", "trainer-a", &[]).await;
@@ -426,7 +427,7 @@ async fn cancel_a_running_job() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_a_queued_job() {
-    let mut mesh = TestMesh::start().await;
+    let mut mesh = TestMesh::start(LEXMESH).await;
     // No trainer yet: the job waits in the queue.
     mesh.start_service("preprocessor", "preprocessor-a", &[])
         .await;
@@ -478,7 +479,7 @@ async fn cancel_a_queued_job() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prepared_dataset_is_reused() {
-    let mut mesh = TestMesh::start().await;
+    let mut mesh = TestMesh::start(LEXMESH).await;
     mesh.start_service("preprocessor", "preprocessor-a", &[])
         .await;
     let dataset = inline(
@@ -526,7 +527,7 @@ async fn a_prepared_dataset_is_reused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_and_the_service_api_describe_the_instance() {
     use futures::StreamExt;
-    let mut mesh = TestMesh::start().await;
+    let mut mesh = TestMesh::start(LEXMESH).await;
     let mut beats = mesh
         .client
         .subscribe("lexmesh.heartbeat.trainer.trainer-a")
@@ -626,7 +627,7 @@ async fn heartbeats_and_the_service_api_describe_the_instance() {
 /// starting over. With `epochs` small the job then runs to completion; with a long job it is
 /// cancelled once attempt 2 has started. Returns the time from `stop` to attempt 2's start.
 async fn resume_after(stop: impl FnOnce(&mut TestMesh), ack_wait: &str, epochs: u32) -> Duration {
-    let mut mesh = TestMesh::start().await;
+    let mut mesh = TestMesh::start(LEXMESH).await;
     mesh.start_service("preprocessor", "preprocessor-a", &[])
         .await;
     // A stopping trainer hands every job back, however near its end.
@@ -713,7 +714,7 @@ async fn sigterm_hands_the_job_back_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_a_job_near_its_end_finish_first() {
-    let mut mesh = TestMesh::start().await;
+    let mut mesh = TestMesh::start(LEXMESH).await;
     mesh.start_service("preprocessor", "preprocessor-a", &[])
         .await;
     // Any job of the sample ends within 300 s: SIGTERM lets it finish rather than hand it

@@ -2,18 +2,19 @@
 //! cannot create KV buckets and the services must create the bucket's stream themselves.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a test stops at its first failed step
 
-mod mesh_common;
-
 use std::time::Duration;
 
-use mesh_common::{
+use lexmesh_testkit::{
     CLASSIFY, JOB_TIMEOUT, TRAIN, TestMesh, sample_records, sample_train_job, short, small_settings,
 };
 use serde_json::json;
 
+/// The `lexmesh` binary under test.
+const LEXMESH: &str = env!("CARGO_BIN_EXE_lexmesh");
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn train_and_classify_on_nats_server_2_9() {
-    let mut mesh = TestMesh::start_legacy().await;
+    let mut mesh = TestMesh::start_legacy(LEXMESH).await;
     assert_eq!(
         (mesh.server.version().0, mesh.server.version().1),
         (2, 9),

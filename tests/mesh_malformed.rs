@@ -4,17 +4,18 @@
 //! serving afterwards.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a test stops at its first failed step
 
-mod mesh_common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
-use mesh_common::{
+use lexmesh_testkit::{
     CLASSIFY, EVALUATE, JOB_TIMEOUT, PREPARE, PREPROCESS, Schemas, TRAIN, TestMesh, cancel_subject,
     inline, is_final, sample_subset, short, small_settings,
 };
 use serde_json::{Value, json};
+
+/// The `lexmesh` binary under test.
+const LEXMESH: &str = env!("CARGO_BIN_EXE_lexmesh");
 
 /// Short ack wait, so that a message that was not terminated would come back within the
 /// quiet period the test waits after the last failure.
@@ -379,7 +380,7 @@ fn kind_of(subject: &str) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_jobs_fail_once_and_are_never_redelivered() {
-    let mut mesh = TestMesh::start().await;
+    let mut mesh = TestMesh::start(LEXMESH).await;
     mesh.start_all(&[("LEXMESH_JOBS__ACK_WAIT", ACK_WAIT)])
         .await;
     let cases = job_cases();
@@ -639,7 +640,7 @@ fn request_cases() -> Vec<RequestCase> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_get_error_replies() {
-    let mut mesh = TestMesh::start().await;
+    let mut mesh = TestMesh::start(LEXMESH).await;
     mesh.start_all(&[]).await;
     let mut wrong = Vec::new();
     for case in request_cases() {

@@ -7,13 +7,14 @@
 //! there (CI has them beside the clone), else the sample shipped in `data/sample`.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a test stops at its first failed step
 
-mod mesh_common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mesh_common::{TRAIN, TestMesh, short};
+use lexmesh_testkit::{TRAIN, TestMesh, short};
 use serde_json::{Value, json};
+
+/// The `lexmesh` binary under test.
+const LEXMESH: &str = env!("CARGO_BIN_EXE_lexmesh");
 
 const BUDGET_MIB: u64 = 512;
 
@@ -31,7 +32,7 @@ fn rulings() -> PathBuf {
 async fn default_bow_jobs_on_the_rulings_stay_within_512_mib_and_raise_no_alert() {
     let data = rulings();
     eprintln!("training on {}", data.display());
-    let mut mesh = TestMesh::start().await;
+    let mut mesh = TestMesh::start(LEXMESH).await;
     let budget = BUDGET_MIB.to_string();
     let trainer_env = [
         ("LEXMESH_SERVICE__MEMORY_BUDGET_MB", budget.as_str()),
@@ -87,7 +88,7 @@ async fn default_bow_jobs_on_the_rulings_stay_within_512_mib_and_raise_no_alert(
                 }
             }
             if let Some(e) = watch.next_within(Duration::from_millis(200)).await
-                && mesh_common::is_final(&e)
+                && lexmesh_testkit::is_final(&e)
             {
                 finals.push(e);
                 break;

@@ -5,8 +5,6 @@
 //! and clears alerts; `lexmesh status` and `lexmesh top` show it all.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a test stops at its first failed step
 
-mod mesh_common;
-
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::process::Command;
@@ -14,11 +12,14 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use lexmesh_testkit::otlp::{OtlpReceiver, ReceivedSpan};
-use mesh_common::{
+use lexmesh_testkit::{
     JOB_TIMEOUT, PREPROCESS, TRAIN, TestMesh, cancel_subject, eventually, inline,
     no_early_stop_job, sample_records, short, small_settings,
 };
 use serde_json::{Value, json};
+
+/// The `lexmesh` binary under test.
+const LEXMESH: &str = env!("CARGO_BIN_EXE_lexmesh");
 
 /// The trace of the "other system" that submits the jobs.
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -85,11 +86,15 @@ fn digest(spans: &[ReceivedSpan]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "otlp"),
+    ignore = "the services export spans only when built with --features otlp"
+)]
 async fn a_jobs_trace_crosses_the_services_and_a_redelivery_links_to_the_first_attempt() {
     let receiver = OtlpReceiver::start().expect("OTLP receiver");
     let otel = otel_env(&receiver);
     let env = as_refs(&otel);
-    let mut mesh = TestMesh::start().await;
+    let mut mesh = TestMesh::start(LEXMESH).await;
     mesh.start_service("preprocessor", "preprocessor-a", &env)
         .await;
     // trainer-a is stopped mid-job below: it hands the job back, however near its end.
@@ -141,7 +146,7 @@ async fn a_jobs_trace_crosses_the_services_and_a_redelivery_links_to_the_first_a
     )
     .unwrap();
     let mut watch = mesh.watch("e1").await;
-    let submitted = Command::new(env!("CARGO_BIN_EXE_lexmesh"))
+    let submitted = Command::new(LEXMESH)
         .args(["submit", "evaluate", "--json"])
         .arg(&job_file)
         .current_dir(mesh.dir())
@@ -344,7 +349,7 @@ fn value(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)
 async fn the_metrics_service_serves_prometheus_and_raises_and_clears_alerts() {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let mut mesh = TestMesh::start().await;
+    let mut mesh = TestMesh::start(LEXMESH).await;
     let fast = [("LEXMESH_SERVICE__METRICS_INTERVAL", "300ms")];
     let mut reports = mesh
         .watch_messages("lexmesh.metrics.trainer.trainer-a", "worker-metrics")
@@ -446,7 +451,7 @@ async fn the_metrics_service_serves_prometheus_and_raises_and_clears_alerts() {
     );
     // `lexmesh status` shows the instance, its job and the alert (health is not running:
     // a note says so, and the metrics part is shown all the same).
-    let status = Command::new(env!("CARGO_BIN_EXE_lexmesh"))
+    let status = Command::new(LEXMESH)
         .args(["status", "--format", "json"])
         .current_dir(mesh.dir())
         .env("NATS_URL", mesh.server.url())
@@ -464,7 +469,7 @@ async fn the_metrics_service_serves_prometheus_and_raises_and_clears_alerts() {
         "status --format json",
         &shown["metrics"],
     );
-    let top = Command::new(env!("CARGO_BIN_EXE_lexmesh"))
+    let top = Command::new(LEXMESH)
         .args(["top", "--count", "1"])
         .current_dir(mesh.dir())
         .env("NATS_URL", mesh.server.url())

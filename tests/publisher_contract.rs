@@ -2,18 +2,20 @@
 //! `schemas/` alone by hypothesis-jsonschema (`tests/publisher/contract.py`, an outside
 //! publisher with nats-py and no lexmesh code), sent to a running mesh on a server with
 //! nats-server's default limits. Each must be accepted, or rejected before `accepted` with one
-//! of the documented data-dependent codes; never with a shape or value error.
+//! of the documented data-dependent codes; never with a shape or value error (an optimize job
+//! excepted, for the rules between its fields that a schema cannot state: `invalid_value`).
 //!
 //! Needs `scripts/setup-publisher-tests` (run by `scripts/test`).
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a test stops at its first failed step
 
-mod mesh_common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use mesh_common::TestMesh;
+use lexmesh_testkit::TestMesh;
 use serde_json::Value;
+
+/// The `lexmesh` binary under test.
+const LEXMESH: &str = env!("CARGO_BIN_EXE_lexmesh");
 
 /// Messages per job kind.
 const PER_KIND: u32 = 300;
@@ -27,7 +29,7 @@ async fn schema_valid_messages_are_accepted_or_rejected_for_their_data_only() {
         "{} is missing: run scripts/setup-publisher-tests (scripts/test does)",
         python.display()
     );
-    let mut mesh = TestMesh::start_default_payload().await;
+    let mut mesh = TestMesh::start_default_payload(LEXMESH).await;
     mesh.start_all(&[]).await;
     let run = tokio::process::Command::new(&python)
         .arg(root.join("tests/publisher/contract.py"))
@@ -75,8 +77,9 @@ async fn schema_valid_messages_are_accepted_or_rejected_for_their_data_only() {
             "{kind}: too few accepted to prove anything: {summary}"
         );
     }
-    assert_eq!(
-        kinds["optimize"]["rejected"]["unsupported"], PER_KIND,
+    // Searches run: no optimize job is answered `unsupported` any more.
+    assert!(
+        kinds["optimize"]["rejected"].get("unsupported").is_none(),
         "{summary}"
     );
 }

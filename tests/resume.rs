@@ -5,13 +5,15 @@
 //! and leaves the last checkpoint.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a test stops at its first failed step
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 
-use common::{json, lexmesh, run, sample, small_bow_config, text};
+use lexmesh_testkit::cli::{run, text};
+use lexmesh_testkit::{read_json, sample_path, small_bow_config};
+
+/// The `lexmesh` binary under test.
+const LEXMESH: &str = env!("CARGO_BIN_EXE_lexmesh");
 
 const EPOCHS: &str = "4";
 
@@ -37,8 +39,11 @@ fn variant_args(out: &Path, config: &Path, variant: &[&str]) -> Vec<std::ffi::Os
     .map(Into::into)
     .collect();
     args.extend(["--out".into(), out.into(), "--config".into(), config.into()]);
-    args.extend(["--data".into(), sample("train.jsonl").into()]);
-    args.extend(["--validation".into(), sample("validation.jsonl").into()]);
+    args.extend(["--data".into(), sample_path("train.jsonl").into()]);
+    args.extend([
+        "--validation".into(),
+        sample_path("validation.jsonl").into(),
+    ]);
     // Dropout exercises the per-epoch RNG.
     args.extend(["--dropout".into(), "0.3".into()]);
     args.extend(variant.iter().map(Into::into));
@@ -47,11 +52,11 @@ fn variant_args(out: &Path, config: &Path, variant: &[&str]) -> Vec<std::ffi::Os
 
 fn full_run(dir: &Path, name: &str, variant: &[&str]) -> serde_json::Value {
     let out = dir.join(name);
-    let o = run(lexmesh()
+    let o = run(Command::new(LEXMESH)
         .args(variant_args(&out, &small_bow_config(dir), variant))
         .arg("--quiet"));
     assert!(o.status.success(), "{:?}", text(&o));
-    json(&out.join("history.json"))
+    read_json(&out.join("history.json"))
 }
 
 /// Starts a JSON-progress run and returns once an `epoch` event for `epoch` was printed.
@@ -68,7 +73,7 @@ fn run_until(
     variant: &[&str],
     stop: impl Fn(&serde_json::Value) -> bool,
 ) -> Child {
-    let mut child = lexmesh()
+    let mut child = Command::new(LEXMESH)
         .args(variant_args(out, config, variant))
         .arg("--json-progress")
         .stdout(Stdio::piped())
@@ -146,7 +151,7 @@ fn same_seed_same_metrics_and_killed_run_resumes_to_the_same_result() {
             "variant {n}: latest checkpoint {latest}"
         );
 
-        let o = run(lexmesh()
+        let o = run(Command::new(LEXMESH)
             .args(["train", "--json-progress", "--resume"])
             .arg(&out));
         assert!(o.status.success(), "{:?}", text(&o));
@@ -182,11 +187,11 @@ fn same_seed_same_metrics_and_killed_run_resumes_to_the_same_result() {
             "variant {n}: no batch of a checkpointed epoch ran again"
         );
 
-        let resumed = json(&out.join("history.json"));
+        let resumed = read_json(&out.join("history.json"));
         same_history(&first, &resumed);
         assert_eq!(
-            json(&out.join("metrics.json"))["validation"],
-            json(&dir.path().join("a/metrics.json"))["validation"],
+            read_json(&out.join("metrics.json"))["validation"],
+            read_json(&dir.path().join("a/metrics.json"))["validation"],
             "variant {n}"
         );
     }
@@ -206,7 +211,7 @@ fn interrupt_stops_cleanly_and_keeps_the_checkpoint() {
         std::fs::read_to_string(out.join("checkpoint/latest")).expect("checkpoint pointer");
     assert!(latest.starts_with("epoch-"), "{latest}");
     // Training again into the same folder without --resume is refused, not silently mixed.
-    let again = run(lexmesh()
+    let again = run(Command::new(LEXMESH)
         .args(train_args(&out, &small_bow_config(dir.path())))
         .arg("--quiet"));
     assert_eq!(again.status.code(), Some(1));
@@ -217,19 +222,21 @@ fn interrupt_stops_cleanly_and_keeps_the_checkpoint() {
 fn resume_refuses_changed_data() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("r");
-    let o = run(lexmesh()
+    let o = run(Command::new(LEXMESH)
         .args(train_args(&out, &small_bow_config(dir.path())))
         .args(["--quiet"]));
     assert!(o.status.success(), "{:?}", text(&o));
     // Point run.json at a different training file.
     let copy = dir.path().join("train.jsonl");
-    let mut data = std::fs::read_to_string(sample("train.jsonl")).expect("read");
+    let mut data = std::fs::read_to_string(sample_path("train.jsonl")).expect("read");
     data.push_str("{\"text\":\"متن تازه\",\"label\":\"civil\"}\n");
     std::fs::write(&copy, data).expect("write");
-    let mut inputs = json(&out.join("run.json"));
+    let mut inputs = read_json(&out.join("run.json"));
     inputs["data"] = serde_json::json!(copy);
     std::fs::write(out.join("run.json"), inputs.to_string()).expect("write");
-    let o = run(lexmesh().args(["train", "--quiet", "--resume"]).arg(&out));
+    let o = run(Command::new(LEXMESH)
+        .args(["train", "--quiet", "--resume"])
+        .arg(&out));
     assert_eq!(o.status.code(), Some(1));
     assert!(
         text(&o).1.contains("other settings or data"),

@@ -2,15 +2,19 @@
 //! validation split (30 civil / 10 criminal: majority accuracy 0.75, macro-F1 0.4286).
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a test stops at its first failed step
 
-mod common;
+use std::process::Command;
 
-use common::{json, lexmesh, run, sample, text};
+use lexmesh_testkit::cli::{run, text};
+use lexmesh_testkit::{read_json, sample_path};
+
+/// The `lexmesh` binary under test.
+const LEXMESH: &str = env!("CARGO_BIN_EXE_lexmesh");
 
 /// Trains one kind with small settings and returns the validation report.
 fn train(kind: &str, extra: &[&str]) -> serde_json::Value {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join(kind);
-    let o = run(lexmesh()
+    let o = run(Command::new(LEXMESH)
         .args([
             "train",
             "--quiet",
@@ -22,9 +26,9 @@ fn train(kind: &str, extra: &[&str]) -> serde_json::Value {
         ])
         .arg(&out)
         .arg("--data")
-        .arg(sample("train.jsonl"))
+        .arg(sample_path("train.jsonl"))
         .arg("--validation")
-        .arg(sample("validation.jsonl"))
+        .arg(sample_path("validation.jsonl"))
         .args(extra));
     assert!(o.status.success(), "{kind}: {:?}", text(&o));
     for file in [
@@ -39,14 +43,14 @@ fn train(kind: &str, extra: &[&str]) -> serde_json::Value {
         assert!(out.join(file).exists(), "{kind}: {file} missing");
     }
     // The saved model reproduces the report through `evaluate`.
-    let e = run(lexmesh()
+    let e = run(Command::new(LEXMESH)
         .args(["evaluate", "--format", "json", "--model"])
         .arg(&out)
         .arg("--data")
-        .arg(sample("validation.jsonl")));
+        .arg(sample_path("validation.jsonl")));
     assert!(e.status.success(), "{kind}: {:?}", text(&e));
     let evaluated: serde_json::Value = serde_json::from_slice(&e.stdout).expect("json");
-    let metrics = json(&out.join("metrics.json"));
+    let metrics = read_json(&out.join("metrics.json"));
     assert_eq!(
         evaluated["confusion_matrix"], metrics["validation"]["confusion_matrix"],
         "{kind}"

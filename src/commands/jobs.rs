@@ -66,6 +66,10 @@ fn metric(result: Option<&JobResult>) -> String {
         Some(JobResult::Preprocess(p)) => {
             format!("{} examples", p.train_examples + p.validation_examples)
         }
+        Some(JobResult::Optimize(o)) => format!(
+            "macro-F1 {:.4} ({})",
+            o.best_trial.score.macro_f1, o.best_trial.trial_id
+        ),
         None => "-".into(),
     }
 }

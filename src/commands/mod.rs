@@ -12,5 +12,6 @@ pub mod status;
 pub mod submit;
 pub mod top;
 pub mod train;
+pub mod trials;
 pub mod up;
 pub mod watch;

@@ -488,7 +488,7 @@ fn alerts_section(overview: &Overview, now_ms: f64) -> String {
         .iter()
         .map(|a| {
             vec![
-                a.kind.clone(),
+                a.kind.to_string(),
                 match (a.service.is_empty(), a.instance.is_empty()) {
                     (false, false) => format!("{}/{}", a.service, a.instance),
                     (false, true) => a.service.clone(),
@@ -534,6 +534,7 @@ mod tests {
     use lexmesh_protocol::health::HealthState;
 
     use super::*;
+    use lexmesh_protocol::alert::AlertKind;
 
     /// The time the fixtures are looked at: 2024-05-01 12:00:00 UTC.
     const NOW: f64 = 1_714_564_800_000.0;
@@ -633,9 +634,9 @@ mod tests {
         }
     }
 
-    fn alert(kind: &str, state: AlertState) -> Alert {
+    fn alert(kind: AlertKind, state: AlertState) -> Alert {
         Alert {
-            kind: kind.into(),
+            kind,
             state,
             service: "trainer".into(),
             instance: "trainer-1".into(),
@@ -701,8 +702,8 @@ mod tests {
                 vec![trainer, worker("evaluator", "evaluator-1")],
                 vec![progress("job-a", "trainer-1")],
                 vec![
-                    alert("error_rate", AlertState::Raised),
-                    alert("memory", AlertState::Cleared),
+                    alert(AlertKind::ErrorRate, AlertState::Raised),
+                    alert(AlertKind::Memory, AlertState::Cleared),
                 ],
             )),
         )
@@ -845,11 +846,11 @@ error_rate  trainer/trainer-1  0.5    0.2        1m30s  error rate 50% above 20%
             Ok(snapshot(
                 vec![],
                 vec![],
-                vec![alert("memory", AlertState::Cleared)],
+                vec![alert(AlertKind::Memory, AlertState::Cleared)],
             )),
         );
         assert!(render_view(&cleared, NOW).ends_with("no active alerts\n"));
-        let mut service_wide = alert("crash_loop", AlertState::Raised);
+        let mut service_wide = alert(AlertKind::CrashLoop, AlertState::Raised);
         service_wide.instance = String::new();
         service_wide.value = 5.0;
         service_wide.threshold = 3.0;

@@ -1,21 +1,24 @@
 //! `lexmesh submit`: build a job from flags (or take it whole from `--json`), upload its data
 //! files to the datasets object store, publish it to the jobs stream, print its id, and with
-//! `--watch` follow it to the end.
+//! `--watch` follow it to the end. An optimize job takes its search space from a TOML file
+//! (`--space`), checked here as the coordinator will check it.
 
 use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
+use lexmesh_protocol::job::{AshaSpec, SamplerName, SchedulerSpec, SearchSpace};
 use lexmesh_protocol::{
-    DatasetSource, EvaluateJob, ExperimentSettings, JobKind, PreprocessJob, ProtocolError,
-    TrainJob, decode, names,
+    DatasetSource, EvaluateJob, ExperimentSettings, JobKind, OptimizeJob, PreprocessJob,
+    ProtocolError, TrainJob, decode, names,
 };
 use lexmesh_runtime::{Mesh, objects, telemetry};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::cli::SettingsArgs;
-use crate::cli_mesh::{SubmitArgs, SubmitKind};
+use crate::cli_mesh::{OptimizeArgs, SamplerArg, SchedulerArg, SubmitArgs, SubmitKind};
 use crate::client;
 use lexmesh_mesh::settings;
 use lexmesh_trainer::{ClassWeighting, ModelKind};
@@ -81,6 +84,7 @@ fn job_kind(kind: SubmitKind) -> JobKind {
         SubmitKind::Train => JobKind::Train,
         SubmitKind::Evaluate => JobKind::Evaluate,
         SubmitKind::Preprocess => JobKind::Preprocess,
+        SubmitKind::Optimize => JobKind::Optimize,
     }
 }
 
@@ -101,6 +105,8 @@ struct FlagJob {
     text_field: String,
     label_field: String,
     settings: ExperimentSettings,
+    /// An optimize job's search, its dataset not yet set.
+    search: Option<Box<OptimizeJob>>,
 }
 
 /// A job's settings from the command line's (`lexmesh submit`): the same flags as
@@ -135,8 +141,25 @@ fn setting_flags(args: &SubmitArgs) -> Vec<String> {
         .collect()
 }
 
+/// The search flags given (`--space`, `--trials`, ...).
+fn search_flags(args: &OptimizeArgs) -> Vec<&'static str> {
+    [
+        ("--space", args.space.is_some()),
+        ("--trials", args.trials.is_some()),
+        ("--scheduler", args.scheduler.is_some()),
+        ("--sampler", args.sampler.is_some()),
+        ("--max-concurrent", args.max_concurrent.is_some()),
+        ("--max-failed", args.max_failed.is_some()),
+        ("--goal", args.goal.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(flag, given)| given.then_some(flag))
+    .collect()
+}
+
 fn plan_raw(args: &SubmitArgs, kind: JobKind, path: &Path) -> anyhow::Result<Plan> {
     let mut given = setting_flags(args);
+    given.extend(search_flags(&args.optimize).into_iter().map(String::from));
     if args.model_id.is_some() {
         given.insert(0, "--model-id".to_string());
     }
@@ -189,8 +212,25 @@ fn plan_from_flags(args: &SubmitArgs) -> anyhow::Result<Plan> {
         bail!("--data FILE is required (or give the whole job with --json FILE)");
     };
     let settings = job_settings(args.model, &args.settings);
+    let search_given = search_flags(&args.optimize);
+    if args.kind != SubmitKind::Optimize && !search_given.is_empty() {
+        bail!("{} apply to optimize jobs only", search_given.join(", "));
+    }
+    let job_id = match &args.job_id {
+        Some(id) if lexmesh_protocol::valid_id(id) => id.clone(),
+        Some(id) => bail!("--job-id `{id}` must be 1 to 64 of A-Z a-z 0-9 _ -"),
+        None => generate_job_id(
+            job_kind(args.kind),
+            unix_seconds_now(),
+            rand::random::<u16>(),
+        ),
+    };
+    let mut search = None;
     match args.kind {
         SubmitKind::Train => {}
+        SubmitKind::Optimize => {
+            search = Some(Box::new(search_from_flags(args, &job_id, &settings)?));
+        }
         SubmitKind::Evaluate => {
             if args.model_id.is_none() {
                 bail!("an evaluate job needs --model-id (the stored model to evaluate)");
@@ -208,25 +248,18 @@ fn plan_from_flags(args: &SubmitArgs) -> anyhow::Result<Plan> {
         }
         SubmitKind::Preprocess => {
             if args.model_id.is_some() {
-                bail!("--model-id applies to train and evaluate jobs only");
+                bail!("--model-id applies to train, evaluate and optimize jobs only");
             }
         }
     }
-    settings.validate()?;
+    if search.is_none() {
+        settings.validate()?;
+    }
     if let Some(model_id) = &args.model_id
         && !lexmesh_protocol::valid_id(model_id)
     {
         bail!("--model-id `{model_id}` must be 1 to 64 of A-Z a-z 0-9 _ -");
     }
-    let job_id = match &args.job_id {
-        Some(id) if lexmesh_protocol::valid_id(id) => id.clone(),
-        Some(id) => bail!("--job-id `{id}` must be 1 to 64 of A-Z a-z 0-9 _ -"),
-        None => generate_job_id(
-            job_kind(args.kind),
-            unix_seconds_now(),
-            rand::random::<u16>(),
-        ),
-    };
     // Fail on a bad extension or a missing file now rather than after connecting and
     // uploading the other file.
     dataset_extension(&data)?;
@@ -243,7 +276,93 @@ fn plan_from_flags(args: &SubmitArgs) -> anyhow::Result<Plan> {
         text_field: args.text_field.clone(),
         label_field: args.label_field.clone(),
         settings,
+        search,
     })))
+}
+
+/// A search space file: `[space]`, and optionally `[base]` and `[asha]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpaceFile {
+    /// A domain per setting.
+    pub space: SearchSpace,
+    /// Settings every trial shares.
+    #[serde(default)]
+    pub base: ExperimentSettings,
+    /// ASHA's settings (with `--scheduler asha`).
+    #[serde(default)]
+    pub asha: Option<AshaSpec>,
+}
+
+/// Reads a search space file.
+pub fn read_space_file(path: &Path) -> anyhow::Result<SpaceFile> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("{} is not a valid search space", path.display()))
+}
+
+/// An optimize job's search from `--space FILE` and the flags (its job id and dataset are set
+/// later), checked as the coordinator will check it. The setting flags are the trials' shared
+/// settings (over the file's `[base]`), but `--epochs` (each trial's epochs) and `--seed` (the
+/// search's seed).
+fn search_from_flags(
+    args: &SubmitArgs,
+    job_id: &str,
+    settings: &ExperimentSettings,
+) -> anyhow::Result<OptimizeJob> {
+    let flags = &args.optimize;
+    let Some(space_path) = &flags.space else {
+        bail!("an optimize job needs --space FILE.toml (the search space)");
+    };
+    let Some(trials) = flags.trials else {
+        bail!("an optimize job needs --trials N (how many trials at most)");
+    };
+    let file = read_space_file(space_path)?;
+    let mut base = serde_json::to_value(&file.base)?;
+    let shared = ExperimentSettings {
+        epochs: None,
+        seed: None,
+        ..settings.clone()
+    };
+    if let (Some(base), serde_json::Value::Object(flags)) =
+        (base.as_object_mut(), serde_json::to_value(&shared)?)
+    {
+        base.extend(flags);
+    }
+    let base: ExperimentSettings = serde_json::from_value(base)?;
+    let scheduler = match (flags.scheduler, file.asha) {
+        (Some(SchedulerArg::Asha), asha) => Some(SchedulerSpec::Asha(asha.unwrap_or_default())),
+        (_, Some(_)) => bail!(
+            "{} has an [asha] section: submit with --scheduler asha",
+            space_path.display()
+        ),
+        (Some(SchedulerArg::None), None) => Some(SchedulerSpec::None),
+        (None, None) => None,
+    };
+    let job = OptimizeJob {
+        job_id: job_id.to_string(),
+        model_id: args.model_id.clone(),
+        dataset: DatasetSource::Prepared {
+            dataset_id: "not-yet-uploaded".into(),
+        },
+        base,
+        trials,
+        search_space: file.space,
+        sampler: flags.sampler.map(|s| match s {
+            SamplerArg::Random => SamplerName::Random,
+            SamplerArg::Grid => SamplerName::Grid,
+        }),
+        seed: args.settings.seed,
+        scheduler,
+        max_concurrent_trials: flags.max_concurrent,
+        max_failed_trials: flags.max_failed,
+        max_epochs: args.settings.epochs,
+        goal: flags.goal,
+    };
+    let payload = serde_json::to_vec(&job)?;
+    check_job(JobKind::Optimize, &payload).context("the search is not valid")?;
+    lexmesh_mesh::search::plan::SearchPlan::new(&job).context("the search is not valid")?;
+    Ok(job)
 }
 
 impl FlagJob {
@@ -278,7 +397,16 @@ impl FlagJob {
                 dataset,
                 settings: self.settings,
             })?,
-            JobKind::Optimize => bail!("optimize jobs are submitted with --json only"),
+            JobKind::Optimize => {
+                let Some(search) = self.search else {
+                    bail!("an optimize job needs --space and --trials");
+                };
+                serde_json::to_vec(&OptimizeJob {
+                    job_id: job_id.clone(),
+                    dataset,
+                    ..*search
+                })?
+            }
         };
         check_job(kind, &payload).context("the job built from the flags is not valid")?;
         Ok((job_id, payload))
@@ -432,6 +560,85 @@ mod tests {
         let err = upload_key(Path::new("notes.txt"), b"abc").unwrap_err();
         assert!(err.to_string().contains("unknown format"), "{err}");
         assert!(upload_key(Path::new("noext"), b"abc").is_err());
+    }
+
+    fn submit_args(args: &[&str]) -> SubmitArgs {
+        use clap::Parser;
+        let mut line = vec!["lexmesh", "submit"];
+        line.extend_from_slice(args);
+        match crate::cli::Cli::parse_from(line).command {
+            crate::cli::Command::Submit(args) => *args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_space_file_and_the_flags_make_an_optimize_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let space = dir.path().join("space.toml");
+        std::fs::write(
+            &space,
+            "[space]\nlearning_rate = { log_uniform = { low = 1e-4, high = 0.1 } }\n\
+             model = [\"bow\", \"cnn\"]\ndropout = { uniform = { low = 0, high = 0.5 } }\n\
+             [base]\nbatch_size = 16\npatience = 0\n[asha]\nreduction_factor = 2\n",
+        )
+        .unwrap();
+        let path = space.to_str().unwrap();
+        let args = submit_args(&[
+            "optimize",
+            "--space",
+            path,
+            "--trials",
+            "8",
+            "--scheduler",
+            "asha",
+            "--epochs",
+            "6",
+            "--seed",
+            "3",
+            "--batch-size",
+            "32",
+            "--max-concurrent",
+            "2",
+            "--data",
+            "x.jsonl",
+        ]);
+        let settings = job_settings(args.model, &args.settings);
+        let job = search_from_flags(&args, "opt-1", &settings).unwrap();
+        assert_eq!(job.trials, 8);
+        assert_eq!(job.max_epochs, Some(6));
+        assert_eq!(job.seed, Some(3));
+        assert_eq!(job.max_concurrent_trials, Some(2));
+        // The flags over the file's [base]; epochs and seed are the search's.
+        assert_eq!(job.base.batch_size, Some(32));
+        assert_eq!(job.base.patience, Some(0));
+        assert_eq!((job.base.epochs, job.base.seed), (None, None));
+        let Some(SchedulerSpec::Asha(asha)) = &job.scheduler else {
+            panic!("{:?}", job.scheduler)
+        };
+        assert_eq!(asha.reduction_factor, Some(2.0));
+        assert_eq!(job.search_space.0.len(), 3);
+
+        // [asha] without --scheduler asha, a typo in the file, an inverted range.
+        let args = submit_args(&[
+            "optimize", "--space", path, "--trials", "8", "--data", "x.jsonl",
+        ]);
+        let err = search_from_flags(&args, "opt-1", &settings).unwrap_err();
+        assert!(format!("{err:#}").contains("--scheduler asha"), "{err:#}");
+        std::fs::write(
+            &space,
+            "[space]\nlearning_rate = [0.1]\n[bsae]\nbatch_size = 1\n",
+        )
+        .unwrap();
+        let err = search_from_flags(&args, "opt-1", &settings).unwrap_err();
+        assert!(format!("{err:#}").contains("bsae"), "{err:#}");
+        std::fs::write(
+            &space,
+            "[space]\nhidden = { int = { low = 9, high = 3 } }\n",
+        )
+        .unwrap();
+        let err = search_from_flags(&args, "opt-1", &settings).unwrap_err();
+        assert!(format!("{err:#}").contains("inverted"), "{err:#}");
     }
 
     #[test]

@@ -510,8 +510,8 @@ async fn run_replica(replica: Replica, mut stop: watch::Receiver<Stop>) {
             );
             eprintln!("error: {message}");
             if let Some(alerts) = &replica.alerts {
-                let alert = lexmesh_mesh::alerts::new_alert(
-                    "crash_loop",
+                let alert = lexmesh_runtime::alerts::new_alert(
+                    lexmesh_protocol::alert::AlertKind::CrashLoop,
                     AlertState::Raised,
                     (replica.service.name(), &name),
                     (
@@ -521,7 +521,7 @@ async fn run_replica(replica: Replica, mut stop: watch::Receiver<Stop>) {
                     &message,
                     "up",
                 );
-                lexmesh_mesh::alerts::publish_alert(alerts, &alert).await;
+                lexmesh_runtime::alerts::publish_alert(alerts, &alert).await;
             }
             return;
         };

@@ -1,5 +1,6 @@
 //! `lexmesh watch`: follow a job's events (replayed from its first, then live) with a progress
-//! bar and a final summary, or as JSON lines. Exit status: 0 completed, 1 failed, 130
+//! bar and a final summary, or as JSON lines. An optimize job shows its trials starting and
+//! ending and its leaderboard as it changes. Exit status: 0 completed, 1 failed, 130
 //! cancelled.
 
 use std::process::ExitCode;
@@ -13,6 +14,7 @@ use lexmesh_runtime::{Mesh, records};
 
 use crate::cli_mesh::WatchArgs;
 use crate::client::{self, EventFollower};
+use crate::commands::trials;
 use crate::render::print_line;
 
 /// Exit status of a cancelled job (as for a command stopped by Ctrl-C).
@@ -153,6 +155,39 @@ impl EventView {
                     Some(Duration::from_secs_f64(c.duration_s.max(0.0))),
                 );
             }
+            JobEvent::TrialStarted(t) => self.line(format!(
+                "trial {} started: {}",
+                t.trial_id,
+                trials::configuration_text(&t.configuration)
+            )),
+            JobEvent::TrialPromoted(t) => self.line(format!(
+                "trial {} promoted at the rung of epoch {} (macro-F1 {:.4})",
+                t.trial_id, t.milestone, t.value
+            )),
+            JobEvent::TrialStopped(t) => self.line(format!(
+                "trial {} {} after {} epoch(s): {}",
+                t.trial_id,
+                t.status.as_str(),
+                t.epochs_run,
+                trials::stop_reason_text(&t.reason)
+            )),
+            JobEvent::TrialCompleted(t) => self.line(format!(
+                "trial {} completed {} epoch(s): best macro-F1 {}",
+                t.trial_id,
+                t.epochs_run,
+                t.best
+                    .map_or_else(|| "-".into(), |b| format!("{:.4}", b.macro_f1))
+            )),
+            JobEvent::TrialFailed(t) => {
+                self.line(format!("trial {} failed: {}", t.trial_id, t.error))
+            }
+            JobEvent::Leaderboard(board) => {
+                let mut lines = vec![format!("leaderboard (update {}):", board.version)];
+                lines.extend(trials::leaderboard_lines(&board.entries));
+                for line in lines {
+                    self.line(line);
+                }
+            }
         }
     }
 
@@ -264,6 +299,27 @@ fn print_summary(job_id: &str, result: &JobResult, took: Option<Duration>) {
                 e.model_id, e.evaluation.count
             ));
             print_evaluation(&e.evaluation);
+        }
+        JobResult::Optimize(o) => {
+            let best = &o.best_trial;
+            print_line(&format!(
+                "job {job_id} completed{took}: best trial {} (macro-F1 {:.4}, validation loss \
+                 {:.4}, {} epoch(s)); model {} is trial {}'s",
+                best.trial_id,
+                best.score.macro_f1,
+                best.score.validation_loss,
+                best.epochs_run,
+                o.model_id,
+                o.model_trial_id
+            ));
+            print_line(&format!(
+                "settings: {}",
+                trials::configuration_text(&best.configuration)
+            ));
+            print_line(&format!(
+                "trials: {} completed, {} stopped early, {} cancelled, {} failed",
+                o.trials.completed, o.trials.stopped, o.trials.cancelled, o.trials.failed
+            ));
         }
         JobResult::Preprocess(p) => {
             print_line(&format!(

@@ -11,7 +11,10 @@ on the data it names:
 
     train, preprocess  invalid_dataset, dataset_not_found, empty_dataset
     evaluate           the same, and model_not_found
-    optimize           the same, and unsupported (no search runs yet)
+    optimize           the same, and invalid_value for the rules between fields that a
+                       schema cannot state (a range's low above its high, a grid larger
+                       than `trials`, ASHA's max_t other than max_epochs, trial ids longer
+                       than 64 characters): checked on receipt, before anything runs
 
 and a job that was accepted must not fail afterwards with `invalid_dataset`,
 `dataset_not_found` or `model_not_found` (those checks come before `accepted`). No answer within
@@ -76,7 +79,9 @@ ALLOWED_BEFORE_ACCEPTED = {
     "train": DATA_CODES,
     "preprocess": DATA_CODES,
     "evaluate": DATA_CODES | {"model_not_found"},
-    "optimize": DATA_CODES | {"unsupported"},
+    # The rules between an optimize job's fields that JSON Schema cannot state (see the
+    # docstring), checked before anything runs.
+    "optimize": DATA_CODES | {"invalid_value"},
 }
 # Checks that must be made before `accepted`: failing with one of these afterwards is a violation.
 CHECKED_BEFORE_ACCEPTED = frozenset({"invalid_dataset", "dataset_not_found", "model_not_found"})

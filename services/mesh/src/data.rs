@@ -5,22 +5,17 @@
 
 use std::path::Path;
 
-use lexmesh_preprocessor::{
-    DataError, Dataset, Encoded, FeatureConfig, FieldNames, LabelSet, NormalizerConfig,
-    Preprocessor, content_id,
-};
+use lexmesh_preprocessor::{DataError, Dataset, FieldNames, content_id, stored};
 use lexmesh_protocol::event::PreparedSummary;
-use lexmesh_protocol::{DatasetSource, ErrorCode, ProtocolError, names};
-use lexmesh_runtime::{Mesh, compute, objects};
+use lexmesh_protocol::{
+    DatasetSource, ErrorCode, ErrorReply, PreprocessJob, ProtocolError, names, subjects,
+};
+use lexmesh_runtime::{JobContext, Mesh, compute, objects};
 use lexmesh_trainer::ExperimentConfig;
-use serde::{Deserialize, Serialize};
 
 use super::{internal, unavailable};
 
-/// Version of the stored prepared-dataset form (what [`encode_prepared`] writes). The dataset
-/// id carries the version of the preparation itself
-/// ([`lexmesh_preprocessor::prepare::PREPARE_VERSION`]).
-pub const PREPARED_FORMAT: u32 = 2;
+pub use lexmesh_preprocessor::stored::{PREPARED_FORMAT, PreparedData};
 
 /// Records of a job, before preprocessing.
 #[derive(Debug)]
@@ -123,42 +118,15 @@ pub async fn load_raw(
     }
 }
 
-/// A fitted preprocessor with the vectorised training and validation sets.
-#[derive(Debug, Clone)]
-pub struct PreparedData {
-    /// Format version.
-    pub format_version: u32,
-    /// Content hash of records and settings.
-    pub dataset_id: String,
-    /// Normalisation settings used.
-    pub normalizer: NormalizerConfig,
-    /// Feature settings used.
-    pub features: FeatureConfig,
-    /// The fitted preprocessing.
-    pub preprocessor: Preprocessor,
-    /// Labels in class order.
-    pub labels: LabelSet,
-    /// Vectorised training texts.
-    pub train: Vec<Encoded>,
-    /// Their classes.
-    pub train_labels: Vec<usize>,
-    /// Vectorised validation texts.
-    pub validation: Vec<Encoded>,
-    /// Their classes.
-    pub validation_labels: Vec<usize>,
-}
-
-impl PreparedData {
-    /// What a preprocess job reports.
-    pub fn summary(&self, reused: bool) -> PreparedSummary {
-        PreparedSummary {
-            dataset_id: self.dataset_id.clone(),
-            labels: self.labels.labels().to_vec(),
-            train_examples: self.train.len() as u64,
-            validation_examples: self.validation.len() as u64,
-            feature_space: self.preprocessor.feature_space() as u64,
-            reused,
-        }
+/// What a preprocess job reports about a prepared dataset.
+pub fn prepared_summary(data: &PreparedData, reused: bool) -> PreparedSummary {
+    PreparedSummary {
+        dataset_id: data.dataset_id.clone(),
+        labels: data.labels.labels().to_vec(),
+        train_examples: data.train.len() as u64,
+        validation_examples: data.validation.len() as u64,
+        feature_space: data.preprocessor.feature_space() as u64,
+        reused,
     }
 }
 
@@ -203,141 +171,6 @@ pub fn prepare(
     })
 }
 
-/// The part of a prepared dataset stored as JSON (everything but the vectors).
-#[derive(Serialize, Deserialize)]
-struct PreparedHeader {
-    format_version: u32,
-    dataset_id: String,
-    normalizer: NormalizerConfig,
-    features: FeatureConfig,
-    preprocessor: Preprocessor,
-    labels: LabelSet,
-    train_labels: Vec<usize>,
-    validation_labels: Vec<usize>,
-    train_count: u64,
-    validation_count: u64,
-}
-
-const MAGIC: &[u8; 4] = b"LXPD";
-
-/// Binary form: `LXPD`, header length (u64 LE), the JSON header, then every vector as
-/// `u32 n, n × u32 ids, u32 m, m × f32 weights` (little-endian). JSON numbers for millions of
-/// ids and weights took several times the memory and time.
-pub fn encode_prepared(data: &PreparedData) -> Result<Vec<u8>, ProtocolError> {
-    let header = PreparedHeader {
-        format_version: data.format_version,
-        dataset_id: data.dataset_id.clone(),
-        normalizer: data.normalizer.clone(),
-        features: data.features.clone(),
-        preprocessor: data.preprocessor.clone(),
-        labels: data.labels.clone(),
-        train_labels: data.train_labels.clone(),
-        validation_labels: data.validation_labels.clone(),
-        train_count: data.train.len() as u64,
-        validation_count: data.validation.len() as u64,
-    };
-    let header =
-        serde_json::to_vec(&header).map_err(|e| internal("encoding a prepared dataset", e))?;
-    let vectors: usize = data
-        .train
-        .iter()
-        .chain(&data.validation)
-        .map(|e| 8 + 4 * (e.ids.len() + e.weights.len()))
-        .sum();
-    let mut out = Vec::with_capacity(12 + header.len() + vectors);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
-    out.extend_from_slice(&header);
-    for e in data.train.iter().chain(&data.validation) {
-        out.extend_from_slice(&(e.ids.len() as u32).to_le_bytes());
-        for id in &e.ids {
-            out.extend_from_slice(&id.to_le_bytes());
-        }
-        out.extend_from_slice(&(e.weights.len() as u32).to_le_bytes());
-        for w in &e.weights {
-            out.extend_from_slice(&w.to_le_bytes());
-        }
-    }
-    Ok(out)
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
-        let end = self.at.checked_add(n)?;
-        let slice = self.bytes.get(self.at..end)?;
-        self.at = end;
-        Some(slice)
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-    fn encoded(&mut self) -> Option<Encoded> {
-        let n = self.u32()? as usize;
-        let ids = self
-            .take(n.checked_mul(4)?)?
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        let m = self.u32()? as usize;
-        let weights = self
-            .take(m.checked_mul(4)?)?
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        Some(Encoded { ids, weights })
-    }
-}
-
-/// Reads the form written by [`encode_prepared`].
-pub fn decode_prepared(bytes: &[u8]) -> Result<PreparedData, String> {
-    let mut r = Reader { bytes, at: 0 };
-    if r.take(4) != Some(MAGIC.as_slice()) {
-        return Err("not a prepared dataset (bad magic)".into());
-    }
-    let header_len = r.u64().ok_or("truncated header length")? as usize;
-    let header: PreparedHeader =
-        serde_json::from_slice(r.take(header_len).ok_or("truncated header")?)
-            .map_err(|e| format!("header: {e}"))?;
-    if header.format_version != PREPARED_FORMAT {
-        return Err(format!(
-            "format version {} is not {PREPARED_FORMAT}",
-            header.format_version
-        ));
-    }
-    let mut read = |count: u64| -> Result<Vec<Encoded>, String> {
-        (0..count)
-            .map(|_| r.encoded().ok_or_else(|| "truncated vectors".to_string()))
-            .collect()
-    };
-    let train = read(header.train_count)?;
-    let validation = read(header.validation_count)?;
-    if train.len() != header.train_labels.len()
-        || validation.len() != header.validation_labels.len()
-    {
-        return Err("vector and label counts differ".into());
-    }
-    Ok(PreparedData {
-        format_version: header.format_version,
-        dataset_id: header.dataset_id,
-        normalizer: header.normalizer,
-        features: header.features,
-        preprocessor: header.preprocessor,
-        labels: header.labels,
-        train,
-        train_labels: header.train_labels,
-        validation,
-        validation_labels: header.validation_labels,
-    })
-}
-
 /// Reads a prepared dataset; None when there is none with that id.
 pub async fn fetch_prepared(mesh: &Mesh, id: &str) -> Result<Option<PreparedData>, ProtocolError> {
     let Some(bytes) = objects::get_bytes(&mesh.datasets, &names::prepared_dataset(id))
@@ -348,7 +181,7 @@ pub async fn fetch_prepared(mesh: &Mesh, id: &str) -> Result<Option<PreparedData
     };
     let id = id.to_string();
     compute::run(move || {
-        decode_prepared(&bytes)
+        stored::decode(&bytes)
             .map_err(|e| internal(&format!("prepared dataset {id} is unreadable"), e))
     })
     .await
@@ -358,7 +191,7 @@ pub async fn fetch_prepared(mesh: &Mesh, id: &str) -> Result<Option<PreparedData
 
 /// Stores a prepared dataset under its id.
 pub async fn store_prepared(mesh: &Mesh, data: &PreparedData) -> Result<(), ProtocolError> {
-    let bytes = encode_prepared(data)?;
+    let bytes = stored::encode(data).map_err(|e| internal("encoding a prepared dataset", e))?;
     objects::put_bytes(
         &mesh.datasets,
         &names::prepared_dataset(&data.dataset_id),
@@ -366,6 +199,38 @@ pub async fn store_prepared(mesh: &Mesh, data: &PreparedData) -> Result<(), Prot
     )
     .await
     .map_err(unavailable)
+}
+
+/// Asks a preprocessor to prepare `request`'s dataset with its settings (`prepare`: answered
+/// from the datasets store when the same records and settings were prepared before), with the
+/// job's trace.
+pub async fn request_prepare(
+    ctx: &JobContext,
+    request: &PreprocessJob,
+) -> Result<PreparedSummary, ProtocolError> {
+    let body =
+        serde_json::to_vec(request).map_err(|e| internal("encoding a prepare request", e))?;
+    let timeout = ctx.worker.config.nats.request_timeout;
+    // The request carries the job's trace, so the preprocessing is part of it.
+    let reply = tokio::time::timeout(
+        timeout,
+        ctx.mesh()
+            .client
+            .request_with_headers(subjects::PREPARE, ctx.trace_headers(), body.into()),
+    )
+    .await
+    .map_err(|_| {
+        ProtocolError::new(
+            ErrorCode::Unavailable,
+            format!("no preprocessor answered within {timeout:?}"),
+        )
+    })?
+    .map_err(|e| ProtocolError::new(ErrorCode::Unavailable, format!("prepare request: {e}")))?;
+    if let Ok(error) = serde_json::from_slice::<ErrorReply>(&reply.payload) {
+        return Err(error.into());
+    }
+    serde_json::from_slice(&reply.payload)
+        .map_err(|e| internal("the preprocessor's reply is unreadable", e))
 }
 
 #[cfg(test)]
@@ -398,23 +263,6 @@ mod tests {
             records.push(("متهم به سرقت محکوم شد", "criminal"));
         }
         raw(&records)
-    }
-
-    #[test]
-    fn prepared_datasets_round_trip_through_the_binary_form() {
-        let experiment = ExperimentConfig::default();
-        let data = sample();
-        let id = dataset_id(&data, &experiment).unwrap();
-        let prepared = prepare(data, &experiment, id).unwrap();
-        assert!(prepared.train.iter().any(|e| !e.weights.is_empty()));
-        let bytes = encode_prepared(&prepared).unwrap();
-        let back = decode_prepared(&bytes).unwrap();
-        assert_eq!(back.train, prepared.train);
-        assert_eq!(back.validation, prepared.validation);
-        assert_eq!(back.train_labels, prepared.train_labels);
-        assert_eq!(back.features, prepared.features);
-        assert!(decode_prepared(&bytes[..bytes.len() - 3]).is_err());
-        assert!(decode_prepared(b"JSON").is_err());
     }
 
     #[test]

@@ -10,8 +10,9 @@ use lexmesh_protocol::event::{EvaluateSummary, EvaluationSummary};
 use lexmesh_protocol::{ErrorCode, EvaluateJob, JobResult, ProtocolError, decode};
 use lexmesh_runtime::service::error_reply;
 use lexmesh_runtime::{JobContext, JobHandler, JobOutcome, Mesh, ServiceRuntime, Worker};
-use lexmesh_trainer::{Classifier, DeviceChoice, TrainError};
+use lexmesh_trainer::{Classifier, DeviceChoice};
 
+use super::convert::{Stage, evaluation_summary, train_error};
 use super::data::load_raw;
 use super::preprocessor::scratch;
 use super::{internal, models};
@@ -90,13 +91,10 @@ pub fn evaluate(
     classifier: &Classifier,
     dataset: &Dataset,
 ) -> Result<EvaluationSummary, ProtocolError> {
-    let report = classifier.evaluate(dataset).map_err(|e| match e {
-        TrainError::Data(d) => ProtocolError::new(ErrorCode::InvalidDataset, d.to_string()),
-        other => internal("evaluating", other),
-    })?;
-    serde_json::to_value(&report)
-        .and_then(serde_json::from_value)
-        .map_err(|e| internal("converting the evaluation report", e))
+    let report = classifier
+        .evaluate(dataset)
+        .map_err(|e| train_error(e, Stage::Inference))?;
+    Ok(evaluation_summary(report))
 }
 
 /// Answers a classify request.

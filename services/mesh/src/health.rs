@@ -16,9 +16,10 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use lexmesh_health::monitor::{Monitor, Thresholds, Transition};
 use lexmesh_health::policy::{Decision, RestartPolicy, RestartTracker};
+#[cfg(feature = "kubernetes")]
 use lexmesh_health::replace::kubernetes::KubernetesReplacer;
 use lexmesh_health::replace::{LocalReplacer, Replacer};
-use lexmesh_protocol::alert::AlertState;
+use lexmesh_protocol::alert::{AlertKind, AlertState};
 use lexmesh_protocol::health::{HealthEvent, HealthReport, HealthState};
 use lexmesh_protocol::heartbeat::Heartbeat;
 use lexmesh_protocol::names::{self, Service};
@@ -29,8 +30,8 @@ use lexmesh_runtime::{RuntimeError, ServiceRuntime, Worker, job_loop};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::alerts::{new_alert, publish_alert};
-use super::lease::{Leadership, Lease};
+use lexmesh_runtime::alerts::{new_alert, publish_alert};
+use lexmesh_runtime::lease::{Leadership, Lease};
 
 /// How often overdue heartbeats, pending replacements and the lease are looked at.
 const TICK: Duration = Duration::from_millis(250);
@@ -48,7 +49,18 @@ pub async fn start(runtime: &mut ServiceRuntime) -> anyhow::Result<()> {
     let config = worker.config.health.clone();
     let replacer: Arc<dyn Replacer> = match config.replacer {
         ReplacerKind::Local => Arc::new(LocalReplacer::new(lexmesh_runtime::worker::host_name())),
+        #[cfg(feature = "kubernetes")]
         ReplacerKind::Kubernetes => Arc::new(KubernetesReplacer::in_cluster().await?),
+        #[cfg(not(feature = "kubernetes"))]
+        ReplacerKind::Kubernetes => {
+            return Err(crate::Unusable(
+                "health.replacer = \"kubernetes\" needs a lexmesh built with the `kubernetes` \
+                 feature (cargo build --release --features kubernetes; the container image of \
+                 k8s/Dockerfile has it); this build can replace `local` processes or `none`"
+                    .into(),
+            )
+            .into());
+        }
         ReplacerKind::None => Arc::new(NoReplacer),
     };
     let heartbeats = worker
@@ -298,7 +310,7 @@ impl HealthService {
                         release(&self.worker, &instance, &jobs).await;
                         let service = self.service_of(&instance);
                         let alert = new_alert(
-                            "replacement_failed",
+                            AlertKind::ReplacementFailed,
                             AlertState::Raised,
                             (&service, &instance),
                             (1.0, 1.0),
@@ -359,7 +371,7 @@ impl HealthService {
             .await;
         if t.to == HealthState::Healthy && self.given_up.remove(&t.instance) {
             let alert = new_alert(
-                "replacement_given_up",
+                AlertKind::ReplacementGivenUp,
                 AlertState::Cleared,
                 (&t.service, &t.instance),
                 (0.0, f64::from(self.config.max_restarts)),
@@ -410,7 +422,7 @@ impl HealthService {
                     let worker = self.worker.clone();
                     let max = f64::from(policy.max_restarts);
                     let alert = new_alert(
-                        "replacement_given_up",
+                        AlertKind::ReplacementGivenUp,
                         AlertState::Raised,
                         (service, instance),
                         (max, max),

@@ -6,29 +6,41 @@
 //! - [`data`]: reading a job's dataset (inline records or an uploaded file) and the prepared
 //!   (vectorised) dataset stored by the preprocessor.
 //! - [`models`]: trained models in the models object store.
-//! - [`preprocessor`], [`trainer`], [`evaluator`]: the three job services; [`health`]: the
+//! - [`preprocessor`], [`trainer`], [`evaluator`]: the three job services; [`search`]: the
+//!   coordinator of hyperparameter searches (`optimize` jobs), run by the trainer; [`health`]: the
 //!   service that watches them and replaces the ones that stop working; [`metrics`]: the
 //!   service that gathers their metrics, serves them to Prometheus and raises alerts.
-//! - [`lease`]: the leader lease that lets one replica of health or metrics act; [`alerts`]:
-//!   publishing alerts.
+//! - [`convert`]: domain values as the protocol reports them (evaluation reports, training
+//!   errors).
+//!
+//! Generic pieces every service could use (the leader lease, alerts, the job loop) live in
+//! `lexmesh-runtime`.
 
-pub mod alerts;
+pub mod convert;
 pub mod data;
 pub mod evaluator;
 pub mod health;
-pub mod lease;
 pub mod metrics;
 pub mod models;
 pub mod preprocessor;
+pub mod search;
 pub mod settings;
 pub mod trainer;
 
 use lexmesh_protocol::{ErrorCode, ProtocolError};
 use lexmesh_runtime::RuntimeError;
+use lexmesh_runtime::error::RuntimeErrorKind;
 
-/// A broker or store failure during a job: worth another attempt.
+/// A failure of the mesh's plumbing during a job: `unavailable` when the broker or a store
+/// did not answer or was busy, `internal` (logged) when stored data is unreadable or the
+/// instance cannot work; both are worth another attempt.
 pub fn unavailable(error: RuntimeError) -> ProtocolError {
-    ProtocolError::new(ErrorCode::Unavailable, error.to_string())
+    match error.kind() {
+        RuntimeErrorKind::Transient => {
+            ProtocolError::new(ErrorCode::Unavailable, error.to_string())
+        }
+        RuntimeErrorKind::Data | RuntimeErrorKind::Setup => internal("the mesh", error),
+    }
 }
 
 /// A failure inside lexmesh: worth another attempt, and logged.

@@ -26,8 +26,8 @@ use lexmesh_runtime::{RuntimeError, ServiceRuntime, Worker};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::alerts::publish_alert;
-use super::lease::{Leadership, Lease};
+use lexmesh_runtime::alerts::publish_alert;
+use lexmesh_runtime::lease::{Leadership, Lease};
 
 /// How often instances that stopped reporting are looked for, and the lease renewed.
 const TICK: Duration = Duration::from_millis(500);

@@ -1,6 +1,8 @@
 //! Trained models in the `lexmesh_models` object store: every file of the model folder as
 //! `<model>/<job>-a<attempt>/<file>`, then `<model>/manifest.json`, which names that folder.
-//! A model without a manifest is incomplete and treated as absent. Each training attempt
+//! A model without a manifest is incomplete and treated as absent. A manifest may also name
+//! another model's files (`source_model_id`): a search registers its best trial's model under
+//! its own id that way, without a copy. Each training attempt
 //! uploads into its own folder, and only the attempt that completed the job (compare-and-set
 //! on the job record) writes the manifest, so two racing attempts never mix their files.
 
@@ -36,6 +38,9 @@ pub async fn upload(
 /// previous version (another folder).
 pub async fn publish_manifest(mesh: &Mesh, new: &ModelManifest) -> Result<(), ProtocolError> {
     let previous = manifest(mesh, &new.model_id).await.ok().flatten();
+    // A manifest that points at another model's files (a search's registration) owns none of
+    // them: there is nothing of the previous version to delete.
+    let previous = previous.filter(|p| p.source_model_id.is_none());
     let body = serde_json::to_vec_pretty(new).map_err(|e| internal("encoding a manifest", e))?;
     objects::put_bytes(&mesh.models, &names::model_manifest(&new.model_id), &body)
         .await
@@ -100,16 +105,40 @@ pub async fn require_manifest(mesh: &Mesh, model_id: &str) -> Result<ModelManife
     })
 }
 
+/// Registers the stored model `source` under `model_id` as well: a manifest under
+/// `model_id` that names `source`'s files where they are (nothing is copied). Writing it
+/// again is harmless.
+pub async fn register(
+    mesh: &Mesh,
+    model_id: &str,
+    source: &ModelManifest,
+) -> Result<ModelManifest, ProtocolError> {
+    let registered = ModelManifest {
+        model_id: model_id.to_string(),
+        source_model_id: Some(
+            source
+                .source_model_id
+                .clone()
+                .unwrap_or_else(|| source.model_id.clone()),
+        ),
+        created_ms: lexmesh_protocol::time::now_ms(),
+        ..source.clone()
+    };
+    publish_manifest(mesh, &registered).await?;
+    Ok(registered)
+}
+
 /// Downloads the files `manifest` lists into `dir`.
 pub async fn fetch(mesh: &Mesh, manifest: &ModelManifest, dir: &Path) -> Result<(), ProtocolError> {
+    let owner = manifest
+        .source_model_id
+        .as_deref()
+        .unwrap_or(&manifest.model_id);
     for file in &manifest.files {
         let name = if manifest.folder.is_empty() {
-            names::model_file(&manifest.model_id, &file.name)
+            names::model_file(owner, &file.name)
         } else {
-            names::model_file(
-                &manifest.model_id,
-                &format!("{}/{}", manifest.folder, file.name),
-            )
+            names::model_file(owner, &format!("{}/{}", manifest.folder, file.name))
         };
         let found = objects::get_file(&mesh.models, &name, &dir.join(&file.name))
             .await

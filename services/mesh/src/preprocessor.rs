@@ -9,7 +9,9 @@ use lexmesh_protocol::{JobResult, PreprocessJob, ProtocolError, decode};
 use lexmesh_runtime::service::error_reply;
 use lexmesh_runtime::{JobContext, JobHandler, JobOutcome, ServiceRuntime, Worker};
 
-use super::data::{dataset_id, fetch_prepared, load_raw, prepare, store_prepared};
+use super::data::{
+    dataset_id, fetch_prepared, load_raw, prepare, prepared_summary, store_prepared,
+};
 use super::{internal, settings};
 
 /// Prepares (or finds) the dataset of `job`.
@@ -23,7 +25,7 @@ pub async fn prepare_dataset(
     let id = dataset_id(&raw, &experiment)?;
     if let Some(existing) = fetch_prepared(&worker.mesh, &id).await? {
         tracing::info!(job = %job.job_id, dataset = %id, "prepared dataset reused");
-        return Ok(existing.summary(true));
+        return Ok(prepared_summary(&existing, true));
     }
     let prepared_id = id.clone();
     let prepared = lexmesh_runtime::compute::run(move || prepare(raw, &experiment, prepared_id))
@@ -31,7 +33,7 @@ pub async fn prepare_dataset(
         .map_err(|e| internal("preparing a dataset", e))??;
     store_prepared(&worker.mesh, &prepared).await?;
     tracing::info!(job = %job.job_id, dataset = %id, "dataset prepared");
-    Ok(prepared.summary(false))
+    Ok(prepared_summary(&prepared, false))
 }
 
 /// A scratch folder under `service.work_dir` (or the system temp folder).

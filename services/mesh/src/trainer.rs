@@ -3,19 +3,17 @@
 //! own thread; progress leaves as events; a checkpoint is written after every epoch and the
 //! newest one is uploaded (one upload at a time: a checkpoint written while another uploads
 //! waits, and a newer one replaces it), and a redelivered job resumes from it; the model goes
-//! to the models object store.
+//! to the models object store. The trainer also coordinates `optimize` jobs
+//! ([`crate::search`]), whose trials are train jobs.
 
 use std::time::Instant;
 
 use lexmesh_evaluator::EvaluationReport;
-use lexmesh_protocol::event::{
-    EvaluationSummary, PreparedSummary, Progress, ProgressPhase, TrainSummary,
-};
+use lexmesh_protocol::event::{Progress, ProgressPhase, TrainSummary};
 use lexmesh_protocol::record::ModelManifest;
 use lexmesh_protocol::time::now_ms;
 use lexmesh_protocol::{
-    DatasetSource, ErrorCode, ErrorReply, JobEvent, JobResult, OptimizeJob, PreprocessJob,
-    ProtocolError, TrainJob, subjects,
+    DatasetSource, ErrorCode, JobEvent, JobResult, PreprocessJob, ProtocolError, TrainJob,
 };
 use lexmesh_runtime::{Claim, JobContext, JobHandler, JobOutcome, ServiceRuntime, objects};
 use lexmesh_trainer::artifact::{FORMAT_VERSION, SavedConfig};
@@ -27,7 +25,8 @@ use lexmesh_trainer::training::{TrainingData, TrainingRun, spawn};
 use lexmesh_trainer::{CancelToken, ModelDir, ProgressSink, StopReason, TrainError};
 use tokio::sync::mpsc;
 
-use super::data::{PreparedData, fetch_prepared};
+use super::convert::{self, Stage, evaluation_summary};
+use super::data::{PreparedData, fetch_prepared, request_prepare};
 use super::preprocessor::scratch;
 use super::{internal, models, settings, unavailable};
 
@@ -46,26 +45,11 @@ impl JobHandler for TrainHandler {
     }
 }
 
-/// Answers `optimize` jobs, which no service runs yet, with `unsupported`, so that a valid
-/// search request is never left waiting in the stream.
-pub struct OptimizeHandler;
-
-impl JobHandler for OptimizeHandler {
-    type Job = OptimizeJob;
-
-    async fn run(&self, _job: OptimizeJob, _ctx: JobContext) -> Result<JobOutcome, ProtocolError> {
-        Err(ProtocolError::new(
-            ErrorCode::Unsupported,
-            "hyperparameter search (optimize jobs) does not run in this version; submit train \
-             jobs with the settings to compare instead",
-        ))
-    }
-}
-
-/// Starts the trainer's job loops: `train`, and the answer to `optimize`.
+/// Starts the trainer's job loops: `train`, and the coordinator of `optimize` jobs (whose
+/// trials are train jobs).
 pub fn start(runtime: &mut ServiceRuntime) {
     runtime.run_jobs(TrainHandler);
-    runtime.run_jobs(OptimizeHandler);
+    runtime.run_jobs(crate::search::OptimizeHandler);
 }
 
 /// Asks a preprocessor to prepare the job's data (or names an existing prepared dataset) and
@@ -73,7 +57,14 @@ pub fn start(runtime: &mut ServiceRuntime) {
 async fn prepared_data(job: &TrainJob, ctx: &JobContext) -> Result<PreparedData, ProtocolError> {
     let id = match &job.dataset {
         DatasetSource::Prepared { dataset_id } => dataset_id.clone(),
-        _ => request_prepare(job, ctx).await?.dataset_id,
+        _ => {
+            let request = PreprocessJob {
+                job_id: job.job_id.clone(),
+                dataset: job.dataset.clone(),
+                settings: job.settings.clone(),
+            };
+            request_prepare(ctx, &request).await?.dataset_id
+        }
     };
     fetch_prepared(ctx.mesh(), &id).await?.ok_or_else(|| {
         ProtocolError::new(
@@ -81,40 +72,6 @@ async fn prepared_data(job: &TrainJob, ctx: &JobContext) -> Result<PreparedData,
             format!("no prepared dataset `{id}`"),
         )
     })
-}
-
-async fn request_prepare(
-    job: &TrainJob,
-    ctx: &JobContext,
-) -> Result<PreparedSummary, ProtocolError> {
-    let request = PreprocessJob {
-        job_id: job.job_id.clone(),
-        dataset: job.dataset.clone(),
-        settings: job.settings.clone(),
-    };
-    let body =
-        serde_json::to_vec(&request).map_err(|e| internal("encoding a prepare request", e))?;
-    let timeout = ctx.worker.config.nats.request_timeout;
-    // The request carries the job's trace, so the preprocessing is part of it.
-    let reply = tokio::time::timeout(
-        timeout,
-        ctx.mesh()
-            .client
-            .request_with_headers(subjects::PREPARE, ctx.trace_headers(), body.into()),
-    )
-    .await
-    .map_err(|_| {
-        ProtocolError::new(
-            ErrorCode::Unavailable,
-            format!("no preprocessor answered within {timeout:?}"),
-        )
-    })?
-    .map_err(|e| ProtocolError::new(ErrorCode::Unavailable, format!("prepare request: {e}")))?;
-    if let Ok(error) = serde_json::from_slice::<ErrorReply>(&reply.payload) {
-        return Err(error.into());
-    }
-    serde_json::from_slice(&reply.payload)
-        .map_err(|e| internal("the preprocessor's reply is unreadable", e))
 }
 
 /// Forwards the training thread's events into the async side.
@@ -212,13 +169,9 @@ fn checkpoint_listener(
     })
 }
 
+/// The protocol error of a training failure.
 fn train_error(e: TrainError) -> ProtocolError {
-    match e {
-        TrainError::Config(reason) => ProtocolError::new(ErrorCode::InvalidValue, reason),
-        TrainError::Data(d) => ProtocolError::new(ErrorCode::InvalidDataset, d.to_string()),
-        TrainError::Io { .. } => internal("training", e),
-        other => ProtocolError::new(ErrorCode::TrainingFailed, other.to_string()),
-    }
+    convert::train_error(e, Stage::Training)
 }
 
 /// The span of one training epoch, under the job's span.
@@ -354,6 +307,7 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
         accuracy: 0.0,
         validation_loss: None,
         validation_accuracy: None,
+        validation_macro_f1: None,
         completion_percentage: 0.0,
         estimated_time_remaining_s: 0.0,
         examples_per_sec: 0.0,
@@ -547,9 +501,7 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
     model_dir
         .write_outputs(&outcome.model, &metrics, &outcome.history)
         .map_err(train_error)?;
-    let validation: EvaluationSummary = serde_json::to_value(&report)
-        .and_then(serde_json::from_value)
-        .map_err(|e| internal("converting the validation report", e))?;
+    let validation = evaluation_summary(report);
     // Upload into this attempt's own folder; only the attempt that completes the job
     // publishes the manifest.
     let folder = format!("{}-a{}", job.job_id, ctx.attempt);
@@ -562,9 +514,10 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
             job_id: job.job_id.clone(),
             model_kind: experiment.model.kind.name().into(),
             labels: labels.labels().to_vec(),
-            validation_macro_f1: report.macro_f1,
+            validation_macro_f1: validation.macro_f1,
             dataset_id: dataset_id.clone(),
             folder: String::new(),
+            source_model_id: None,
             files: Vec::new(),
             created_ms: now_ms(),
         },
@@ -702,6 +655,7 @@ async fn publish_epoch(
     p.accuracy = e.accuracy;
     p.validation_loss = Some(e.validation_loss);
     p.validation_accuracy = Some(e.validation_accuracy);
+    p.validation_macro_f1 = Some(e.validation_macro_f1);
     p.completion_percentage = e.percent;
     p.estimated_time_remaining_s = e.eta_secs;
     p.examples_per_sec = e.examples_per_sec;

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use lexmesh_protocol::alert::{Alert, AlertState};
+use lexmesh_protocol::alert::{Alert, AlertKind, AlertState};
 use lexmesh_protocol::metrics::WorkerMetrics;
 use serde::{Deserialize, Serialize};
 
@@ -92,13 +92,13 @@ impl Default for Thresholds {
 
 impl Thresholds {
     /// The threshold of one kind of alert.
-    pub fn get(&self, kind: AlertKind) -> f64 {
+    pub fn get(&self, kind: Measure) -> f64 {
         match kind {
-            AlertKind::Memory => self.memory_mb,
-            AlertKind::Cpu => self.cpu_percent,
-            AlertKind::Response => self.response_ms,
-            AlertKind::ErrorRate => self.error_rate,
-            AlertKind::MessageLatency => self.message_latency_ms,
+            Measure::Memory => self.memory_mb,
+            Measure::Cpu => self.cpu_percent,
+            Measure::Response => self.response_ms,
+            Measure::ErrorRate => self.error_rate,
+            Measure::MessageLatency => self.message_latency_ms,
         }
     }
 
@@ -149,13 +149,13 @@ impl ThresholdOverrides {
         }
     }
 
-    fn get(&self, kind: AlertKind) -> Option<f64> {
+    fn get(&self, kind: Measure) -> Option<f64> {
         match kind {
-            AlertKind::Memory => self.memory_mb,
-            AlertKind::Cpu => self.cpu_percent,
-            AlertKind::Response => self.response_ms,
-            AlertKind::ErrorRate => self.error_rate,
-            AlertKind::MessageLatency => self.message_latency_ms,
+            Measure::Memory => self.memory_mb,
+            Measure::Cpu => self.cpu_percent,
+            Measure::Response => self.response_ms,
+            Measure::ErrorRate => self.error_rate,
+            Measure::MessageLatency => self.message_latency_ms,
         }
     }
 }
@@ -194,7 +194,7 @@ impl AlertConfig {
                 .map(|(name, o)| (format!("services.{name}"), *o)),
         );
         for (scope, overrides) in scopes {
-            for kind in AlertKind::ALL {
+            for kind in Measure::ALL {
                 if let Some(value) = overrides.get(kind)
                     && (value.is_nan() || value < 0.0)
                 {
@@ -227,9 +227,9 @@ impl AlertConfig {
     }
 }
 
-/// What an alert is about.
+/// A measure of a report that has a threshold; each raises alerts of its own [`AlertKind`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum AlertKind {
+pub enum Measure {
     /// Resident memory above `memory_mb`.
     Memory,
     /// Control-plane CPU above `cpu_percent` (of one core): a runaway or stuck async side.
@@ -244,9 +244,9 @@ pub enum AlertKind {
     MessageLatency,
 }
 
-impl AlertKind {
+impl Measure {
     /// Every kind.
-    pub const ALL: [AlertKind; 5] = [
+    pub const ALL: [Measure; 5] = [
         Self::Memory,
         Self::Cpu,
         Self::Response,
@@ -254,14 +254,14 @@ impl AlertKind {
         Self::MessageLatency,
     ];
 
-    /// The alert's `kind`, and the last token of its subject `lexmesh.alerts.<kind>`.
-    pub fn name(self) -> &'static str {
+    /// The kind of the alerts it raises.
+    pub fn kind(self) -> AlertKind {
         match self {
-            Self::Memory => "memory",
-            Self::Cpu => "cpu",
-            Self::Response => "response",
-            Self::ErrorRate => "error_rate",
-            Self::MessageLatency => "message_latency",
+            Self::Memory => AlertKind::Memory,
+            Self::Cpu => AlertKind::Cpu,
+            Self::Response => AlertKind::Response,
+            Self::ErrorRate => AlertKind::ErrorRate,
+            Self::MessageLatency => AlertKind::MessageLatency,
         }
     }
 
@@ -311,14 +311,14 @@ impl AlertKind {
     }
 }
 
-impl fmt::Display for AlertKind {
+impl fmt::Display for Measure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.write_str(self.kind().as_str())
     }
 }
 
 struct Formatted {
-    kind: AlertKind,
+    kind: Measure,
     value: f64,
 }
 
@@ -326,10 +326,10 @@ impl fmt::Display for Formatted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let v = self.value;
         match self.kind {
-            AlertKind::Memory => write!(f, "{v:.0} MiB"),
-            AlertKind::Cpu => write!(f, "{v:.0}%"),
-            AlertKind::Response | AlertKind::MessageLatency => write!(f, "{v:.1} ms"),
-            AlertKind::ErrorRate => write!(f, "{:.1}%", v * 100.0),
+            Measure::Memory => write!(f, "{v:.0} MiB"),
+            Measure::Cpu => write!(f, "{v:.0}%"),
+            Measure::Response | Measure::MessageLatency => write!(f, "{v:.1} ms"),
+            Measure::ErrorRate => write!(f, "{:.1}%", v * 100.0),
         }
     }
 }
@@ -347,7 +347,7 @@ struct Track {
     raised: Option<Alert>,
 }
 
-type Key = (String, String, AlertKind);
+type Key = (String, String, Measure);
 
 /// Judges reports against the thresholds and remembers which alerts are raised.
 #[derive(Debug, Clone)]
@@ -381,7 +381,7 @@ impl AlertEngine {
         let clear_after = self.config.clear_after.max(1);
         let keep = 1.0 - self.config.hysteresis;
         let mut transitions = Vec::new();
-        for kind in AlertKind::ALL {
+        for kind in Measure::ALL {
             let Some(value) = kind.measure(report) else {
                 continue;
             };
@@ -396,7 +396,7 @@ impl AlertEngine {
                 track.over = if value > threshold { track.over + 1 } else { 0 };
                 if track.over >= raise_after {
                     let alert = Alert {
-                        kind: kind.name().to_string(),
+                        kind: kind.kind(),
                         state: AlertState::Raised,
                         service: report.service.clone(),
                         instance: report.instance.clone(),
@@ -426,7 +426,7 @@ impl AlertEngine {
                     track.over = 0;
                     track.raised = None;
                     transitions.push(Alert {
-                        kind: kind.name().to_string(),
+                        kind: kind.kind(),
                         state: AlertState::Cleared,
                         service: report.service.clone(),
                         instance: report.instance.clone(),
@@ -502,7 +502,7 @@ mod tests {
         let mut out = Vec::new();
         for (i, mib) in mibs.iter().enumerate() {
             for alert in engine.observe(&report(service, "w-1", *mib)) {
-                assert_eq!(alert.kind, "memory");
+                assert_eq!(alert.kind, AlertKind::Memory);
                 out.push((i, alert.state));
             }
         }
@@ -646,7 +646,7 @@ mod tests {
         e.observe(&busy);
         let raised = e.observe(&busy);
         assert_eq!(raised.len(), 1, "{raised:?}");
-        assert_eq!(raised[0].kind, "cpu");
+        assert_eq!(raised[0].kind, AlertKind::Cpu);
     }
 
     #[test]
@@ -710,7 +710,7 @@ mod tests {
             e.observe(&r);
             e.observe(&r);
         }
-        let keys: Vec<(String, String, String)> = e
+        let keys: Vec<(String, String, AlertKind)> = e
             .active()
             .into_iter()
             .map(|a| (a.service, a.instance, a.kind))
@@ -719,8 +719,8 @@ mod tests {
         sorted.sort_by(|x, y| (&x.0, &x.1).cmp(&(&y.0, &y.1)));
         assert_eq!(keys, sorted);
         assert_eq!(keys.len(), 6);
-        assert_eq!(keys[0], ("evaluator".into(), "z".into(), "memory".into()));
-        assert_eq!(keys[1], ("evaluator".into(), "z".into(), "cpu".into()));
+        assert_eq!(keys[0], ("evaluator".into(), "z".into(), AlertKind::Memory));
+        assert_eq!(keys[1], ("evaluator".into(), "z".into(), AlertKind::Cpu));
     }
 
     #[test]

@@ -149,7 +149,14 @@ impl Exporter {
                 .observe(latency_s);
         }
         let (kind, outcome) = match event {
-            JobEvent::Accepted(_) => return,
+            // A search's own events: its trials are counted by their train jobs' events.
+            JobEvent::Accepted(_)
+            | JobEvent::TrialStarted(_)
+            | JobEvent::TrialPromoted(_)
+            | JobEvent::TrialStopped(_)
+            | JobEvent::TrialCompleted(_)
+            | JobEvent::TrialFailed(_)
+            | JobEvent::Leaderboard(_) => return,
             JobEvent::Progress(p) => {
                 self.training.insert(p.job_id.clone(), training_progress(p));
                 return;

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use lexmesh_protocol::alert::{Alert, AlertState};
+use lexmesh_protocol::alert::{Alert, AlertKind, AlertState};
 use lexmesh_protocol::event::{JobEvent, Progress};
 use lexmesh_protocol::metrics::{MetricsSnapshot, TrainingProgress, WorkerMetrics};
 
@@ -36,14 +36,10 @@ struct Heard {
 }
 
 /// An alert's identity: (service, instance, kind).
-type AlertKey = (String, String, String);
+type AlertKey = (String, String, AlertKind);
 
 fn alert_key(alert: &Alert) -> AlertKey {
-    (
-        alert.service.clone(),
-        alert.instance.clone(),
-        alert.kind.clone(),
-    )
+    (alert.service.clone(), alert.instance.clone(), alert.kind)
 }
 
 /// Latest reports, running training jobs and others' alerts.
@@ -232,28 +228,28 @@ mod tests {
     fn others_alerts_are_kept_until_cleared_and_merged_with_own() {
         let mut g = Gatherer::new();
         g.observe_alert(&alert(
-            "crash_loop",
+            AlertKind::CrashLoop,
             "trainer",
             "w-1",
             AlertState::Raised,
             "health-1",
         ));
         g.observe_alert(&alert(
-            "memory",
+            AlertKind::Memory,
             "trainer",
             "w-2",
             AlertState::Raised,
             "metrics-2",
         ));
         g.observe_alert(&alert(
-            "cpu",
+            AlertKind::Cpu,
             "trainer",
             "w-2",
             AlertState::Raised,
             "metrics-2",
         ));
         g.observe_alert(&alert(
-            "cpu",
+            AlertKind::Cpu,
             "trainer",
             "w-2",
             AlertState::Cleared,
@@ -264,9 +260,15 @@ mod tests {
         g.observe_report(report("trainer", "w-1", 100.0), 0.0);
         g.expire(1e9, 1.0);
         let own = vec![
-            alert("memory", "trainer", "w-2", AlertState::Raised, "metrics-1"),
             alert(
-                "memory",
+                AlertKind::Memory,
+                "trainer",
+                "w-2",
+                AlertState::Raised,
+                "metrics-1",
+            ),
+            alert(
+                AlertKind::Memory,
                 "evaluator",
                 "e-1",
                 AlertState::Raised,

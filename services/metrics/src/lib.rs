@@ -124,7 +124,7 @@ impl MetricsState {
 /// Reports and events for the unit tests.
 #[cfg(test)]
 pub(crate) mod fixtures {
-    use lexmesh_protocol::alert::{Alert, AlertState};
+    use lexmesh_protocol::alert::{Alert, AlertKind, AlertState};
     use lexmesh_protocol::event::{
         Accepted, Cancelled, Completed, Failed, JobEvent, JobResult, Progress, ProgressPhase,
         TrainSummary,
@@ -192,6 +192,7 @@ pub(crate) mod fixtures {
             accuracy: 0.8,
             validation_loss: None,
             validation_accuracy: None,
+            validation_macro_f1: None,
             completion_percentage: percent,
             estimated_time_remaining_s: 120.0,
             examples_per_sec: 100.0,
@@ -257,14 +258,14 @@ pub(crate) mod fixtures {
 
     /// An alert.
     pub fn alert(
-        kind: &str,
+        kind: AlertKind,
         service: &str,
         instance: &str,
         state: AlertState,
         source: &str,
     ) -> Alert {
         Alert {
-            kind: kind.into(),
+            kind,
             state,
             service: service.into(),
             instance: instance.into(),
@@ -282,7 +283,7 @@ pub(crate) mod fixtures {
 mod tests {
     use super::*;
     use crate::fixtures::{alert, progress, report};
-    use lexmesh_protocol::alert::AlertState;
+    use lexmesh_protocol::alert::{AlertKind, AlertState};
 
     fn state() -> MetricsState {
         MetricsState::new(AlertConfig::default(), "metrics-1".into())
@@ -312,7 +313,7 @@ mod tests {
     fn own_alerts_heard_back_are_ignored_others_are_kept() {
         let mut s = state();
         s.on_alert(&alert(
-            "memory",
+            AlertKind::Memory,
             "trainer",
             "w-9",
             AlertState::Raised,
@@ -320,7 +321,7 @@ mod tests {
         ));
         assert!(s.snapshot(0.0).alerts.is_empty());
         s.on_alert(&alert(
-            "crash_loop",
+            AlertKind::CrashLoop,
             "trainer",
             "w-9",
             AlertState::Raised,
@@ -328,7 +329,7 @@ mod tests {
         ));
         assert_eq!(s.snapshot(0.0).alerts.len(), 1);
         s.on_alert(&alert(
-            "crash_loop",
+            AlertKind::CrashLoop,
             "trainer",
             "w-9",
             AlertState::Cleared,

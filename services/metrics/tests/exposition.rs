@@ -79,6 +79,7 @@ fn progress(job: &str, instance: &str, epoch: u32, percent: f64) -> JobEvent {
         accuracy: 0.625,
         validation_loss: Some(0.8),
         validation_accuracy: Some(0.6),
+        validation_macro_f1: Some(0.5),
         completion_percentage: percent,
         estimated_time_remaining_s: 30.0,
         examples_per_sec: 500.0,

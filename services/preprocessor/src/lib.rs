@@ -16,6 +16,8 @@
 //!   content id of the result: the one way `lexmesh train` and the preprocessor service prepare.
 //! - [`pipeline`]: [`Preprocessor`], the fitted whole that is saved with a model, and
 //!   [`Encoded`], its output for one text.
+//! - [`stored`]: the binary form in which the preprocessor service stores a prepared dataset
+//!   for trainers to read.
 
 mod chars;
 pub mod dataset;
@@ -24,6 +26,7 @@ pub mod normalize;
 pub mod pipeline;
 pub mod prepare;
 pub mod split;
+pub mod stored;
 pub mod tokenize;
 pub mod vocabulary;
 

@@ -166,7 +166,7 @@ fn describe(kind: &ValidationErrorKind, instance: &serde_json::Value) -> String 
         K::MinProperties { limit } | K::MaxProperties { limit } if *limit == 1 => {
             "must hold exactly one of its fields".to_string()
         }
-        K::Not { .. } => "is not allowed here".to_string(),
+        K::Not { .. } | K::FalseSchema => "is not allowed here".to_string(),
         K::OneOfNotValid { context } | K::AnyOf { context } => {
             // An optional enum (`"model": "svm"`) is `anyOf [enum, null]`: say what the enum
             // allows rather than that no form matched.
@@ -360,6 +360,100 @@ mod tests {
         let long_field = format!(r#"{{"{}":1,"job_id":"j"}}"#, "f".repeat(100_000));
         let e = error(&long_field);
         assert!(e.reason.len() < 600, "{} bytes", e.reason.len());
+    }
+
+    #[test]
+    fn optimize_job_mistakes_have_their_codes() {
+        use crate::job::OptimizeJob;
+        let job = |extra: serde_json::Value| {
+            let mut job = serde_json::json!({
+                "job_id": "o1",
+                "dataset": {"prepared": {"dataset_id": "d"}},
+                "trials": 4,
+                "search_space": {"learning_rate": {"log_uniform": {"low": 0.001, "high": 0.1}}},
+            });
+            if let (Some(job), serde_json::Value::Object(extra)) = (job.as_object_mut(), extra) {
+                job.extend(extra);
+            }
+            serde_json::to_vec(&job).unwrap()
+        };
+        let ok = decode::<OptimizeJob>(&job(serde_json::json!({}))).unwrap();
+        assert_eq!(ok.model_id(), "o1");
+        // The first form of the message (choice lists only) still reads.
+        let old = decode::<OptimizeJob>(&job(serde_json::json!({
+            "search_space": {"learning_rate": [0.01, 0.001], "model": ["bow", "cnn"]},
+        })))
+        .unwrap();
+        assert_eq!(
+            old.search_space.0["model"].spec(),
+            crate::job::DomainSpec::Choice(vec!["bow".into(), "cnn".into()])
+        );
+        let cases = [
+            (
+                serde_json::json!({"search_space": {"lr": [0.1]}}),
+                ErrorCode::InvalidMessage,
+            ),
+            (
+                serde_json::json!({"search_space": {"epochs": [1, 2]}}),
+                ErrorCode::InvalidMessage,
+            ),
+            (
+                serde_json::json!({"search_space": {"dropout": []}}),
+                ErrorCode::InvalidValue,
+            ),
+            (
+                serde_json::json!({"search_space": {"dropout": {"choice": []}}}),
+                ErrorCode::InvalidValue,
+            ),
+            (
+                serde_json::json!({"search_space": {"learning_rate": {"log_uniform": {"low": 0, "high": 0.1}}}}),
+                ErrorCode::InvalidValue,
+            ),
+            (
+                serde_json::json!({"search_space": {"learning_rate": [20]}}),
+                ErrorCode::InvalidValue,
+            ),
+            (
+                serde_json::json!({"search_space": {"model": ["svm"]}}),
+                ErrorCode::InvalidMessage,
+            ),
+            (
+                serde_json::json!({"search_space": {"hidden": {"uniform": {"low": 1, "high": 5}}}}),
+                ErrorCode::InvalidMessage,
+            ),
+            (
+                serde_json::json!({"sampler": "grid", "search_space": {"dropout": {"uniform": {"low": 0, "high": 0.5}}}}),
+                ErrorCode::InvalidMessage,
+            ),
+            (serde_json::json!({"trials": 0}), ErrorCode::InvalidValue),
+            (
+                serde_json::json!({"max_concurrent_trials": 0}),
+                ErrorCode::InvalidValue,
+            ),
+            (serde_json::json!({"goal": 1.5}), ErrorCode::InvalidValue),
+            (
+                serde_json::json!({"scheduler": "hyperband"}),
+                ErrorCode::InvalidMessage,
+            ),
+            (
+                serde_json::json!({"scheduler": {"asha": {"grace": 1}}}),
+                ErrorCode::InvalidMessage,
+            ),
+            (
+                serde_json::json!({"scheduler": {"asha": {"reduction_factor": 1}}}),
+                ErrorCode::InvalidValue,
+            ),
+        ];
+        for (extra, expected) in cases {
+            let e = decode::<OptimizeJob>(&job(extra.clone())).unwrap_err();
+            assert_eq!(e.code, expected, "{extra}: {}", e.reason);
+        }
+        let e =
+            decode::<OptimizeJob>(&job(serde_json::json!({"scheduler": "hyperband"}))).unwrap_err();
+        assert!(e.reason.contains("\"none\""), "{}", e.reason);
+        let e = decode::<OptimizeJob>(&job(serde_json::json!({"search_space": {"lr": [0.1]}})))
+            .unwrap_err();
+        assert!(e.reason.contains("`lr`"), "{}", e.reason);
     }
 
     #[test]

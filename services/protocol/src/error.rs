@@ -37,7 +37,8 @@ pub enum ErrorCode {
     DatasetNotFound,
     /// No job with that id.
     JobNotFound,
-    /// The job kind has no service yet (`optimize`).
+    /// The job kind has no service (no kind is without one in this version; kept so that the
+    /// code keeps its meaning).
     Unsupported,
     /// Training itself failed (for example a model the settings cannot build).
     TrainingFailed,

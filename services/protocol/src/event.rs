@@ -1,6 +1,14 @@
 //! Job events, published on `lexmesh.events.<job>.<event>` and kept in the `LEXMESH_EVENTS`
 //! stream, so a late subscriber can replay a job's history. Each carries `"event"` with its
-//! kind, the job id, the attempt (delivery count) and the publishing instance.
+//! kind, the job id and the publishing instance; the events of a job's attempt also carry the
+//! attempt (delivery count).
+//!
+//! An optimize job has, besides its own `accepted` / `completed` / `failed` / `cancelled`, the
+//! events of its search on its own subjects: `trial_started`, `trial_promoted`,
+//! `trial_stopped`, `trial_completed`, `trial_failed` and `leaderboard`. Each is published
+//! once (its `Nats-Msg-Id` is stable, so a coordinator that replaces a crashed one and
+//! publishes it again is deduplicated by the stream). A trial's own train job has the usual
+//! events on its own subjects (`lexmesh.events.<job>-t<k>.>`).
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -22,16 +30,35 @@ pub enum EventKind {
     Failed,
     /// The job was cancelled.
     Cancelled,
+    /// A search started a trial (its train job was submitted).
+    TrialStarted,
+    /// A trial of a search passed a rung and keeps training.
+    TrialPromoted,
+    /// A trial of a search was stopped early (by the scheduler, or because the search ended)
+    /// and its train job has ended.
+    TrialStopped,
+    /// A trial's train job ran to its end.
+    TrialCompleted,
+    /// A trial's train job failed for good.
+    TrialFailed,
+    /// A search's trials, ranked, after a change.
+    Leaderboard,
 }
 
 impl EventKind {
     /// All kinds.
-    pub const ALL: [EventKind; 5] = [
+    pub const ALL: [EventKind; 11] = [
         Self::Accepted,
         Self::Progress,
         Self::Completed,
         Self::Failed,
         Self::Cancelled,
+        Self::TrialStarted,
+        Self::TrialPromoted,
+        Self::TrialStopped,
+        Self::TrialCompleted,
+        Self::TrialFailed,
+        Self::Leaderboard,
     ];
 
     /// Name in subjects.
@@ -42,6 +69,12 @@ impl EventKind {
             Self::Completed => "completed",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
+            Self::TrialStarted => "trial_started",
+            Self::TrialPromoted => "trial_promoted",
+            Self::TrialStopped => "trial_stopped",
+            Self::TrialCompleted => "trial_completed",
+            Self::TrialFailed => "trial_failed",
+            Self::Leaderboard => "leaderboard",
         }
     }
 }
@@ -60,6 +93,18 @@ pub enum JobEvent {
     Failed(Failed),
     /// See [`Cancelled`].
     Cancelled(Cancelled),
+    /// See [`TrialStarted`].
+    TrialStarted(TrialStarted),
+    /// See [`TrialPromoted`].
+    TrialPromoted(TrialPromoted),
+    /// See [`TrialStopped`].
+    TrialStopped(TrialStopped),
+    /// See [`TrialCompleted`].
+    TrialCompleted(TrialCompleted),
+    /// See [`TrialFailed`].
+    TrialFailed(TrialFailed),
+    /// See [`Leaderboard`].
+    Leaderboard(Leaderboard),
 }
 
 impl JobEvent {
@@ -71,6 +116,12 @@ impl JobEvent {
             Self::Completed(_) => EventKind::Completed,
             Self::Failed(_) => EventKind::Failed,
             Self::Cancelled(_) => EventKind::Cancelled,
+            Self::TrialStarted(_) => EventKind::TrialStarted,
+            Self::TrialPromoted(_) => EventKind::TrialPromoted,
+            Self::TrialStopped(_) => EventKind::TrialStopped,
+            Self::TrialCompleted(_) => EventKind::TrialCompleted,
+            Self::TrialFailed(_) => EventKind::TrialFailed,
+            Self::Leaderboard(_) => EventKind::Leaderboard,
         }
     }
 
@@ -82,6 +133,12 @@ impl JobEvent {
             Self::Completed(e) => &e.job_id,
             Self::Failed(e) => &e.job_id,
             Self::Cancelled(e) => &e.job_id,
+            Self::TrialStarted(e) => &e.job_id,
+            Self::TrialPromoted(e) => &e.job_id,
+            Self::TrialStopped(e) => &e.job_id,
+            Self::TrialCompleted(e) => &e.job_id,
+            Self::TrialFailed(e) => &e.job_id,
+            Self::Leaderboard(e) => &e.job_id,
         }
     }
 
@@ -93,6 +150,12 @@ impl JobEvent {
             Self::Completed(e) => e.timestamp_ms,
             Self::Failed(e) => e.timestamp_ms,
             Self::Cancelled(e) => e.timestamp_ms,
+            Self::TrialStarted(e) => e.timestamp_ms,
+            Self::TrialPromoted(e) => e.timestamp_ms,
+            Self::TrialStopped(e) => e.timestamp_ms,
+            Self::TrialCompleted(e) => e.timestamp_ms,
+            Self::TrialFailed(e) => e.timestamp_ms,
+            Self::Leaderboard(e) => e.timestamp_ms,
         }
     }
 
@@ -102,7 +165,14 @@ impl JobEvent {
         match self {
             Self::Completed(_) | Self::Cancelled(_) => true,
             Self::Failed(f) => !f.retrying,
-            Self::Accepted(_) | Self::Progress(_) => false,
+            Self::Accepted(_)
+            | Self::Progress(_)
+            | Self::TrialStarted(_)
+            | Self::TrialPromoted(_)
+            | Self::TrialStopped(_)
+            | Self::TrialCompleted(_)
+            | Self::TrialFailed(_)
+            | Self::Leaderboard(_) => false,
         }
     }
 }
@@ -171,6 +241,9 @@ pub struct Progress {
     /// Validation accuracy (epoch events only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation_accuracy: Option<f64>,
+    /// Validation macro-F1 (epoch events only): what a search judges a trial by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_macro_f1: Option<f64>,
     /// Percent of the planned work done, 0 to 100.
     pub completion_percentage: f64,
     /// Estimated seconds left.
@@ -281,6 +354,8 @@ pub enum JobResult {
     Train(TrainSummary),
     /// An evaluate job's result.
     Evaluate(EvaluateSummary),
+    /// An optimize job's result.
+    Optimize(Box<OptimizeSummary>),
 }
 
 /// The job finished.
@@ -341,4 +416,279 @@ pub struct Cancelled {
     pub epochs_completed: u32,
     /// Publish time, ms since the Unix epoch.
     pub timestamp_ms: f64,
+}
+
+/// A trial's validation score: macro-F1, ties broken by the lower loss.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrialScore {
+    /// Validation macro-F1.
+    pub macro_f1: f64,
+    /// Validation loss.
+    pub validation_loss: f64,
+}
+
+/// Where a trial of a search is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TrialStatus {
+    /// Its train job is submitted, not seen running yet.
+    Pending,
+    /// Its train job runs.
+    Running,
+    /// Its stop is decided; its train job has not ended yet.
+    Stopping,
+    /// Stopped early by the scheduler.
+    Stopped,
+    /// Its train job ran to its end.
+    Completed,
+    /// Its train job failed for good.
+    Failed,
+    /// Ended because the search ended, or its train job was cancelled from outside.
+    Cancelled,
+}
+
+impl TrialStatus {
+    /// The status as it is written in JSON (`pending`, `running`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Stopping => "stopping",
+            Self::Stopped => "stopped",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Why a search ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SearchEndReason {
+    /// Every trial the budget (or the grid) allowed has ended.
+    AllTrialsDone,
+    /// A trial reached the goal.
+    GoalReached,
+    /// More trials failed than `max_failed_trials` allows.
+    TooManyFailures,
+    /// The optimize job was cancelled.
+    Cancelled,
+}
+
+/// Why a trial was stopped early.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TrialStopReason {
+    /// Its value at a rung was below the rung's cutoff.
+    Rung {
+        /// The rung's milestone (epochs).
+        milestone: f64,
+        /// The value judged there.
+        value: f64,
+        /// The cutoff: the `(1 - 1/reduction_factor)` quantile of the values recorded at the
+        /// rung before it.
+        cutoff: f64,
+    },
+    /// The search ended while it ran.
+    SearchEnded {
+        /// Why the search ended.
+        reason: SearchEndReason,
+    },
+    /// Its train job was cancelled from outside the search.
+    External,
+}
+
+/// A search started a trial: its train job (`trial_id`) was submitted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrialStarted {
+    /// The optimize job.
+    pub job_id: String,
+    /// The trial: its train job's id (and model id).
+    pub trial_id: String,
+    /// The trial's index in the search, from 0.
+    pub index: u32,
+    /// The values it tries, by setting.
+    pub configuration: std::collections::BTreeMap<String, serde_json::Value>,
+    /// The coordinating instance.
+    pub instance: String,
+    /// Publish time, ms since the Unix epoch.
+    pub timestamp_ms: f64,
+}
+
+/// A trial passed a rung of the scheduler and keeps training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrialPromoted {
+    /// The optimize job.
+    pub job_id: String,
+    /// The trial.
+    pub trial_id: String,
+    /// The trial's index.
+    pub index: u32,
+    /// The epoch whose result reached the rung.
+    pub epoch: u32,
+    /// The rung's milestone (epochs).
+    pub milestone: f64,
+    /// The value recorded for the trial there.
+    pub value: f64,
+    /// The coordinating instance.
+    pub instance: String,
+    /// Publish time, ms since the Unix epoch.
+    pub timestamp_ms: f64,
+}
+
+/// A trial was stopped early and its train job has ended (`cancelled` as a rule).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrialStopped {
+    /// The optimize job.
+    pub job_id: String,
+    /// The trial.
+    pub trial_id: String,
+    /// The trial's index.
+    pub index: u32,
+    /// `stopped` (by the scheduler) or `cancelled` (the search ended, or from outside).
+    pub status: TrialStatus,
+    /// Why.
+    pub reason: TrialStopReason,
+    /// The last epoch it reported.
+    pub epochs_run: u32,
+    /// Its best score.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best: Option<TrialScore>,
+    /// The coordinating instance.
+    pub instance: String,
+    /// Publish time, ms since the Unix epoch.
+    pub timestamp_ms: f64,
+}
+
+/// A trial's train job ran to its end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrialCompleted {
+    /// The optimize job.
+    pub job_id: String,
+    /// The trial.
+    pub trial_id: String,
+    /// The trial's index.
+    pub index: u32,
+    /// The last epoch it reported.
+    pub epochs_run: u32,
+    /// Its best score.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best: Option<TrialScore>,
+    /// The coordinating instance.
+    pub instance: String,
+    /// Publish time, ms since the Unix epoch.
+    pub timestamp_ms: f64,
+}
+
+/// A trial's train job failed for good; it counts against `max_failed_trials`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrialFailed {
+    /// The optimize job.
+    pub job_id: String,
+    /// The trial.
+    pub trial_id: String,
+    /// The trial's index.
+    pub index: u32,
+    /// The last epoch it reported.
+    pub epochs_run: u32,
+    /// Why it failed (`<code>: <reason>` of its train job's `failed` event).
+    pub error: String,
+    /// The coordinating instance.
+    pub instance: String,
+    /// Publish time, ms since the Unix epoch.
+    pub timestamp_ms: f64,
+}
+
+/// One line of a search's leaderboard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LeaderboardEntry {
+    /// Rank, from 1.
+    pub rank: u32,
+    /// The trial.
+    pub trial_id: String,
+    /// The trial's index.
+    pub index: u32,
+    /// Where the trial is.
+    pub status: TrialStatus,
+    /// The last epoch it reported.
+    pub epochs_run: u32,
+    /// Its best score so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best: Option<TrialScore>,
+}
+
+/// A search's trials ranked by best validation macro-F1 (ties: the lower loss, then the earlier
+/// trial); trials without a score follow, failed trials come last.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Leaderboard {
+    /// The optimize job.
+    pub job_id: String,
+    /// Increases by one with every change: the updates' order.
+    pub version: u64,
+    /// The ranked trials.
+    pub entries: Vec<LeaderboardEntry>,
+    /// The coordinating instance.
+    pub instance: String,
+    /// Publish time, ms since the Unix epoch.
+    pub timestamp_ms: f64,
+}
+
+/// The best trial of a search.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BestTrialSummary {
+    /// The trial (its train job's id).
+    pub trial_id: String,
+    /// Its index.
+    pub index: u32,
+    /// The values it tried, by setting.
+    pub configuration: std::collections::BTreeMap<String, serde_json::Value>,
+    /// Its train job's whole settings (the search's base with the values above).
+    pub settings: crate::job::ExperimentSettings,
+    /// Its best validation score.
+    pub score: TrialScore,
+    /// The last epoch it reported.
+    pub epochs_run: u32,
+    /// How it ended.
+    pub status: TrialStatus,
+}
+
+/// How many of a search's trials ended how.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrialCounts {
+    /// Ran to their end.
+    pub completed: u32,
+    /// Stopped early by the scheduler.
+    pub stopped: u32,
+    /// Cancelled (the search ended while they ran).
+    pub cancelled: u32,
+    /// Failed.
+    pub failed: u32,
+}
+
+/// What an optimize job produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizeSummary {
+    /// The model registered under the optimize job's `model_id`: the best trial's.
+    pub model_id: String,
+    /// The trial whose stored model is registered: the best trial, unless it left no model
+    /// (then the best trial that did).
+    pub model_trial_id: String,
+    /// Why the search ended (`all_trials_done` or `goal_reached`).
+    pub reason: SearchEndReason,
+    /// The best trial.
+    pub best_trial: BestTrialSummary,
+    /// Trials by outcome.
+    pub trials: TrialCounts,
 }

@@ -1,7 +1,8 @@
 //! The lexmesh wire protocol: the single source of truth for everything that crosses NATS.
 //!
 //! - [`job`]: job requests (`train`, `preprocess`, `evaluate`, `optimize`) and their settings.
-//! - [`event`]: job events (`accepted`, `progress`, `completed`, `failed`, `cancelled`).
+//! - [`event`]: job events (`accepted`, `progress`, `completed`, `failed`, `cancelled`, and a
+//!   search's `trial_*` and `leaderboard` events).
 //! - [`control`]: the cancel message and its reply.
 //! - [`classify`]: the request/reply inference endpoint.
 //! - [`heartbeat`], [`status`]: what workers say about themselves; [`health`]: what the health

@@ -44,6 +44,11 @@ pub const JOBS_BUCKET: &str = "lexmesh_jobs";
 /// = instance), written by `lexmesh up`.
 pub const INSTANCES_BUCKET: &str = "lexmesh_instances";
 
+/// KV bucket of hyperparameter searches (key = optimize job id): each search's whole state,
+/// written by its coordinator with compare-and-set after every step, so that a coordinator
+/// that replaces a crashed one continues from it.
+pub const SEARCHES_BUCKET: &str = "lexmesh_searches";
+
 /// Object store of uploaded and prepared datasets.
 pub const DATASETS_STORE: &str = "lexmesh_datasets";
 
@@ -78,7 +83,8 @@ pub fn checkpoint_file(job_id: &str, file: &str) -> String {
 pub enum Service {
     /// Runs `preprocess` jobs and answers `prepare` requests.
     Preprocessor,
-    /// Runs `train` jobs.
+    /// Runs `train` jobs, and coordinates `optimize` jobs (searches whose trials are train
+    /// jobs).
     Trainer,
     /// Runs `evaluate` jobs and answers `classify` requests.
     Evaluator,
@@ -118,7 +124,7 @@ impl Service {
     pub fn job_kinds(self) -> &'static [JobKind] {
         match self {
             Self::Preprocessor => &[JobKind::Preprocess],
-            Self::Trainer => &[JobKind::Train],
+            Self::Trainer => &[JobKind::Train, JobKind::Optimize],
             Self::Evaluator => &[JobKind::Evaluate],
             Self::Health | Self::Metrics => &[],
         }

@@ -232,6 +232,12 @@ pub struct ModelManifest {
     /// under `<model>/`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub folder: String,
+    /// The model whose files these are, when they are stored under another model's id: a
+    /// search registers its best trial's model under its own `model_id` without copying it,
+    /// and the files stay under `<source_model_id>/<folder>/`. Absent: `<model_id>/<folder>/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
+    pub source_model_id: Option<String>,
     /// Its files.
     pub files: Vec<ModelFile>,
     /// When it was stored (ms since the Unix epoch).

@@ -60,8 +60,8 @@ pub fn deadletter(kind: JobKind) -> String {
 pub const ALL_DEADLETTERS: &str = "lexmesh.deadletter.>";
 
 /// Alerts of one kind: `lexmesh.alerts.<kind>`.
-pub fn alert(kind: &str) -> String {
-    format!("lexmesh.alerts.{kind}")
+pub fn alert(kind: crate::alert::AlertKind) -> String {
+    format!("lexmesh.alerts.{}", kind.as_str())
 }
 
 /// Every alert: `lexmesh.alerts.>`.

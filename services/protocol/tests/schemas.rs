@@ -83,6 +83,7 @@ fn serialized_events_validate() {
         accuracy: 0.8,
         validation_loss: Some(0.4),
         validation_accuracy: Some(0.9),
+        validation_macro_f1: Some(0.8),
         completion_percentage: 33.3,
         estimated_time_remaining_s: 2.0,
         examples_per_sec: 1000.0,
@@ -100,7 +101,39 @@ fn serialized_events_validate() {
         retrying: false,
         timestamp_ms: 1.0,
     });
-    for e in [progress, failed] {
+    let stopped = JobEvent::TrialStopped(TrialStopped {
+        job_id: "s".into(),
+        trial_id: "s-t1".into(),
+        index: 1,
+        status: TrialStatus::Stopped,
+        reason: TrialStopReason::Rung {
+            milestone: 3.0,
+            value: 0.4,
+            cutoff: 0.5,
+        },
+        epochs_run: 3,
+        best: Some(TrialScore {
+            macro_f1: 0.4,
+            validation_loss: 0.7,
+        }),
+        instance: "trainer-1".into(),
+        timestamp_ms: 1.0,
+    });
+    let leaderboard = JobEvent::Leaderboard(Leaderboard {
+        job_id: "s".into(),
+        version: 4,
+        entries: vec![LeaderboardEntry {
+            rank: 1,
+            trial_id: "s-t0".into(),
+            index: 0,
+            status: TrialStatus::Running,
+            epochs_run: 2,
+            best: None,
+        }],
+        instance: "trainer-1".into(),
+        timestamp_ms: 1.0,
+    });
+    for e in [progress, failed, stopped, leaderboard] {
         let value = serde_json::to_value(&e).unwrap();
         assert!(events.is_valid(&value), "{value}");
         let mut extra = value.clone();

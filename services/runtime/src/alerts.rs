@@ -2,13 +2,13 @@
 //! (replacements given up or failed), by `lexmesh up` (crash loops) and by the metrics service
 //! (thresholds); each is also a log line.
 
-use lexmesh_protocol::alert::{Alert, AlertState};
+use lexmesh_protocol::alert::{Alert, AlertKind, AlertState};
 use lexmesh_protocol::subjects;
 use lexmesh_protocol::time::now_ms;
 
 /// An alert about one instance.
 pub fn new_alert(
-    kind: &str,
+    kind: AlertKind,
     state: AlertState,
     (service, instance): (&str, &str),
     (value, threshold): (f64, f64),
@@ -16,7 +16,7 @@ pub fn new_alert(
     source: &str,
 ) -> Alert {
     Alert {
-        kind: kind.into(),
+        kind,
         state,
         service: service.into(),
         instance: instance.into(),
@@ -40,7 +40,7 @@ pub async fn publish_alert(client: &async_nats::Client, alert: &Alert) {
     match serde_json::to_vec(alert) {
         Ok(body) => {
             if let Err(e) = client
-                .publish(subjects::alert(&alert.kind), body.into())
+                .publish(subjects::alert(alert.kind), body.into())
                 .await
             {
                 tracing::warn!("cannot publish an alert: {e}");

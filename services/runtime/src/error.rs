@@ -52,9 +52,71 @@ pub enum RuntimeError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A value of lexmesh's own could not be encoded (a bug, not the data's fault).
+    #[error("encoding {what}: {source}")]
+    Encode {
+        /// What was encoded.
+        what: String,
+        /// serde_json's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A compare-and-set write kept losing to concurrent writers.
+    #[error("{what}: still changing after {attempts} compare-and-set attempts")]
+    Contended {
+        /// What was written.
+        what: String,
+        /// How many times it was tried.
+        attempts: u32,
+    },
+    /// A setting of this instance cannot work (an invalid instance id, a scratch folder that
+    /// cannot be written): starting again would fail the same way.
+    #[error("{setting}: {reason}")]
+    Unusable {
+        /// The setting (`service.instance`, ...).
+        setting: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What kind of failure a [`RuntimeError`] is, for callers that decide what follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeErrorKind {
+    /// The broker, a store or a peer did not answer, answered with an error, or was busy:
+    /// the same operation may well succeed later.
+    Transient,
+    /// Stored data is unreadable or lexmesh's own value could not be encoded: trying again
+    /// reads or writes the same thing.
+    Data,
+    /// The configuration or the machine (files, settings) does not allow it.
+    Setup,
 }
 
 impl RuntimeError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> RuntimeErrorKind {
+        match self {
+            Self::Connect { .. } | Self::Nats { .. } | Self::TimedOut { .. } => {
+                RuntimeErrorKind::Transient
+            }
+            Self::Contended { .. } => RuntimeErrorKind::Transient,
+            Self::Corrupt { .. } | Self::Encode { .. } => RuntimeErrorKind::Data,
+            Self::Config(_) | Self::Io { .. } | Self::Unusable { .. } => RuntimeErrorKind::Setup,
+        }
+    }
+
+    /// Whether the same operation may succeed later ([`RuntimeErrorKind::Transient`]).
+    pub fn is_transient(&self) -> bool {
+        self.kind() == RuntimeErrorKind::Transient
+    }
+
+    /// Wraps a JSON encoding error with what was encoded.
+    pub fn encode(what: impl Into<String>) -> impl FnOnce(serde_json::Error) -> Self {
+        let what = what.into();
+        move |source| Self::Encode { what, source }
+    }
+
     /// Wraps a NATS error with what was being done.
     pub fn nats<E: std::error::Error + Send + Sync + 'static>(
         what: impl Into<String>,
@@ -70,5 +132,41 @@ impl RuntimeError {
     pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
         let what = what.into();
         move |source| Self::Io { what, source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn broker_failures_and_lost_races_are_transient_the_rest_is_not() {
+        let nats = RuntimeError::nats("publishing")(std::io::Error::other("closed"));
+        assert_eq!(nats.kind(), RuntimeErrorKind::Transient);
+        let contended = RuntimeError::Contended {
+            what: "job record j1".into(),
+            attempts: 8,
+        };
+        assert!(contended.is_transient());
+        assert_eq!(
+            contended.to_string(),
+            "job record j1: still changing after 8 compare-and-set attempts"
+        );
+        let corrupt = RuntimeError::Corrupt {
+            what: "job record j1".into(),
+            reason: "expected value at line 1".into(),
+        };
+        assert_eq!(corrupt.kind(), RuntimeErrorKind::Data);
+        let json_error = serde_json::from_str::<u8>("x").err();
+        let encode = RuntimeError::encode("an event")(json_error.expect("not a number"));
+        assert_eq!(encode.kind(), RuntimeErrorKind::Data);
+        let unusable = RuntimeError::Unusable {
+            setting: "service.work_dir".into(),
+            reason: "read-only".into(),
+        };
+        assert_eq!(unusable.kind(), RuntimeErrorKind::Setup);
+        assert!(!RuntimeError::io("writing")(std::io::Error::other("full")).is_transient());
     }
 }

@@ -18,10 +18,7 @@ pub async fn publish(
     trace: Option<&async_nats::HeaderMap>,
 ) -> Result<(), RuntimeError> {
     let subject = subjects::event(event.job_id(), event.kind());
-    let payload = serde_json::to_vec(event).map_err(|e| RuntimeError::Corrupt {
-        what: "a job event".into(),
-        reason: e.to_string(),
-    })?;
+    let payload = serde_json::to_vec(event).map_err(RuntimeError::encode("a job event"))?;
     let headers = crate::telemetry::outgoing_headers(&tracing::Span::current(), trace);
     let traced = !headers.is_empty();
     if matches!(event, JobEvent::Progress(_)) {

@@ -350,6 +350,7 @@ async fn handle<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>, message: je
     let record = match records::read(kv, &job_id).await {
         Ok(Some((record, _))) if record.status.is_final() => {
             tracing::info!(job = %job_id, "job already {:?}; duplicate submit dropped", record.status);
+            publish_missing_final_event(&worker, &record).await;
             ack(&message, AckKind::Ack, &job_id).await;
             return;
         }
@@ -576,38 +577,13 @@ async fn run_attempt<H: JobHandler>(
                 "result discarded: the job was already {} by another attempt",
                 status.as_str()
             );
-            let instance = worker.instance.clone();
-            let written = records::update(kv, &job_id, |current| {
-                let mut record = current?;
-                end_attempt(&mut record, attempt, &instance, "superseded", None);
-                Some(record)
-            })
-            .await;
-            if let Err(e) = written {
-                tracing::warn!(job = %job_id, "cannot mark the attempt superseded in the record: {e}");
-            }
-            None
+            write_attempt_end(&worker, &job_id, attempt, AttemptEnd::Superseded, None).await
         }
         RecordWrite::HandedBack => {
-            let instance = worker.instance.clone();
-            let written = records::update(kv, &job_id, |current| {
-                let mut r = current?;
-                if r.status.is_final() {
-                    return None;
-                }
-                r.status = JobStatus::Queued;
-                r.updated_ms = now_ms();
-                end_attempt(&mut r, attempt, &instance, "handed_back", None);
-                Some(r)
-            })
-            .await;
-            if let Err(e) = written {
-                tracing::warn!(job = %job_id, "cannot mark the job handed back in the record: {e}");
-            }
-            None
+            write_attempt_end(&worker, &job_id, attempt, AttemptEnd::HandedBack, None).await
         }
         RecordWrite::Status(status) => {
-            finish_record(&worker, &job_id, attempt, status, error).await
+            write_attempt_end(&worker, &job_id, attempt, AttemptEnd::Status(status), error).await
         }
     };
 
@@ -772,13 +748,25 @@ async fn publish(worker: &Worker, event: &JobEvent, trace: Option<&async_nats::H
     }
 }
 
-/// Ends this attempt in the record with `status` (never over a final status another attempt
-/// wrote). Returns the record as written.
-async fn finish_record(
+/// How an attempt ends in its job record.
+#[derive(Debug, Clone, Copy)]
+enum AttemptEnd {
+    /// Another attempt ended the job first: only this attempt's history entry changes.
+    Superseded,
+    /// Back to `queued` for another replica (never over a final status).
+    HandedBack,
+    /// The job ends with this status (never over a final status another attempt wrote).
+    Status(JobStatus),
+}
+
+/// Writes how this attempt ended into the job record; returns the record as written (`None`
+/// when nothing was written: the record is gone or final already, or the write failed, which
+/// is logged).
+async fn write_attempt_end(
     worker: &Worker,
     job_id: &str,
     attempt: u32,
-    status: JobStatus,
+    end: AttemptEnd,
     error: Option<&ProtocolError>,
 ) -> Option<JobRecord> {
     let instance = worker.instance.clone();
@@ -788,27 +776,39 @@ async fn finish_record(
     });
     let write = records::update(&worker.mesh.jobs, job_id, |current| {
         let mut record = current?;
-        if record.status.is_final() {
-            return None;
+        let outcome = match end {
+            AttemptEnd::Superseded => "superseded",
+            _ if record.status.is_final() => return None,
+            AttemptEnd::HandedBack => {
+                record.status = JobStatus::Queued;
+                "handed_back"
+            }
+            AttemptEnd::Status(status) => {
+                record.status = status;
+                record.owner = Some(instance.clone());
+                record.error = body.clone();
+                status.as_str()
+            }
+        };
+        if !matches!(end, AttemptEnd::Superseded) {
+            record.updated_ms = now_ms();
         }
-        record.status = status;
-        record.owner = Some(instance.clone());
-        record.updated_ms = now_ms();
-        record.error = body.clone();
-        end_attempt(
-            &mut record,
-            attempt,
-            &instance,
-            status.as_str(),
-            body.clone(),
-        );
+        let entry_error = match end {
+            AttemptEnd::Status(_) => body.clone(),
+            _ => None,
+        };
+        end_attempt(&mut record, attempt, &instance, outcome, entry_error);
         Some(record)
     })
     .await;
     match write {
         Ok(record) => record,
         Err(e) => {
-            tracing::warn!(job = job_id, "cannot update the job record: {e}");
+            tracing::warn!(
+                job = job_id,
+                ?end,
+                "cannot write the attempt's end into the job record: {e}"
+            );
             None
         }
     }
@@ -868,6 +868,7 @@ fn result_kind(result: &JobResult) -> JobKind {
         JobResult::Preprocess(_) => JobKind::Preprocess,
         JobResult::Train(_) => JobKind::Train,
         JobResult::Evaluate(_) => JobKind::Evaluate,
+        JobResult::Optimize(_) => JobKind::Optimize,
     }
 }
 
@@ -1178,6 +1179,93 @@ pub async fn dead_letter_exhausted(
 
 /// Whether reading a stream message failed because there is no such message (and not because
 /// the server did not answer).
+/// Publishes the final event of a job whose record is final when the events stream holds no
+/// such event: the attempt that wrote the record was killed before it published the event
+/// (the record is written first, so that whoever sees the event can read the record). Without
+/// this, the redelivered job would be dropped as a duplicate and its watchers would wait for
+/// an end that never comes. Failures are logged; the record stays the truth.
+async fn publish_missing_final_event(worker: &Worker, record: &JobRecord) {
+    let Some(event) = final_event(record, &worker.instance) else {
+        return;
+    };
+    let subject = subjects::event(&record.job_id, event.kind());
+    let stream = match worker.mesh.js.get_stream(names::EVENTS_STREAM).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::warn!(job = %record.job_id, "cannot open the events stream to check the final event: {e}");
+            return;
+        }
+    };
+    match stream.get_last_raw_message_by_subject(&subject).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
+            tracing::warn!(
+                job = %record.job_id,
+                "the job's final event was never published (its worker died after writing the \
+                 record): publishing it from the record"
+            );
+            if let Err(e) = events::publish(&worker.mesh, &event, None).await {
+                tracing::warn!(job = %record.job_id, "cannot publish the final event: {e}");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(job = %record.job_id, "cannot look for the job's final event: {e}");
+        }
+    }
+}
+
+/// The final event a final job record describes (`None` for a record that is not final, or
+/// one without the result or error its status needs). `fallback_instance` names the instance
+/// when the record names no owner.
+fn final_event(record: &JobRecord, fallback_instance: &str) -> Option<JobEvent> {
+    let instance = record
+        .owner
+        .clone()
+        .unwrap_or_else(|| fallback_instance.to_owned());
+    let (job_id, kind, attempt) = (record.job_id.clone(), record.kind, record.attempts);
+    match record.status {
+        JobStatus::Completed => {
+            let started_ms = record
+                .history
+                .iter()
+                .rev()
+                .find(|e| e.attempt == attempt)
+                .map(|e| e.started_ms);
+            Some(JobEvent::Completed(Completed {
+                job_id,
+                kind,
+                attempt,
+                instance,
+                duration_s: started_ms.map_or(0.0, |s| ((record.updated_ms - s) / 1000.0).max(0.0)),
+                result: record.result.clone()?,
+                timestamp_ms: now_ms(),
+            }))
+        }
+        JobStatus::Failed => {
+            let error = record.error.as_ref()?;
+            Some(JobEvent::Failed(Failed {
+                job_id,
+                kind,
+                attempt,
+                instance,
+                code: error.code,
+                reason: error.reason.clone(),
+                retrying: false,
+                timestamp_ms: now_ms(),
+            }))
+        }
+        JobStatus::Cancelled => Some(JobEvent::Cancelled(Cancelled {
+            job_id,
+            kind,
+            attempt,
+            instance,
+            epochs_completed: record.epochs_completed.unwrap_or(0),
+            timestamp_ms: now_ms(),
+        })),
+        _ => None,
+    }
+}
+
 fn is_no_message(error: &jetstream::stream::RawMessageError) -> bool {
     use jetstream::stream::RawMessageErrorKind;
     match error.kind() {
@@ -1281,4 +1369,79 @@ async fn reject(
     }
     ack(message, AckKind::Term, job_id).await;
     worker.count_rejected();
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use lexmesh_protocol::event::PreparedSummary;
+
+    use super::*;
+
+    fn record(status: JobStatus) -> JobRecord {
+        let mut record = JobRecord::new("j1", JobKind::Preprocess, status, 2, 1_000.0);
+        record.owner = Some("worker-b".into());
+        record.history.push(AttemptEntry {
+            attempt: 2,
+            instance: "worker-b".into(),
+            started_ms: 1_000.0,
+            ended_ms: Some(4_000.0),
+            outcome: Some(status.as_str().into()),
+            error: None,
+            traceparent: None,
+            epochs_at_start: None,
+            lost: None,
+        });
+        record.updated_ms = 4_000.0;
+        record
+    }
+
+    #[test]
+    fn the_final_event_is_rebuilt_from_a_final_record_only() {
+        let result = JobResult::Preprocess(PreparedSummary {
+            dataset_id: "d1".into(),
+            labels: vec!["a".into(), "b".into()],
+            train_examples: 8,
+            validation_examples: 2,
+            feature_space: 100,
+            reused: false,
+        });
+        let mut completed = record(JobStatus::Completed);
+        // A completed record without its result cannot say what the job produced.
+        assert!(final_event(&completed, "me").is_none());
+        completed.result = Some(result.clone());
+        let Some(JobEvent::Completed(c)) = final_event(&completed, "me") else {
+            panic!("a completed event");
+        };
+        assert_eq!(
+            (c.job_id.as_str(), c.attempt, c.instance.as_str()),
+            ("j1", 2, "worker-b")
+        );
+        assert_eq!(c.result, result);
+        assert!((c.duration_s - 3.0).abs() < 1e-9, "{}", c.duration_s);
+
+        let mut failed = record(JobStatus::Failed);
+        failed.owner = None;
+        failed.error = Some(ErrorBody {
+            code: ErrorCode::InvalidDataset,
+            reason: "one class".into(),
+        });
+        let Some(JobEvent::Failed(f)) = final_event(&failed, "me") else {
+            panic!("a failed event");
+        };
+        assert_eq!((f.code, f.retrying), (ErrorCode::InvalidDataset, false));
+        assert_eq!(f.instance, "me");
+
+        let mut cancelled = record(JobStatus::Cancelled);
+        cancelled.epochs_completed = Some(3);
+        let Some(JobEvent::Cancelled(c)) = final_event(&cancelled, "me") else {
+            panic!("a cancelled event");
+        };
+        assert_eq!(c.epochs_completed, 3);
+
+        for status in [JobStatus::Queued, JobStatus::Running] {
+            assert!(final_event(&record(status), "me").is_none());
+        }
+    }
 }

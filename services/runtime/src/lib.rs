@@ -16,13 +16,17 @@
 //! - [`service`]: a running instance: service API, status, heartbeats, cancel, shutdown.
 //! - [`nats_server`]: finding and starting a local `nats-server` (for `lexmesh up` and tests).
 //! - [`telemetry`]: logs, OpenTelemetry traces over OTLP (`OTEL_*`), trace context in headers.
+//! - [`lease`]: the leader lease that lets one replica of a service act (health, metrics).
+//! - [`alerts`]: building and publishing alerts on `lexmesh.alerts.<kind>`.
 
+pub mod alerts;
 pub mod compute;
 pub mod config;
 pub mod connection;
 pub mod error;
 pub mod events;
 pub mod job_loop;
+pub mod lease;
 pub mod lost;
 pub mod mesh;
 pub mod metrics;

@@ -1,6 +1,6 @@
 //! The JetStream resources of the mesh: streams (jobs, events, dead letters, and the
-//! max-deliveries advisories of the job consumers), the job consumers, the KV buckets and the
-//! object stores. Every service creates what is missing at start-up, so the order in which
+//! max-deliveries advisories of the job consumers), the job consumers, the KV buckets (job
+//! records, leases, instance exits, searches) and the object stores. Every service creates what is missing at start-up, so the order in which
 //! services start does not matter.
 //!
 //! Works against nats-server 2.9 as well as current servers: 2.9 cannot create a KV bucket
@@ -39,6 +39,9 @@ pub struct Mesh {
     pub leases: kv::Store,
     /// How each instance's process last ended (`lexmesh_instances`), as its supervisor saw it.
     pub instances: kv::Store,
+    /// Hyperparameter searches (`lexmesh_searches`): each search's state, kept by its
+    /// coordinator.
+    pub searches: kv::Store,
     /// Uploaded and prepared datasets.
     pub datasets: object_store::ObjectStore,
     /// Training checkpoints.
@@ -102,6 +105,7 @@ impl Mesh {
         let jobs = ensure_kv(&js, names::JOBS_BUCKET, 8).await?;
         let leases = ensure_kv(&js, names::LEASES_BUCKET, 1).await?;
         let instances = ensure_kv(&js, names::INSTANCES_BUCKET, 1).await?;
+        let searches = ensure_kv(&js, names::SEARCHES_BUCKET, 1).await?;
         let datasets = ensure_object_store(&js, names::DATASETS_STORE).await?;
         let checkpoints = ensure_object_store(&js, names::CHECKPOINTS_STORE).await?;
         let models = ensure_object_store(&js, names::MODELS_STORE).await?;
@@ -111,6 +115,7 @@ impl Mesh {
             jobs,
             leases,
             instances,
+            searches,
             datasets,
             checkpoints,
             models,

@@ -8,7 +8,7 @@ use lexmesh_protocol::record::JobRecord;
 use crate::error::RuntimeError;
 
 /// Attempts of a compare-and-set loop before giving up.
-const CAS_ATTEMPTS: usize = 16;
+const CAS_ATTEMPTS: u32 = 16;
 
 /// Reads a job record (None when absent or deleted).
 pub async fn read(
@@ -46,10 +46,7 @@ pub async fn update(
             return Ok(None);
         };
         let bytes = serde_json::to_vec(&next)
-            .map_err(|e| RuntimeError::Corrupt {
-                what: format!("job record {job_id}"),
-                reason: e.to_string(),
-            })?
+            .map_err(RuntimeError::encode(format!("job record {job_id}")))?
             .into();
         let written = match revision {
             Some(rev) => match store.update(job_id, bytes, rev).await {
@@ -75,9 +72,9 @@ pub async fn update(
             return Ok(Some(next));
         }
     }
-    Err(RuntimeError::Corrupt {
+    Err(RuntimeError::Contended {
         what: format!("job record {job_id}"),
-        reason: format!("still changing after {CAS_ATTEMPTS} compare-and-set attempts"),
+        attempts: CAS_ATTEMPTS,
     })
 }
 
@@ -158,10 +155,10 @@ pub async fn write_instance_exit(
     store: &kv::Store,
     exit: &lexmesh_protocol::record::InstanceExit,
 ) -> Result<(), RuntimeError> {
-    let bytes = serde_json::to_vec(exit).map_err(|e| RuntimeError::Corrupt {
-        what: format!("the exit of {}", exit.instance),
-        reason: e.to_string(),
-    })?;
+    let bytes = serde_json::to_vec(exit).map_err(RuntimeError::encode(format!(
+        "the exit of {}",
+        exit.instance
+    )))?;
     store
         .put(exit.instance.as_str(), bytes.into())
         .await

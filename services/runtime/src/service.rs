@@ -40,8 +40,8 @@ impl ServiceRuntime {
         let instance = match &config.service.instance {
             Some(id) if lexmesh_protocol::valid_id(id) => id.clone(),
             Some(id) => {
-                return Err(RuntimeError::Corrupt {
-                    what: "service.instance".into(),
+                return Err(RuntimeError::Unusable {
+                    setting: "service.instance".into(),
                     reason: format!("`{id}` must be 1 to 64 of A-Z a-z 0-9 _ -"),
                 });
             }
@@ -331,8 +331,8 @@ impl ServiceRuntime {
 
 /// Fails at start-up, not at the first job, when the scratch folder cannot be written.
 fn check_work_dir(dir: &std::path::Path) -> Result<(), RuntimeError> {
-    let unusable = |e: std::io::Error| RuntimeError::Corrupt {
-        what: "service.work_dir".into(),
+    let unusable = |e: std::io::Error| RuntimeError::Unusable {
+        setting: "service.work_dir".into(),
         reason: format!("{} cannot be used: {e}", dir.display()),
     };
     std::fs::create_dir_all(dir).map_err(unusable)?;
@@ -437,26 +437,24 @@ pub const SUPERVISOR_PID_ENV: &str = "LEXMESH_SUPERVISOR_PID";
 /// How often an instance checks that its supervisor is still its parent.
 const SUPERVISOR_CHECK: Duration = Duration::from_millis(250);
 
-/// The supervisor's pid, when one started this process and is its parent now.
+/// The supervisor's pid, when one started this process (`LEXMESH_SUPERVISOR_PID`). It is read
+/// whether or not the supervisor is still the parent: one that died between starting this
+/// process and this check (while it connected, say) must stop it just the same.
 fn supervisor_pid() -> Option<u32> {
-    let pid: u32 = std::env::var(SUPERVISOR_PID_ENV)
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    (std::os::unix::process::parent_id() == pid).then_some(pid)
+    std::env::var(SUPERVISOR_PID_ENV).ok()?.trim().parse().ok()
 }
 
-/// Resolves (with the supervisor's pid) once this process is no longer the supervisor's child:
-/// the supervisor died and the process was given to another parent. Never without one.
+/// Resolves (with the supervisor's pid) once this process is not the supervisor's child: the
+/// supervisor died and the process was given to another parent, at once when that happened
+/// before the first check. Never without a supervisor.
 async fn supervisor_gone(supervisor: Option<u32>) -> u32 {
     let Some(pid) = supervisor else {
         return std::future::pending().await;
     };
     loop {
-        tokio::time::sleep(SUPERVISOR_CHECK).await;
         if std::os::unix::process::parent_id() != pid {
             return pid;
         }
+        tokio::time::sleep(SUPERVISOR_CHECK).await;
     }
 }

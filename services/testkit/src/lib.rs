@@ -1,271 +1,81 @@
-//! Test-only helpers for lexmesh: a private `nats-server` with JetStream per test, and an
-//! OTLP trace receiver ([`otlp::OtlpReceiver`]) for the tracing tests.
+//! The test and bench harness of lexmesh: a private `nats-server` with JetStream per test,
+//! `lexmesh serve` and `lexmesh up` processes on it, a client that speaks raw JSON only (as a
+//! foreign system would), and the JSON Schemas of `schemas/` that every captured message is
+//! checked against.
 //!
 //! ```no_run
-//! let server = lexmesh_testkit::NatsServer::start().expect("a nats-server for the test");
-//! // connect a client to server.url() …
+//! use std::time::Duration;
+//!
+//! use lexmesh_testkit::{TRAIN, TestMesh, sample_train_job, small_settings};
+//!
+//! # async fn example() {
+//! // The caller names the binary: only its own crate knows `CARGO_BIN_EXE_lexmesh`.
+//! let mut mesh = TestMesh::start("target/debug/lexmesh").await;
+//! mesh.start_all(&[]).await;
+//! let mut watch = mesh.watch("job-1").await;
+//! mesh.submit(TRAIN, &sample_train_job("job-1", "model-1", small_settings(2))).await;
+//! let last = watch.until_final(Duration::from_secs(45)).await;
+//! assert_eq!(last["event"], "completed");
+//! # }
 //! ```
 //!
-//! Each [`NatsServer`] runs in its own temporary folder (JetStream store and log) on a free
-//! port of 127.0.0.1, and is killed and its folder removed when dropped. The binary is found by
-//! [`lexmesh_runtime::nats_server::locate`]: `LEXMESH_NATS_SERVER`, then
-//! `.tools/nats/bin/nats-server` (installed by `scripts/setup-nats`), then a 2.10+ server on
-//! `PATH`. When none is found, [`NatsServer::start`] fails with a message that says how to
-//! install one; tests never skip silently.
+//! One file per concern:
+//!
+//! - [`server`]: [`NatsServer`], a private server on a free port in a temporary folder. The
+//!   binary is found by [`lexmesh_runtime::nats_server::locate`]: `LEXMESH_NATS_SERVER`, then
+//!   `.tools/nats/bin/nats-server` (installed by `scripts/setup-nats`), then a 2.10+ server on
+//!   `PATH`. When none is found, [`NatsServer::start`] fails with a message that says how to
+//!   install one; tests never skip silently.
+//! - [`mesh`]: [`TestMesh`], a server, the service processes started on it, and the raw-JSON
+//!   client (submit, request, status, job records, stream state).
+//! - [`process`]: [`ChildProcess`] and [`ServiceProcess`], children with their output in a log
+//!   file, killed on drop and their log printed when the test fails; signals.
+//! - [`up`]: [`UpProcess`], `lexmesh up` with its output in files.
+//! - [`events`]: [`EventWatch`] (pull job events one by one, each checked against its schema
+//!   and its subject) and [`EventLog`] (every message of a subject, with its arrival time).
+//! - [`heartbeats`]: [`Heartbeats`], the latest heartbeat of each instance.
+//! - [`schemas`]: [`Schemas`], a validator for every `schemas/<name>.v1.json`.
+//! - [`subjects`]: the subjects and names of the wire protocol, written out as strings on
+//!   purpose: the tests check the documented protocol, not lexmesh's own types.
+//! - [`fixtures`]: the sample data of `data/sample`, small settings, job builders.
+//! - [`cli`]: running a command to completion and reading its output.
+//! - [`wait`]: [`eventually`], polling until a condition holds.
+//! - [`otlp`]: an OTLP trace receiver for the tracing tests.
+//!
+//! The harness fails the test (panics with a message that says what was expected) on any
+//! broken expectation: that is its job. Paths of the repository (`schemas/`, `data/`) are
+//! found from this crate's own folder, never from the current directory.
 
+pub mod cli;
+pub mod error;
+pub mod events;
+pub mod fixtures;
+pub mod heartbeats;
+pub mod mesh;
 pub mod otlp;
+pub mod process;
+pub mod schemas;
+pub mod server;
+pub mod subjects;
+pub mod up;
+pub mod wait;
 
-use std::io;
-use std::path::{Path, PathBuf};
-use std::thread;
-use std::time::Duration;
-
-use lexmesh_runtime::nats_server::{self, LocalServer, LocalServerOptions, NatsServerError};
-use tempfile::TempDir;
-
-pub use lexmesh_runtime::nats_server::ServerFlavor;
-
-/// How many times a start is tried again when the chosen port was taken meanwhile.
-const PORT_ATTEMPTS: usize = 8;
-
-/// Errors of the test kit.
-#[derive(Debug, thiserror::Error)]
-pub enum TestkitError {
-    /// Finding, starting or stopping the server failed (the message says how to install a
-    /// server when none was found).
-    #[error(transparent)]
-    Server(#[from] NatsServerError),
-    /// An I/O error of the test kit itself (temporary folder, free port).
-    #[error("{context}: {source}")]
-    Io {
-        /// What was being done.
-        context: &'static str,
-        /// The underlying error.
-        #[source]
-        source: io::Error,
-    },
-}
-
-/// Options of a [`NatsServer`]; get one from [`NatsServer::builder`].
-#[derive(Debug, Clone, Default)]
-pub struct NatsServerBuilder {
-    flavor: ServerFlavor,
-    max_payload: Option<u64>,
-    websocket: bool,
-    extra_config: Option<String>,
-}
-
-impl NatsServerBuilder {
-    /// Which server to run (default [`ServerFlavor::Current`]).
-    pub fn flavor(mut self, flavor: ServerFlavor) -> Self {
-        self.flavor = flavor;
-        self
-    }
-
-    /// The server's `max_payload` in bytes (its default is 1 MiB).
-    pub fn max_payload(mut self, bytes: u64) -> Self {
-        self.max_payload = Some(bytes);
-        self
-    }
-
-    /// Also listen for WebSocket clients (no TLS) on another free port; see
-    /// [`NatsServer::websocket_url`].
-    pub fn websocket(mut self, enabled: bool) -> Self {
-        self.websocket = enabled;
-        self
-    }
-
-    /// More nats-server configuration, added verbatim to the config file.
-    pub fn extra_config(mut self, config: impl Into<String>) -> Self {
-        self.extra_config = Some(config.into());
-        self
-    }
-
-    /// Starts the server in a fresh temporary folder on a free port.
-    ///
-    /// # Errors
-    ///
-    /// When no binary of the flavor is found (the message says how to install one), or the
-    /// server does not start (the message holds the end of its log).
-    pub fn start(self) -> Result<NatsServer, TestkitError> {
-        let binary = nats_server::locate(self.flavor)?;
-        let version = nats_server::version(&binary)?;
-        let dir = tempfile::Builder::new()
-            .prefix("lexmesh-nats-")
-            .tempdir()
-            .map_err(|source| TestkitError::Io {
-                context: "cannot create a temporary folder",
-                source,
-            })?;
-        let base = LocalServerOptions {
-            name: "lexmesh-test".to_owned(),
-            max_payload: self.max_payload,
-            extra_config: self.extra_config,
-            ..LocalServerOptions::new(binary, dir.path().join("jetstream"), dir.path().join("log"))
-        };
-        let mut last_error = None;
-        for _ in 0..PORT_ATTEMPTS {
-            let options = LocalServerOptions {
-                port: free_port()?,
-                websocket_port: if self.websocket {
-                    Some(free_port()?)
-                } else {
-                    None
-                },
-                ..base.clone()
-            };
-            match LocalServer::start(options) {
-                Ok(server) => {
-                    return Ok(NatsServer {
-                        server,
-                        version,
-                        flavor: self.flavor,
-                        dir,
-                    });
-                }
-                Err(e @ NatsServerError::AddressInUse { .. }) => last_error = Some(e),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(last_error
-            .map(TestkitError::from)
-            .unwrap_or_else(|| TestkitError::Io {
-                context: "no free port",
-                source: io::Error::from(io::ErrorKind::AddrInUse),
-            }))
-    }
-}
-
-fn free_port() -> Result<u16, TestkitError> {
-    nats_server::free_port().map_err(|source| TestkitError::Io {
-        context: "cannot find a free port",
-        source,
-    })
-}
-
-/// A private `nats-server` with JetStream, killed (and its temporary folder removed) on drop.
-#[derive(Debug)]
-pub struct NatsServer {
-    // Declared before `dir` so that the process is killed before its folder is removed.
-    server: LocalServer,
-    version: (u32, u32, u32),
-    flavor: ServerFlavor,
-    dir: TempDir,
-}
-
-impl NatsServer {
-    /// Starts a current (2.10+) server with JetStream on a free port.
-    ///
-    /// # Errors
-    ///
-    /// See [`NatsServerBuilder::start`].
-    pub fn start() -> Result<NatsServer, TestkitError> {
-        Self::builder().start()
-    }
-
-    /// Starts Debian's nats-server 2.9 with JetStream on a free port.
-    ///
-    /// # Errors
-    ///
-    /// When Debian's 2.9 binary is absent (the message says so), or as
-    /// [`NatsServerBuilder::start`].
-    pub fn start_legacy() -> Result<NatsServer, TestkitError> {
-        Self::builder().flavor(ServerFlavor::Legacy).start()
-    }
-
-    /// Options for a server: flavor, `max_payload`, WebSocket, extra configuration.
-    pub fn builder() -> NatsServerBuilder {
-        NatsServerBuilder::default()
-    }
-
-    /// The client URL, `nats://127.0.0.1:<port>`.
-    pub fn url(&self) -> String {
-        self.server.url()
-    }
-
-    /// The WebSocket URL, when the server was built with [`NatsServerBuilder::websocket`].
-    pub fn websocket_url(&self) -> Option<String> {
-        self.server.websocket_url()
-    }
-
-    /// The client port (the same across [`restart`](Self::restart)s).
-    pub fn port(&self) -> u16 {
-        self.server.port()
-    }
-
-    /// The JetStream store folder (the same across [`restart`](Self::restart)s).
-    pub fn store_dir(&self) -> &Path {
-        self.server.store_dir()
-    }
-
-    /// The server's log file (every start appends to it).
-    pub fn log_path(&self) -> PathBuf {
-        self.server.log_path()
-    }
-
-    /// The temporary folder that holds the store and the log.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// The server's version, e.g. `(2, 15, 1)`.
-    pub fn version(&self) -> (u32, u32, u32) {
-        self.version
-    }
-
-    /// Which flavor of server this is.
-    pub fn flavor(&self) -> ServerFlavor {
-        self.flavor
-    }
-
-    /// The process id of the running server process.
-    pub fn pid(&self) -> u32 {
-        self.server.pid()
-    }
-
-    /// Kills the server (SIGKILL, as in a crash) and starts it again on the same port with the
-    /// same store folder; returns once it is ready. Also starts it after [`kill`](Self::kill).
-    ///
-    /// # Errors
-    ///
-    /// When the server does not start again (the message holds the end of its log).
-    pub fn restart(&mut self) -> Result<(), TestkitError> {
-        self.server.kill();
-        let options = self.server.options().clone();
-        let mut attempt = 0;
-        loop {
-            match LocalServer::start(options.clone()) {
-                Ok(server) => {
-                    self.server = server;
-                    return Ok(());
-                }
-                // The old socket may linger for a moment; the port is ours, so wait for it.
-                Err(NatsServerError::AddressInUse { .. }) if attempt < 50 => {
-                    attempt += 1;
-                    thread::sleep(Duration::from_millis(100));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    /// Stops the server cleanly (SIGTERM, SIGKILL after 10 s); [`restart`](Self::restart)
-    /// starts it again.
-    ///
-    /// # Errors
-    ///
-    /// When the signal cannot be sent.
-    pub fn stop(&mut self) -> Result<(), TestkitError> {
-        Ok(self.server.stop()?)
-    }
-
-    /// Kills the server (SIGKILL, as in a crash); [`restart`](Self::restart) starts it again.
-    pub fn kill(&mut self) {
-        self.server.kill();
-    }
-
-    /// Whether the server process is running.
-    pub fn is_running(&mut self) -> bool {
-        self.server.is_running()
-    }
-}
+pub use error::TestkitError;
+pub use events::{EventLog, EventWatch, is_final};
+pub use fixtures::{
+    inline, no_early_stop_job, read_json, repo_root, sample_path, sample_records, sample_subset,
+    sample_train_job, small_bow_config, small_settings,
+};
+pub use heartbeats::{Heartbeat, Heartbeats};
+pub use mesh::{
+    JOB_TIMEOUT, MAX_PAYLOAD, READY_TIMEOUT, REQUEST_TIMEOUT, TestMesh, TestMeshBuilder,
+};
+pub use process::{ChildProcess, ServiceProcess, send_signal, try_send_signal};
+pub use schemas::{Schemas, short};
+pub use server::{NatsServer, NatsServerBuilder, ServerFlavor};
+pub use subjects::{
+    CLASSIFY, EVALUATE, JOBS_BUCKET, JOBS_STREAM, PREPARE, PREPROCESS, TRAIN, cancel_subject,
+    status_subject,
+};
+pub use up::UpProcess;
+pub use wait::eventually;

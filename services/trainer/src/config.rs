@@ -114,7 +114,7 @@ impl ModelConfig {
             // No hidden layer: the full-rank linear model on the bag (`model::bow`). Dropout
             // (on the bag's inputs) and the learning rate were chosen by 3-fold
             // cross-validation on the training splits of the three development tasks
-            // (`bench/cross-validate`, README "Quality"), never on their validation splits.
+            // (`benches/cross-validate`, README "Quality"), never on their validation splits.
             ModelKind::Bow => Self {
                 embedding_dim: 128,
                 hidden: 0,

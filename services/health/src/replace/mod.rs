@@ -2,6 +2,7 @@
 
 use futures::future::BoxFuture;
 
+#[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 
 /// The instance to replace, as its heartbeats describe it.

@@ -7,9 +7,9 @@ Trains one text classifier on CPU with synthetic data and prints ONE JSON line:
    "dim":128,"hidden":256,"classes":10,"threads":2,"steps":50,"warmup":5,
    "examples_per_sec":...,"seconds":...}
 
-Run with the venv made by bench/setup-pytorch:
+Run with the venv made by benches/setup-pytorch:
 
-  .tools/bench-venv/bin/python bench/pytorch_reference.py --model bow --threads 2
+  .tools/bench-venv/bin/python benches/reference/pytorch_reference.py --model bow --threads 2
 
 The Rust (burn + libtorch) side mirrors everything below exactly.
 

@@ -18,9 +18,9 @@ Prints ONE JSON line:
 
 mb = UTF-8 bytes of all input texts / 1e6; mb_per_sec = mb / seconds_median.
 
-Run with the venv made by bench/setup-pytorch:
+Run with the venv made by benches/setup-pytorch:
 
-    .tools/bench-venv/bin/python bench/hazm_reference.py
+    .tools/bench-venv/bin/python benches/reference/hazm_reference.py
 """
 
 import os
@@ -36,7 +36,7 @@ import time  # noqa: E402
 
 DEFAULT_DATA = os.path.join(
     os.path.dirname(os.path.abspath(__file__)),
-    "..", "..", "shared", "data", "iran-court-rulings", "train.jsonl",
+    "..", "..", "..", "shared", "data", "iran-court-rulings", "train.jsonl",
 )
 
 

@@ -1,0 +1,640 @@
+//! Hyperparameter search over the mesh, with a real nats-server and real `lexmesh serve`
+//! processes: an ASHA search across two trainer replicas runs its trials as train jobs within
+//! its concurrency bound, stops the trials below a rung's cutoff (their train jobs end
+//! `cancelled`), accounts for every configuration once and registers the best trial's model,
+//! which `classify` then uses; a search whose coordinator is killed with SIGKILL is taken over
+//! by another trainer and completes without a trial published twice or left running;
+//! cancelling a search cancels its running trials; and malformed optimize jobs each get one
+//! typed `failed` event before anything runs.
+//!
+//! Every event the tests read back is checked against `schemas/job-event.v1.json`; the search's
+//! events are read from the events stream in stream order, so the concurrency check sees the
+//! order in which the broker stored them.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a test stops at its first failed step
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use futures::{StreamExt, TryStreamExt};
+use lexmesh_testkit::{CLASSIFY, TestMesh, inline, is_final, sample_records, sample_subset, short};
+use serde_json::{Value, json};
+
+/// The `lexmesh` binary under test.
+const LEXMESH: &str = env!("CARGO_BIN_EXE_lexmesh");
+
+/// Where optimize jobs are submitted.
+const OPTIMIZE: &str = "lexmesh.jobs.optimize";
+
+/// A whole search of the tests (six trials of at most six short epochs, two at a time) on
+/// this 2-core machine, with room for a coordinator's take-over.
+const SEARCH_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// A malformed job's one event.
+const REJECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Trials that may run at once in the searches of these tests.
+const CONCURRENCY: usize = 2;
+
+/// The grid the searches walk: every configuration once. A learning rate of 1e-5 barely
+/// moves the model in its first epoch, 0.01 does: the slow trials fall below the first rung's
+/// cutoff as soon as a fast one is recorded there.
+fn grid() -> BTreeSet<String> {
+    let mut points = BTreeSet::new();
+    for dim in [16, 32, 64] {
+        for lr in [0.01, 0.00001] {
+            points.insert(json!({"embedding_dim": dim, "learning_rate": lr}).to_string());
+        }
+    }
+    points
+}
+
+/// An ASHA search over [`grid`] on the whole sample: a small CNN fed one example per batch, so
+/// that an epoch takes long enough (about half a second) for a stop to land within it.
+fn search_job(job_id: &str, model_id: &str) -> Value {
+    json!({
+        "job_id": job_id,
+        "model_id": model_id,
+        "dataset": inline(
+            sample_records("train.jsonl"),
+            Some(sample_records("validation.jsonl")),
+        ),
+        "base": {
+            "model": "cnn",
+            "batch_size": 1,
+            "patience": 0,
+            "hidden": 16,
+            "max_length": 256,
+            "seed": 1,
+        },
+        "trials": 6,
+        "search_space": {
+            "embedding_dim": [16, 32, 64],
+            "learning_rate": {"choice": [0.01, 0.00001]},
+        },
+        "sampler": "grid",
+        "scheduler": {"asha": {"grace_period": 1, "reduction_factor": 2}},
+        "max_concurrent_trials": CONCURRENCY,
+        "max_epochs": 6,
+    })
+}
+
+/// A preprocessor, two trainers (`trainer-a`, `trainer-b`, one train job each at a time, with
+/// `trainer_env`) and an evaluator.
+async fn start_mesh(mesh: &mut TestMesh, trainer_env: &[(&str, &str)]) {
+    let mut env = vec![("LEXMESH_JOBS__CONCURRENCY", "1")];
+    env.extend_from_slice(trainer_env);
+    mesh.spawn("preprocessor", "preprocessor-a", &[]);
+    mesh.spawn("trainer", "trainer-a", &env);
+    mesh.spawn("trainer", "trainer-b", &env);
+    mesh.spawn("evaluator", "evaluator-a", &[]);
+    for instance in ["preprocessor-a", "trainer-a", "trainer-b", "evaluator-a"] {
+        mesh.wait_ready(instance).await;
+    }
+}
+
+/// Every event the events stream holds, in stream order, each checked against `job-event`.
+async fn stored_events(mesh: &TestMesh) -> Vec<Value> {
+    let js = async_nats::jetstream::new(mesh.client.clone());
+    let stream = js.get_stream("LEXMESH_EVENTS").await.unwrap();
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let pending = consumer.cached_info().num_pending;
+    let mut messages = consumer.messages().await.unwrap();
+    let mut events = Vec::new();
+    for _ in 0..pending {
+        let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .expect("the stored events within 10 s")
+            .expect("the events stream")
+            .unwrap();
+        let event: Value = serde_json::from_slice(&message.payload).unwrap();
+        mesh.schemas.check(
+            "job-event",
+            &format!("event on {}", message.subject),
+            &event,
+        );
+        events.push(event);
+    }
+    events
+}
+
+/// `state.last_seq` of a stream: how many messages it ever stored.
+async fn last_sequence(mesh: &TestMesh, stream: &str) -> u64 {
+    let info = mesh
+        .request_raw(&format!("$JS.API.STREAM.INFO.{stream}"), Vec::new(), None)
+        .await;
+    info["state"]["last_seq"].as_u64().expect("last_seq")
+}
+
+/// `lexmesh <args>` against the test's server; its stdout, failing unless it exits 0.
+fn lexmesh(mesh: &TestMesh, args: &[&str]) -> (String, String) {
+    let mut cmd = Command::new(LEXMESH);
+    cmd.args(args).current_dir(mesh.dir());
+    for (key, _) in std::env::vars_os() {
+        let name = key.to_string_lossy();
+        if name.starts_with("LEXMESH_") || name == "NATS_URL" {
+            cmd.env_remove(&key);
+        }
+    }
+    let out = cmd.env("NATS_URL", mesh.server.url()).output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(
+        out.status.success(),
+        "lexmesh {} exited with {}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
+        args.join(" "),
+        out.status
+    );
+    (stdout, stderr)
+}
+
+/// The search's trials as `lexmesh trials JOB --format json` lists them.
+fn trials_of(mesh: &TestMesh, job_id: &str) -> Vec<Value> {
+    let (stdout, _) = lexmesh(mesh, &["trials", job_id, "--format", "json"]);
+    serde_json::from_str::<Value>(&stdout)
+        .unwrap()
+        .as_array()
+        .cloned()
+        .unwrap()
+}
+
+/// Checks that a finished search accounted for every configuration of the grid exactly once,
+/// each trial's train job started once and ended once, and never more than [`CONCURRENCY`]
+/// train jobs ran at once (from a trial's first `accepted` to its final event, in stream
+/// order). Returns the trials by id.
+fn assert_accounted(job_id: &str, trials: &[Value], events: &[Value]) -> BTreeMap<String, Value> {
+    // Every configuration of the grid once, each in a final status.
+    let configurations: Vec<String> = trials
+        .iter()
+        .map(|t| t["configuration"].to_string())
+        .collect();
+    let distinct: BTreeSet<String> = configurations.iter().cloned().collect();
+    assert_eq!(
+        distinct.len(),
+        configurations.len(),
+        "a configuration ran twice: {configurations:?}"
+    );
+    assert_eq!(distinct, grid(), "the trials are not the grid");
+    let by_id: BTreeMap<String, Value> = trials
+        .iter()
+        .map(|t| (t["trial_id"].as_str().unwrap().to_string(), t.clone()))
+        .collect();
+    for (id, trial) in &by_id {
+        assert!(id.starts_with(&format!("{job_id}-t")), "{id}");
+        let status = trial["status"].as_str().unwrap();
+        assert!(
+            ["completed", "stopped", "cancelled", "failed"].contains(&status),
+            "{id} is still {status}"
+        );
+    }
+    // The search's own events: one start and one end per trial.
+    let own = |kind: &str, id: &str| {
+        events
+            .iter()
+            .filter(|e| e["job_id"] == job_id && e["event"] == kind && e["trial_id"] == id)
+            .count()
+    };
+    for id in by_id.keys() {
+        assert_eq!(own("trial_started", id), 1, "trial_started of {id}");
+        let ends = own("trial_completed", id) + own("trial_stopped", id) + own("trial_failed", id);
+        assert_eq!(ends, 1, "end events of {id}");
+    }
+    // Each trial's train job ended exactly once, and at most CONCURRENCY ran at once.
+    let mut running = BTreeSet::new();
+    let mut ended = BTreeMap::<String, usize>::new();
+    let mut most = 0;
+    for event in events {
+        let Some(id) = event["job_id"].as_str() else {
+            continue;
+        };
+        if !by_id.contains_key(id) {
+            continue;
+        }
+        if event["event"] == "accepted" && !ended.contains_key(id) {
+            running.insert(id.to_string());
+            most = most.max(running.len());
+        }
+        if is_final(event) {
+            running.remove(id);
+            *ended.entry(id.to_string()).or_default() += 1;
+        }
+    }
+    assert!(most <= CONCURRENCY, "{most} trials ran at once");
+    assert!(most >= 1);
+    for id in by_id.keys() {
+        assert_eq!(ended.get(id), Some(&1), "final events of {id}'s train job");
+    }
+    by_id
+}
+
+/// The final event of a trial's train job.
+fn final_event<'a>(events: &'a [Value], trial_id: &str) -> &'a Value {
+    events
+        .iter()
+        .find(|e| e["job_id"] == trial_id && is_final(e))
+        .unwrap_or_else(|| panic!("no final event of {trial_id}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_asha_search_across_two_trainers_stops_the_weak_trials_and_registers_the_best() {
+    let mut mesh = TestMesh::start(LEXMESH).await;
+    start_mesh(&mut mesh, &[]).await;
+    let mut watch = mesh.watch("search-a").await;
+    mesh.submit(OPTIMIZE, &search_job("search-a", "best-a"))
+        .await;
+    let last = watch.until(SEARCH_TIMEOUT, is_final).await;
+    assert_eq!(last["event"], "completed", "{}", watch.summary());
+    let result = &last["result"]["optimize"];
+
+    let trials = trials_of(&mesh, "search-a");
+    let events = stored_events(&mesh).await;
+    let trials = assert_accounted("search-a", &trials, &events);
+
+    // ASHA stopped the trials below a rung's cutoff, and their train jobs were cancelled
+    // (not left to finish).
+    let stopped: Vec<&Value> = trials
+        .values()
+        .filter(|t| t["status"] == "stopped")
+        .collect();
+    assert!(!stopped.is_empty(), "ASHA stopped no trial: {trials:?}");
+    for trial in &stopped {
+        let id = trial["trial_id"].as_str().unwrap();
+        let reason = &trial["stop_reason"];
+        assert_eq!(reason["kind"], "rung", "{id}: {reason}");
+        assert!(
+            reason["value"].as_f64() < reason["cutoff"].as_f64(),
+            "{id} was stopped above its cutoff: {reason}"
+        );
+        assert!(trial["epochs_run"].as_u64() < Some(6), "{id}: {trial}");
+        let end = final_event(&events, id);
+        assert_eq!(
+            end["event"],
+            "cancelled",
+            "{id}'s train job: {}",
+            short(end)
+        );
+    }
+    // Promotions were told, and the leaderboard changed with every step.
+    assert!(events.iter().any(|e| e["event"] == "trial_promoted"));
+    let versions: Vec<u64> = events
+        .iter()
+        .filter(|e| e["job_id"] == "search-a" && e["event"] == "leaderboard")
+        .map(|e| e["version"].as_u64().unwrap())
+        .collect();
+    assert!(versions.len() >= trials.len(), "{versions:?}");
+    assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
+
+    // The best trial: the highest macro-F1, its settings and score in the result, its model
+    // registered under the search's model id.
+    let best_f1 = trials
+        .values()
+        .filter_map(|t| t["best"]["macro_f1"].as_f64())
+        .fold(f64::NEG_INFINITY, f64::max);
+    let best = &result["best_trial"];
+    assert_eq!(
+        best["score"]["macro_f1"].as_f64(),
+        Some(best_f1),
+        "{}",
+        short(result)
+    );
+    let best_id = best["trial_id"].as_str().unwrap();
+    assert_eq!(best["status"], "completed", "{}", short(result));
+    assert_eq!(result["model_trial_id"], best_id);
+    assert_eq!(result["model_id"], "best-a");
+    assert_eq!(
+        best["configuration"].to_string(),
+        trials[best_id]["configuration"].to_string()
+    );
+    assert_eq!(best["settings"]["model"], "cnn");
+    assert_eq!(best["settings"]["epochs"], 6);
+    assert_eq!(
+        best["settings"]["learning_rate"],
+        best["configuration"]["learning_rate"]
+    );
+    // Trials ran on both replicas.
+    let owners: BTreeSet<String> = events
+        .iter()
+        .filter(|e| e["event"] == "accepted" && trials.contains_key(e["job_id"].as_str().unwrap()))
+        .map(|e| e["instance"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(owners.len(), 2, "trials ran on {owners:?}");
+
+    // `classify` answers with the registered model, which is the best trial's.
+    let reply = mesh
+        .request(
+            CLASSIFY,
+            &json!({"model_id": "best-a", "texts": ["دادگاه حکم به پرداخت خسارت صادر کرد"]}),
+            "classify-reply",
+        )
+        .await;
+    assert!(reply.get("error").is_none(), "{}", short(&reply));
+    assert_eq!(reply["predictions"].as_array().map(Vec::len), Some(1));
+    let (models, _) = lexmesh(&mesh, &["models", "--format", "json"]);
+    let models: Value = serde_json::from_str(&models).unwrap();
+    let registered = models
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["model_id"] == "best-a")
+        .expect("the best model is listed");
+    assert_eq!(registered["source_model_id"], best_id);
+    assert_eq!(registered["job_id"], best_id);
+
+    // `watch` replays the search with its leaderboard; `trials` prints the table.
+    let (summary, progress) = lexmesh(&mesh, &["watch", "search-a"]);
+    assert!(progress.contains("leaderboard (update"), "{progress}");
+    assert!(
+        summary.contains(&format!("best trial {best_id}")),
+        "{summary}"
+    );
+    let (table, _) = lexmesh(&mesh, &["trials", "search-a"]);
+    assert!(table.starts_with("TRIAL"), "{table}");
+    assert_eq!(table.lines().count(), 1 + trials.len(), "{table}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_whose_coordinator_is_killed_is_taken_over_and_completes() {
+    let mut mesh = TestMesh::start(LEXMESH).await;
+    // A short ack_wait: the killed trainer's deliveries (the search, perhaps a trial) come back
+    // within seconds without a health service.
+    let env = [("LEXMESH_JOBS__ACK_WAIT", "3s")];
+    start_mesh(&mut mesh, &env).await;
+    let mut watch = mesh.watch("search-b").await;
+    mesh.submit(OPTIMIZE, &search_job("search-b", "best-b"))
+        .await;
+    let accepted = watch
+        .until(SEARCH_TIMEOUT, |e| e["event"] == "accepted")
+        .await;
+    let coordinator = accepted["instance"].as_str().unwrap().to_string();
+    // Mid-search: a trial has ended, others run or wait.
+    watch
+        .until(SEARCH_TIMEOUT, |e| {
+            ["trial_stopped", "trial_completed"].contains(&e["event"].as_str().unwrap_or(""))
+        })
+        .await;
+    mesh.process(&coordinator).kill();
+    let spare = "trainer-c";
+    let mut spare_env = vec![("LEXMESH_JOBS__CONCURRENCY", "1")];
+    spare_env.extend_from_slice(&env);
+    mesh.start_service("trainer", spare, &spare_env).await;
+
+    let last = watch.until(SEARCH_TIMEOUT, is_final).await;
+    assert_eq!(last["event"], "completed", "{}", watch.summary());
+    let takeover = watch
+        .of_kind("accepted")
+        .iter()
+        .map(|e| e["instance"].as_str().unwrap().to_string())
+        .collect::<Vec<_>>();
+    assert_eq!(
+        takeover.len(),
+        2,
+        "the search ran once, then once more: {takeover:?}"
+    );
+    assert_ne!(takeover[1], coordinator);
+
+    let trials = trials_of(&mesh, "search-b");
+    let events = stored_events(&mesh).await;
+    let trials = assert_accounted("search-b", &trials, &events);
+    // No trial was published twice: the jobs stream stored the search and one message per
+    // trial, and each trial's attempts are the deliveries of that one message.
+    assert_eq!(
+        last_sequence(&mesh, "LEXMESH_JOBS").await,
+        1 + trials.len() as u64,
+        "the jobs stream stored more messages than the search and its trials"
+    );
+    for id in trials.keys() {
+        let record = mesh.job_record(id).await.expect("a trial's job record");
+        assert!(
+            ["completed", "cancelled", "failed"].contains(&record["status"].as_str().unwrap()),
+            "{id} is left {}",
+            record["status"]
+        );
+        let attempts: Vec<u64> = record["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["attempt"].as_u64().unwrap())
+            .collect();
+        assert!(
+            attempts.windows(2).all(|w| w[0] < w[1]),
+            "{id} was delivered from more than one message: attempts {attempts:?}"
+        );
+    }
+    // Nothing is left running.
+    for instance in ["trainer-a", "trainer-b", spare] {
+        if instance != coordinator {
+            mesh.wait_idle("trainer", instance).await;
+        }
+    }
+    let record = mesh.job_record("search-b").await.unwrap();
+    assert_eq!(record["status"], "completed");
+    let reply = mesh
+        .request(
+            CLASSIFY,
+            &json!({"model_id": "best-b", "texts": ["متن یک رأی"]}),
+            "classify-reply",
+        )
+        .await;
+    assert!(reply.get("error").is_none(), "{}", short(&reply));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_optimize_jobs_each_get_one_typed_failure_before_anything_runs() {
+    let mut mesh = TestMesh::start(LEXMESH).await;
+    mesh.start_service("trainer", "trainer-a", &[]).await;
+    let valid = || {
+        json!({
+            "dataset": inline(sample_subset("train.jsonl", 4), None),
+            "trials": 4,
+            "search_space": {"learning_rate": {"log_uniform": {"low": 0.001, "high": 0.1}}},
+            "max_epochs": 3,
+        })
+    };
+    let with = |edit: &dyn Fn(&mut Value)| {
+        let mut job = valid();
+        edit(&mut job);
+        job
+    };
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "unknown-setting",
+            with(&|j| j["search_space"] = json!({"lr": [0.1, 0.01]})),
+            "invalid_message",
+        ),
+        (
+            "epochs-searched",
+            with(&|j| j["search_space"] = json!({"epochs": [1, 2]})),
+            "invalid_message",
+        ),
+        (
+            "empty-choice",
+            with(&|j| j["search_space"] = json!({"dropout": {"choice": []}})),
+            "invalid_value",
+        ),
+        (
+            "empty-list",
+            with(&|j| j["search_space"] = json!({"batch_size": []})),
+            "invalid_value",
+        ),
+        (
+            "inverted-range",
+            with(&|j| {
+                j["search_space"] = json!({"dropout": {"uniform": {"low": 0.5, "high": 0.1}}});
+            }),
+            "invalid_value",
+        ),
+        (
+            "inverted-int",
+            with(&|j| j["search_space"] = json!({"hidden": {"int": {"low": 64, "high": 8}}})),
+            "invalid_value",
+        ),
+        (
+            "log-at-zero",
+            with(&|j| {
+                j["search_space"] =
+                    json!({"learning_rate": {"log_uniform": {"low": 0, "high": 0.1}}});
+            }),
+            "invalid_value",
+        ),
+        (
+            "value-out-of-range",
+            with(&|j| j["search_space"] = json!({"learning_rate": [0.01, 20]})),
+            "invalid_value",
+        ),
+        (
+            "empty-space",
+            with(&|j| j["search_space"] = json!({})),
+            "invalid_value",
+        ),
+        (
+            "no-trials",
+            with(&|j| j["trials"] = json!(0)),
+            "invalid_value",
+        ),
+        (
+            "no-concurrency",
+            with(&|j| j["max_concurrent_trials"] = json!(0)),
+            "invalid_value",
+        ),
+        (
+            "grid-continuous",
+            with(&|j| j["sampler"] = json!("grid")),
+            "invalid_message",
+        ),
+        (
+            "grid-too-large",
+            with(&|j| {
+                j["sampler"] = json!("grid");
+                j["search_space"] = json!({"hidden": {"int": {"low": 1, "high": 10}}});
+            }),
+            "invalid_value",
+        ),
+        (
+            "asha-horizon",
+            with(&|j| j["scheduler"] = json!({"asha": {"max_t": 5}})),
+            "invalid_value",
+        ),
+        (
+            "asha-grace",
+            with(&|j| j["scheduler"] = json!({"asha": {"grace_period": 4}})),
+            "invalid_value",
+        ),
+        (
+            "goal-above-1",
+            with(&|j| j["goal"] = json!(1.5)),
+            "invalid_value",
+        ),
+        (
+            "unknown-scheduler",
+            with(&|j| j["scheduler"] = json!("hyperband")),
+            "invalid_message",
+        ),
+        (
+            "base-epochs",
+            with(&|j| j["base"] = json!({"epochs": 5})),
+            "invalid_value",
+        ),
+    ];
+    let submitted = cases.len() as u64;
+    assert!(submitted >= 10);
+    for (name, mut job, code) in cases {
+        let job_id = format!("bad-{name}");
+        job["job_id"] = json!(job_id);
+        let mut watch = mesh.watch(&job_id).await;
+        mesh.submit(OPTIMIZE, &job).await;
+        let event = watch.next(REJECT_TIMEOUT).await;
+        assert_eq!(event["event"], "failed", "{name}: {}", short(&event));
+        assert_eq!(event["code"], code, "{name}: {}", short(&event));
+        assert_eq!(event["retrying"], false, "{name}");
+        assert_eq!(event["kind"], "optimize", "{name}");
+        let more = watch.drain_for(Duration::from_millis(500)).await;
+        assert!(more.is_empty(), "{name}: more events: {}", watch.summary());
+        let record = mesh.job_record(&job_id).await.expect("a failed record");
+        assert_eq!(record["status"], "failed", "{name}");
+    }
+    // Nothing ran: no trial was published, no search was saved.
+    assert_eq!(last_sequence(&mesh, "LEXMESH_JOBS").await, submitted);
+    let js = async_nats::jetstream::new(mesh.client.clone());
+    let searches = js.get_key_value("lexmesh_searches").await.unwrap();
+    let keys: Vec<String> = searches.keys().await.unwrap().try_collect().await.unwrap();
+    assert!(keys.is_empty(), "searches saved: {keys:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_search_cancels_its_running_trials() {
+    let mut mesh = TestMesh::start(LEXMESH).await;
+    start_mesh(&mut mesh, &[]).await;
+    let mut watch = mesh.watch("search-c").await;
+    let mut job = search_job("search-c", "best-c");
+    // No early stop: both first trials are still running when the cancel comes.
+    job["scheduler"] = json!("none");
+    job["max_epochs"] = json!(40);
+    mesh.submit(OPTIMIZE, &job).await;
+    let mut trial_events = mesh.watch_subject("lexmesh.events.search-c-t0.>").await;
+    trial_events
+        .until(SEARCH_TIMEOUT, |e| {
+            e["event"] == "progress" && e["phase"] == "epoch"
+        })
+        .await;
+    lexmesh(&mesh, &["cancel", "search-c"]);
+    let last = watch.until(SEARCH_TIMEOUT, is_final).await;
+    assert_eq!(last["event"], "cancelled", "{}", watch.summary());
+
+    let trials = trials_of(&mesh, "search-c");
+    assert_eq!(
+        trials.len(),
+        CONCURRENCY,
+        "trials were started after the cancel: {trials:?}"
+    );
+    let events = stored_events(&mesh).await;
+    for trial in &trials {
+        let id = trial["trial_id"].as_str().unwrap();
+        assert_eq!(trial["status"], "cancelled", "{id}: {trial}");
+        assert_eq!(trial["stop_reason"]["kind"], "search_ended", "{id}");
+        assert_eq!(trial["stop_reason"]["reason"], "cancelled", "{id}");
+        let end = final_event(&events, id);
+        assert_eq!(
+            end["event"],
+            "cancelled",
+            "{id}'s train job: {}",
+            short(end)
+        );
+        assert!(
+            end["epochs_completed"].as_u64() < Some(40),
+            "{id}: {}",
+            short(end)
+        );
+    }
+    for instance in ["trainer-a", "trainer-b"] {
+        mesh.wait_idle("trainer", instance).await;
+    }
+}

@@ -153,8 +153,20 @@ async fn every_job_completes_once_while_trainers_are_killed() {
         trainers.forget(&instance);
         kills.push((Instant::now(), instance, beat.running));
     }
-    // Let late duplicates, if any, show up.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Nothing can end later: the jobs stream holds no message (none can be delivered again)
+    // and every trainer heard from runs no job. Only then are the events counted, so a late
+    // duplicate completion would be among them.
+    mesh.wait_jobs_stream_empty().await;
+    lexmesh_testkit::eventually(
+        "every trainer idle after the last job",
+        Duration::from_secs(30),
+        || async {
+            let alive = trainers.alive(Duration::from_millis(1500));
+            (!alive.is_empty() && alive.iter().all(|(_, beat)| beat.running.is_empty()))
+                .then_some(())
+        },
+    )
+    .await;
     let events = events.snapshot();
 
     let mut completions = 0;

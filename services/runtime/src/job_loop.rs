@@ -776,26 +776,22 @@ async fn write_attempt_end(
     });
     let write = records::update(&worker.mesh.jobs, job_id, |current| {
         let mut record = current?;
-        let outcome = match end {
-            AttemptEnd::Superseded => "superseded",
+        let (outcome, entry_error) = match end {
+            // Only this attempt's history entry changes: the record is another attempt's.
+            AttemptEnd::Superseded => ("superseded", None),
             _ if record.status.is_final() => return None,
             AttemptEnd::HandedBack => {
                 record.status = JobStatus::Queued;
-                "handed_back"
+                record.updated_ms = now_ms();
+                ("handed_back", None)
             }
             AttemptEnd::Status(status) => {
                 record.status = status;
                 record.owner = Some(instance.clone());
                 record.error = body.clone();
-                status.as_str()
+                record.updated_ms = now_ms();
+                (status.as_str(), body.clone())
             }
-        };
-        if !matches!(end, AttemptEnd::Superseded) {
-            record.updated_ms = now_ms();
-        }
-        let entry_error = match end {
-            AttemptEnd::Status(_) => body.clone(),
-            _ => None,
         };
         end_attempt(&mut record, attempt, &instance, outcome, entry_error);
         Some(record)

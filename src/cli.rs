@@ -23,6 +23,9 @@ pub enum Command {
     Evaluate(EvaluateArgs),
     /// Predict labels of texts given as arguments, or of JSON Lines on stdin.
     Predict(PredictArgs),
+    /// Search hyperparameters in this process: trials on threads, ASHA or none, the same search
+    /// as `lexmesh submit optimize`; writes every trial's model and the best one.
+    Optimize(Box<OptimizeRunArgs>),
     /// Write the JSON Schema of every mesh message into a folder.
     Schemas(SchemasArgs),
     /// Start a local mesh: one process per service replica (and a nats-server if none answers).
@@ -190,6 +193,51 @@ pub struct TrainArgs {
     /// Print one JSON object per progress event on stdout (and the report as the last line).
     #[arg(long, conflicts_with = "quiet")]
     pub json_progress: bool,
+}
+
+/// `lexmesh optimize`.
+#[derive(Debug, Args)]
+pub struct OptimizeRunArgs {
+    /// Training data (.jsonl/.ndjson/.json, .csv, .tsv).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Validation data (the objective is scored on it); without it a stratified, seeded split
+    /// of --data is made.
+    #[arg(long)]
+    pub validation: Option<PathBuf>,
+    /// Field (JSON) or column (CSV) holding the text.
+    #[arg(long, default_value = "text")]
+    pub text_field: String,
+    /// Field or column holding the label.
+    #[arg(long, default_value = "label")]
+    pub label_field: String,
+    /// Output folder: `trials/<trial>/` (each trial's model), `best/` (the best trial's model),
+    /// `search.json` (the search's final state).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Architecture every trial uses unless the space varies `model` (default: bow).
+    #[arg(long, value_enum)]
+    pub model: Option<ModelKind>,
+    /// The settings every trial shares (over the space file's `[base]`); `--epochs` is each
+    /// trial's epochs, `--seed` the search's seed.
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+    /// The search: `--space FILE.toml`, `--trials N`, the scheduler and sampler, trials at once.
+    #[command(flatten)]
+    pub optimize: crate::cli_mesh::OptimizeArgs,
+    /// Compute threads in all (0 = all cores), shared out among the trials that run at once.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Compute device.
+    #[arg(long, value_enum)]
+    pub device: Option<DeviceChoice>,
+    /// How progress and the result are printed: text on stderr and a table, or JSON lines on
+    /// stdout (the search's actions, every epoch, the result last).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: FormatArg,
+    /// Print only the result.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// `lexmesh evaluate`.

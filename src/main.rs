@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         cli::Command::Train(args) => commands::train::run(*args),
         cli::Command::Evaluate(args) => commands::evaluate::run(args),
         cli::Command::Predict(args) => commands::predict::run(args),
+        cli::Command::Optimize(args) => commands::optimize::run(*args),
         cli::Command::Schemas(args) => commands::schemas::run(args),
         cli::Command::Up(args) => commands::up::run(args),
         cli::Command::Serve(args) => commands::serve::run(args),

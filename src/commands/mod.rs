@@ -5,6 +5,7 @@ pub mod classify;
 pub mod evaluate;
 pub mod jobs;
 pub mod models;
+pub mod optimize;
 pub mod predict;
 pub mod schemas;
 pub mod serve;

@@ -229,7 +229,12 @@ fn plan_from_flags(args: &SubmitArgs) -> anyhow::Result<Plan> {
     match args.kind {
         SubmitKind::Train => {}
         SubmitKind::Optimize => {
-            search = Some(Box::new(search_from_flags(args, &job_id, &settings)?));
+            search = Some(Box::new(search_job(
+                &args.optimize,
+                &settings,
+                args.model_id.clone(),
+                &job_id,
+            )?));
         }
         SubmitKind::Evaluate => {
             if args.model_id.is_none() {
@@ -304,13 +309,13 @@ pub fn read_space_file(path: &Path) -> anyhow::Result<SpaceFile> {
 /// An optimize job's search from `--space FILE` and the flags (its job id and dataset are set
 /// later), checked as the coordinator will check it. The setting flags are the trials' shared
 /// settings (over the file's `[base]`), but `--epochs` (each trial's epochs) and `--seed` (the
-/// search's seed).
-fn search_from_flags(
-    args: &SubmitArgs,
-    job_id: &str,
+/// search's seed). `lexmesh optimize` reads its flags with it too.
+pub fn search_job(
+    flags: &OptimizeArgs,
     settings: &ExperimentSettings,
+    model_id: Option<String>,
+    job_id: &str,
 ) -> anyhow::Result<OptimizeJob> {
-    let flags = &args.optimize;
     let Some(space_path) = &flags.space else {
         bail!("an optimize job needs --space FILE.toml (the search space)");
     };
@@ -341,7 +346,7 @@ fn search_from_flags(
     };
     let job = OptimizeJob {
         job_id: job_id.to_string(),
-        model_id: args.model_id.clone(),
+        model_id,
         dataset: DatasetSource::Prepared {
             dataset_id: "not-yet-uploaded".into(),
         },
@@ -352,11 +357,11 @@ fn search_from_flags(
             SamplerArg::Random => SamplerName::Random,
             SamplerArg::Grid => SamplerName::Grid,
         }),
-        seed: args.settings.seed,
+        seed: settings.seed,
         scheduler,
         max_concurrent_trials: flags.max_concurrent,
         max_failed_trials: flags.max_failed,
-        max_epochs: args.settings.epochs,
+        max_epochs: settings.epochs,
         goal: flags.goal,
     };
     let payload = serde_json::to_vec(&job)?;
@@ -604,7 +609,7 @@ mod tests {
             "x.jsonl",
         ]);
         let settings = job_settings(args.model, &args.settings);
-        let job = search_from_flags(&args, "opt-1", &settings).unwrap();
+        let job = search_job(&args.optimize, &settings, args.model_id.clone(), "opt-1").unwrap();
         assert_eq!(job.trials, 8);
         assert_eq!(job.max_epochs, Some(6));
         assert_eq!(job.seed, Some(3));
@@ -623,21 +628,24 @@ mod tests {
         let args = submit_args(&[
             "optimize", "--space", path, "--trials", "8", "--data", "x.jsonl",
         ]);
-        let err = search_from_flags(&args, "opt-1", &settings).unwrap_err();
+        let err =
+            search_job(&args.optimize, &settings, args.model_id.clone(), "opt-1").unwrap_err();
         assert!(format!("{err:#}").contains("--scheduler asha"), "{err:#}");
         std::fs::write(
             &space,
             "[space]\nlearning_rate = [0.1]\n[bsae]\nbatch_size = 1\n",
         )
         .unwrap();
-        let err = search_from_flags(&args, "opt-1", &settings).unwrap_err();
+        let err =
+            search_job(&args.optimize, &settings, args.model_id.clone(), "opt-1").unwrap_err();
         assert!(format!("{err:#}").contains("bsae"), "{err:#}");
         std::fs::write(
             &space,
             "[space]\nhidden = { int = { low = 9, high = 3 } }\n",
         )
         .unwrap();
-        let err = search_from_flags(&args, "opt-1", &settings).unwrap_err();
+        let err =
+            search_job(&args.optimize, &settings, args.model_id.clone(), "opt-1").unwrap_err();
         assert!(format!("{err:#}").contains("inverted"), "{err:#}");
     }
 

@@ -41,7 +41,8 @@ impl RunInputs {
         serde_json::from_slice(&bytes).with_context(|| format!("{} is malformed", path.display()))
     }
 
-    fn write(&self, dir: &Path) -> anyhow::Result<()> {
+    /// Writes `run.json` into a model directory.
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
         let path = dir.join("run.json");
         std::fs::write(&path, serde_json::to_vec_pretty(self)?)
             .with_context(|| format!("writing {}", path.display()))

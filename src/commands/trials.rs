@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use anyhow::bail;
-use lexmesh_mesh::search::state::{self, SearchState};
+use lexmesh_mesh::search::state;
 use lexmesh_mesh::search::wire;
 use lexmesh_protocol::event::{LeaderboardEntry, TrialScore, TrialStatus, TrialStopReason};
+use lexmesh_search::Experiment;
 use serde::Serialize;
 
 use crate::cli::FormatArg;
@@ -57,15 +58,11 @@ pub fn run(args: TrialsArgs) -> anyhow::Result<ExitCode> {
             args.job_id
         );
     };
-    let rows = rows(&saved);
+    let rows = rows(&saved.experiment);
     match args.format {
         FormatArg::Json => crate::render::print_line(&serde_json::to_string(&rows)?),
         FormatArg::Text => {
-            let cells: Vec<Vec<String>> = rows.iter().map(cells).collect();
-            client::print_table(
-                &["TRIAL", "SETTINGS", "EPOCHS", "BEST MACRO-F1", "STATUS"],
-                &cells,
-            );
+            print_rows(&rows);
             let phase = saved.experiment.phase();
             match phase.reason() {
                 Some(reason) => eprintln!(
@@ -88,10 +85,9 @@ pub fn run(args: TrialsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The trials of a saved search, by index.
-pub fn rows(saved: &SearchState) -> Vec<TrialRow> {
-    saved
-        .experiment
+/// The trials of a search, by index.
+pub fn rows(experiment: &Experiment) -> Vec<TrialRow> {
+    experiment
         .trials()
         .iter()
         .map(|t| TrialRow {
@@ -105,6 +101,15 @@ pub fn rows(saved: &SearchState) -> Vec<TrialRow> {
             error: t.error.clone(),
         })
         .collect()
+}
+
+/// The trials as a table on stdout.
+pub fn print_rows(rows: &[TrialRow]) {
+    let cells: Vec<Vec<String>> = rows.iter().map(cells).collect();
+    client::print_table(
+        &["TRIAL", "SETTINGS", "EPOCHS", "BEST MACRO-F1", "STATUS"],
+        &cells,
+    );
 }
 
 fn cells(row: &TrialRow) -> Vec<String> {

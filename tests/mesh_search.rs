@@ -3,13 +3,18 @@
 //! its concurrency bound, stops the trials below a rung's cutoff (their train jobs end
 //! `cancelled`), accounts for every configuration once and registers the best trial's model,
 //! which `classify` then uses; a search whose coordinator is killed with SIGKILL is taken over
-//! by another trainer and completes without a trial published twice or left running;
-//! cancelling a search cancels its running trials; and malformed optimize jobs each get one
-//! typed `failed` event before anything runs.
+//! by another trainer and completes without a trial published twice or left running, and a
+//! trial that ended while no coordinator ran keeps every epoch it reported; a trial whose
+//! trainer is killed with SIGKILL resumes elsewhere from its checkpoint and the search
+//! completes; cancelling a search cancels its running trials; and malformed optimize jobs each
+//! get one typed `failed` event before anything runs.
 //!
 //! Every event the tests read back is checked against `schemas/job-event.v1.json`; the search's
 //! events are read from the events stream in stream order, so the concurrency check sees the
-//! order in which the broker stored them.
+//! order in which the broker stored them. Every completed search is also replayed: a fresh
+//! [`Experiment`] fed the observations its trials' events make, in stream order, must end in
+//! the state the coordinator saved (trials, ASHA rung records), each of its rung decisions
+//! following Ray's rule from the values recorded at the rung before it.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a test stops at its first failed step
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,6 +23,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use futures::{StreamExt, TryStreamExt};
+use lexmesh_search::asha::cutoff;
+use lexmesh_search::{Action, Asha, Experiment, Judge, Observation, Score, StopReason, Trial};
 use lexmesh_testkit::{CLASSIFY, TestMesh, inline, is_final, sample_records, sample_subset, short};
 use serde_json::{Value, json};
 
@@ -244,6 +251,321 @@ fn final_event<'a>(events: &'a [Value], trial_id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no final event of {trial_id}"))
 }
 
+/// Checks that no trial was published twice: the jobs stream stored the search and one message
+/// per trial, and each trial's attempts are the deliveries of that one message (increasing
+/// attempt numbers); and that every trial's train job has ended.
+async fn assert_published_once(mesh: &TestMesh, trials: &BTreeMap<String, Value>) {
+    assert_eq!(
+        last_sequence(mesh, "LEXMESH_JOBS").await,
+        1 + trials.len() as u64,
+        "the jobs stream stored more messages than the search and its trials"
+    );
+    for id in trials.keys() {
+        let record = mesh.job_record(id).await.expect("a trial's job record");
+        assert!(
+            ["completed", "cancelled", "failed"].contains(&record["status"].as_str().unwrap()),
+            "{id} is left {}",
+            record["status"]
+        );
+        let attempts: Vec<u64> = record["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["attempt"].as_u64().unwrap())
+            .collect();
+        assert!(
+            attempts.windows(2).all(|w| w[0] < w[1]),
+            "{id} was delivered from more than one message: attempts {attempts:?}"
+        );
+    }
+}
+
+/// The search's state as its coordinator saved it: the `experiment` of its entry in the
+/// `lexmesh_searches` bucket (key = job id; `services/mesh/src/search/state.rs`).
+async fn saved_search(mesh: &TestMesh, job_id: &str) -> Experiment {
+    let js = async_nats::jetstream::new(mesh.client.clone());
+    let searches = js.get_key_value("lexmesh_searches").await.unwrap();
+    let bytes = searches
+        .get(job_id)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no saved state of {job_id}"));
+    let state: Value = serde_json::from_slice(&bytes).unwrap();
+    for field in [
+        "base",
+        "model_id",
+        "events_cursor",
+        "created_ms",
+        "updated_ms",
+    ] {
+        assert!(state.get(field).is_some(), "saved state without {field}");
+    }
+    serde_json::from_value(state["experiment"].clone()).unwrap()
+}
+
+/// What one of a trial's train-job events tells its search, read from the wire as the README
+/// says (the coordinator does the same on typed events in `services/mesh/src/search/observe.rs`):
+/// `accepted` or `progress` of phase `started` start it (on `instance`), `progress` of phase
+/// `epoch` gives the epoch's validation macro-F1 and loss, `completed` the kept (best) epoch's
+/// macro-F1 with that epoch's loss as the search saw it, `failed` without a retry fails it,
+/// `cancelled` answers a stop. None for anything else, or another job's event.
+fn observation_of(event: &Value, search: &Experiment) -> Option<Observation> {
+    let trial_id = event["job_id"].as_str()?.to_string();
+    let trial = search.trial(&trial_id)?;
+    let number = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    match (event["event"].as_str()?, event["phase"].as_str()) {
+        ("accepted", _) | ("progress", Some("started")) => Some(Observation::TrialStarted {
+            trial_id,
+            instance: event["instance"].as_str().map(str::to_string),
+        }),
+        ("progress", Some("epoch")) => Some(Observation::EpochEnded {
+            epoch: u32::try_from(event["epoch"].as_u64()?).ok()?,
+            macro_f1: number(&event["validation_macro_f1"]),
+            validation_loss: number(&event["validation_loss"]),
+            trial_id,
+        }),
+        ("completed", _) => {
+            let train = &event["result"]["train"];
+            let best_epoch = train["best_epoch"].as_u64();
+            let loss = trial
+                .epochs
+                .iter()
+                .find(|e| Some(u64::from(e.epoch)) == best_epoch)
+                .or_else(|| {
+                    trial
+                        .epochs
+                        .iter()
+                        .min_by(|a, b| a.score.validation_loss.total_cmp(&b.score.validation_loss))
+                })
+                .map_or(f64::NAN, |e| e.score.validation_loss);
+            Some(Observation::TrialCompleted {
+                score: Score {
+                    macro_f1: number(&train["validation"]["macro_f1"]),
+                    validation_loss: loss,
+                },
+                trial_id,
+            })
+        }
+        ("failed", _) if event["retrying"] == false => Some(Observation::TrialFailed {
+            error: format!(
+                "{}: {}",
+                event["code"].as_str().unwrap_or_default(),
+                event["reason"].as_str().unwrap_or_default()
+            ),
+            trial_id,
+        }),
+        ("cancelled", _) => Some(Observation::TrialStopped { trial_id }),
+        _ => None,
+    }
+}
+
+/// Checks one rung decision of ASHA with Ray's semantics: `trial` reached the rung `milestone`
+/// at `epoch` (its first result at or past it), the value judged there is its best macro-F1 so
+/// far (or its last, by the spec's judge), and it goes on (`stop_cutoff` none) only if that
+/// value is not below the `(1 - 1/rf)` quantile of the values recorded at the rung before it
+/// (`before`: the scheduler's state before the result), no cutoff on an empty rung; it stops
+/// (`stop_cutoff` the cutoff it gave) only below that quantile.
+fn assert_rung_decision(
+    before: &Asha,
+    trial: &Trial,
+    epoch: u32,
+    milestone: f64,
+    value: f64,
+    stop_cutoff: Option<f64>,
+) {
+    let id = &trial.id;
+    let rung = before.brackets[trial.bracket]
+        .rungs
+        .iter()
+        .find(|r| r.milestone == milestone)
+        .unwrap_or_else(|| panic!("{id}: no rung at {milestone}"));
+    assert!(
+        !rung.recorded.contains_key(id),
+        "{id} was judged twice at rung {milestone}"
+    );
+    let reached: Vec<_> = trial.epochs.iter().filter(|e| e.epoch <= epoch).collect();
+    assert!(
+        f64::from(epoch) >= milestone
+            && reached
+                .iter()
+                .rev()
+                .nth(1)
+                .is_none_or(|e| f64::from(e.epoch) < milestone),
+        "{id}: epoch {epoch} is not its first result at or past rung {milestone}"
+    );
+    let judged = match before.config.judge {
+        Judge::Last => reached.last().map(|e| e.score.macro_f1),
+        Judge::BestSoFar => reached.iter().map(|e| e.score.macro_f1).reduce(f64::max),
+    };
+    assert_eq!(
+        Some(value),
+        judged,
+        "{id}: the value judged at rung {milestone}"
+    );
+    let bar = cutoff(&rung.recorded, before.config.reduction_factor);
+    match stop_cutoff {
+        None => assert!(
+            bar.is_none_or(|bar| value >= bar),
+            "{id} was promoted at rung {milestone} with {value}, below the cutoff {bar:?} of {:?}",
+            rung.recorded
+        ),
+        Some(given) => {
+            assert_eq!(Some(given), bar, "{id}: the cutoff of rung {milestone}");
+            assert!(
+                value < given,
+                "{id} was stopped at rung {milestone} with {value}, not below {given}"
+            );
+        }
+    }
+}
+
+/// Replays a finished search: a fresh [`Experiment`] with the saved spec, launched, then fed
+/// in stream order the observation each of its trials' events makes (a stop is answered as
+/// the coordinator answers it: by the trial's train job's end, which comes later in the stream).
+/// Checks every rung decision of the replay ([`assert_rung_decision`]), that every value
+/// recorded at a rung came with a decision, that the coordinator published exactly the
+/// replay's promotions and stops, and that the replay ends where the coordinator's saved state
+/// does: the same trials (status, epochs, scores, stop reasons), the same rung records, the
+/// same end. The instances a trial ran on are not compared: a start seen before the trial was
+/// known to the replay would be missing, and they judge nothing.
+fn assert_replay_matches(saved: &Experiment, events: &[Value]) {
+    let job_id = saved.id();
+    assert!(
+        saved.is_finished(),
+        "{job_id} is not over: {:?}",
+        saved.phase()
+    );
+    let mut replay = Experiment::new(job_id, saved.spec().clone()).unwrap();
+    replay.launch();
+    let mut promoted = BTreeSet::new();
+    let mut judged = BTreeSet::new();
+    for event in events {
+        let Some(observation) = observation_of(event, &replay) else {
+            continue;
+        };
+        let before = replay.asha().cloned();
+        let actions = replay.observe(observation);
+        for action in &actions {
+            let (trial_id, epoch, milestone, value, stop_cutoff) = match action {
+                Action::TrialPromoted {
+                    trial_id,
+                    epoch,
+                    milestone,
+                    value,
+                    ..
+                } => {
+                    promoted.insert(format!("{trial_id} {epoch} {milestone} {value}"));
+                    (trial_id, *epoch, *milestone, *value, None)
+                }
+                Action::StopTrial {
+                    trial_id,
+                    reason:
+                        StopReason::Rung {
+                            milestone,
+                            value,
+                            cutoff,
+                        },
+                    ..
+                } => {
+                    let trial = replay.trial(trial_id).unwrap();
+                    (
+                        trial_id,
+                        trial.epochs_run(),
+                        *milestone,
+                        *value,
+                        Some(*cutoff),
+                    )
+                }
+                _ => continue,
+            };
+            let before = before.as_ref().expect("rung decisions come from ASHA");
+            assert_rung_decision(
+                before,
+                replay.trial(trial_id).unwrap(),
+                epoch,
+                milestone,
+                value,
+                stop_cutoff,
+            );
+            judged.insert(format!("{trial_id} {milestone}"));
+        }
+    }
+    // Every value recorded at a rung came with a promotion or a stop, but at the last epoch
+    // (the trial's normal end).
+    if let Some(asha) = replay.asha() {
+        for rung in asha.brackets.iter().flat_map(|b| &b.rungs) {
+            for id in rung.recorded.keys() {
+                let last = replay.trial(id).unwrap().epochs_run() == replay.spec().max_epochs;
+                assert!(
+                    last || judged.contains(&format!("{id} {}", rung.milestone)),
+                    "{id} was recorded at rung {} without a decision",
+                    rung.milestone
+                );
+            }
+        }
+    }
+    // The coordinator published the replay's promotions, each once, and its stops.
+    let own = |kind: &'static str| {
+        events
+            .iter()
+            .filter(move |e| e["job_id"] == job_id && e["event"] == kind)
+    };
+    let published: Vec<String> = own("trial_promoted")
+        .map(|e| {
+            format!(
+                "{} {} {} {}",
+                e["trial_id"].as_str().unwrap(),
+                e["epoch"],
+                e["milestone"].as_f64().unwrap(),
+                e["value"].as_f64().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        published.iter().cloned().collect::<BTreeSet<_>>(),
+        promoted,
+        "the promotions published differ from the replay's"
+    );
+    assert_eq!(
+        published.len(),
+        promoted.len(),
+        "a promotion published twice"
+    );
+    for stopped in own("trial_stopped") {
+        let trial = replay.trial(stopped["trial_id"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            stopped["reason"],
+            serde_json::to_value(&trial.stop_reason).unwrap(),
+            "{}: the stop published differs from the replay's",
+            trial.id
+        );
+    }
+    // The replay ends where the coordinator did.
+    let comparable = |t: &Trial| {
+        let mut t = t.clone();
+        t.instances.clear();
+        serde_json::to_value(t).unwrap()
+    };
+    assert_eq!(
+        replay.trials().len(),
+        saved.trials().len(),
+        "the trials of {job_id}"
+    );
+    for (replayed, kept) in replay.trials().iter().zip(saved.trials()) {
+        assert_eq!(
+            comparable(replayed),
+            comparable(kept),
+            "{}: the replay (left) differs from the saved state (right)",
+            kept.id
+        );
+    }
+    assert_eq!(replay.asha(), saved.asha(), "the rung records of {job_id}");
+    assert_eq!(replay.phase(), saved.phase(), "the end of {job_id}");
+    if saved.asha().is_some() {
+        assert!(!judged.is_empty(), "ASHA decided nothing in {job_id}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_asha_search_across_two_trainers_stops_the_weak_trials_and_registers_the_best() {
     let mut mesh = TestMesh::start(LEXMESH).await;
@@ -258,6 +580,9 @@ async fn an_asha_search_across_two_trainers_stops_the_weak_trials_and_registers_
     let trials = trials_of(&mesh, "search-a");
     let events = stored_events(&mesh).await;
     let trials = assert_accounted("search-a", &trials, &events);
+    // The rung records and every stop and promotion are those of a replay of the epochs the
+    // trainers reported, each decision Ray's rule on the values recorded before it.
+    assert_replay_matches(&saved_search(&mesh, "search-a").await, &events);
 
     // ASHA stopped the trials below a rung's cutoff, and their train jobs were cancelled
     // (not left to finish).
@@ -404,31 +729,9 @@ async fn a_search_whose_coordinator_is_killed_is_taken_over_and_completes() {
     let trials = trials_of(&mesh, "search-b");
     let events = stored_events(&mesh).await;
     let trials = assert_accounted("search-b", &trials, &events);
-    // No trial was published twice: the jobs stream stored the search and one message per
-    // trial, and each trial's attempts are the deliveries of that one message.
-    assert_eq!(
-        last_sequence(&mesh, "LEXMESH_JOBS").await,
-        1 + trials.len() as u64,
-        "the jobs stream stored more messages than the search and its trials"
-    );
-    for id in trials.keys() {
-        let record = mesh.job_record(id).await.expect("a trial's job record");
-        assert!(
-            ["completed", "cancelled", "failed"].contains(&record["status"].as_str().unwrap()),
-            "{id} is left {}",
-            record["status"]
-        );
-        let attempts: Vec<u64> = record["history"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| h["attempt"].as_u64().unwrap())
-            .collect();
-        assert!(
-            attempts.windows(2).all(|w| w[0] < w[1]),
-            "{id} was delivered from more than one message: attempts {attempts:?}"
-        );
-    }
+    assert_published_once(&mesh, &trials).await;
+    // The take-over lost no epoch and recorded none twice: the state is a replay's.
+    assert_replay_matches(&saved_search(&mesh, "search-b").await, &events);
     // Nothing is left running.
     for instance in ["trainer-a", "trainer-b", spare] {
         if instance != coordinator {
@@ -441,6 +744,196 @@ async fn a_search_whose_coordinator_is_killed_is_taken_over_and_completes() {
         .request(
             CLASSIFY,
             &json!({"model_id": "best-b", "texts": ["متن یک رأی"]}),
+            "classify-reply",
+        )
+        .await;
+    assert!(reply.get("error").is_none(), "{}", short(&reply));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trial_that_ends_while_no_coordinator_runs_keeps_every_epoch_it_reported() {
+    let mut mesh = TestMesh::start(LEXMESH).await;
+    let env = [("LEXMESH_JOBS__ACK_WAIT", "3s")];
+    start_mesh(&mut mesh, &env).await;
+    let mut watch = mesh.watch("search-e").await;
+    let mut progress = mesh.watch_subject("lexmesh.events.*.progress").await;
+    let mut job = search_job("search-e", "best-e");
+    job["scheduler"] = json!("none");
+    mesh.submit(OPTIMIZE, &job).await;
+    let accepted = watch
+        .until(SEARCH_TIMEOUT, |e| e["event"] == "accepted")
+        .await;
+    let coordinator = accepted["instance"].as_str().unwrap().to_string();
+    // A trial on the other trainer one epoch from its end: with the coordinator killed now, it
+    // most likely ends before the search is taken over (ack_wait: 3 s), so the successor finds
+    // its job record ended while its last epochs' events are still unread.
+    let near_end = progress
+        .until(SEARCH_TIMEOUT, |e| {
+            e["phase"] == "epoch"
+                && e["epoch"] == 5
+                && e["job_id"]
+                    .as_str()
+                    .is_some_and(|id| id.starts_with("search-e-t"))
+                && e["instance"] != coordinator.as_str()
+        })
+        .await;
+    mesh.process(&coordinator).kill();
+    let spare = "trainer-c";
+    let mut spare_env = vec![("LEXMESH_JOBS__CONCURRENCY", "1")];
+    spare_env.extend_from_slice(&env);
+    mesh.start_service("trainer", spare, &spare_env).await;
+
+    let last = watch.until(SEARCH_TIMEOUT, is_final).await;
+    assert_eq!(last["event"], "completed", "{}", watch.summary());
+    assert_eq!(watch.of_kind("accepted").len(), 2, "{}", watch.summary());
+    let trials = trials_of(&mesh, "search-e");
+    let events = stored_events(&mesh).await;
+    let trials = assert_accounted("search-e", &trials, &events);
+    assert_published_once(&mesh, &trials).await;
+    // Every trial ran its six epochs, and the search took them all: the one that ended while
+    // no coordinator ran included.
+    for (id, trial) in &trials {
+        assert_eq!(trial["status"], "completed", "{id}: {trial}");
+        assert_eq!(
+            trial["epochs_run"], 6,
+            "{id} (the trial near its end: {}): {trial}",
+            near_end["job_id"]
+        );
+    }
+    assert_replay_matches(&saved_search(&mesh, "search-e").await, &events);
+    let survivor = ["trainer-a", "trainer-b"]
+        .into_iter()
+        .find(|i| *i != coordinator)
+        .unwrap();
+    for instance in [survivor, spare] {
+        mesh.wait_idle("trainer", instance).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_trainer_that_runs_a_trial_resumes_the_trial_and_the_search_completes() {
+    let mut mesh = TestMesh::start(LEXMESH).await;
+    // A short ack_wait: the killed trainer's trial comes back within seconds without a health
+    // service.
+    let env = [("LEXMESH_JOBS__ACK_WAIT", "3s")];
+    start_mesh(&mut mesh, &env).await;
+    let mut watch = mesh.watch("search-d").await;
+    let mut progress = mesh.watch_subject("lexmesh.events.*.progress").await;
+    let mut job = search_job("search-d", "best-d");
+    // No early stop: every trial trains to its end, the killed one included.
+    job["scheduler"] = json!("none");
+    mesh.submit(OPTIMIZE, &job).await;
+    let accepted = watch
+        .until(SEARCH_TIMEOUT, |e| e["event"] == "accepted")
+        .await;
+    let coordinator = accepted["instance"].as_str().unwrap().to_string();
+    // A trial that has stored an epoch on the trainer that does not coordinate the search.
+    let running = progress
+        .until(SEARCH_TIMEOUT, |e| {
+            e["phase"] == "epoch"
+                && e["job_id"]
+                    .as_str()
+                    .is_some_and(|id| id.starts_with("search-d-t"))
+                && e["instance"] != coordinator.as_str()
+        })
+        .await;
+    let trial_id = running["job_id"].as_str().unwrap().to_string();
+    let victim = running["instance"].as_str().unwrap().to_string();
+    mesh.process(&victim).kill();
+    let spare = "trainer-c";
+    let mut spare_env = vec![("LEXMESH_JOBS__CONCURRENCY", "1")];
+    spare_env.extend_from_slice(&env);
+    mesh.start_service("trainer", spare, &spare_env).await;
+
+    let last = watch.until(SEARCH_TIMEOUT, is_final).await;
+    assert_eq!(last["event"], "completed", "{}", watch.summary());
+    assert_eq!(
+        watch.of_kind("accepted").len(),
+        1,
+        "the search itself ran once: {}",
+        watch.summary()
+    );
+    let trials = trials_of(&mesh, "search-d");
+    let events = stored_events(&mesh).await;
+    let trials = assert_accounted("search-d", &trials, &events);
+    assert_published_once(&mesh, &trials).await;
+    for (id, trial) in &trials {
+        assert_eq!(trial["status"], "completed", "{id}: {trial}");
+        assert_eq!(trial["epochs_run"], 6, "{id}: {trial}");
+    }
+
+    // The killed trial resumed on a trainer still alive, from the checkpoint of the epochs its
+    // first attempt had reported, and completed there.
+    let of_trial = |kind: &str| {
+        events
+            .iter()
+            .filter(|e| e["job_id"] == trial_id.as_str() && e["event"] == kind)
+            .collect::<Vec<_>>()
+    };
+    let done_before = of_trial("progress")
+        .iter()
+        .filter(|e| e["phase"] == "epoch" && e["attempt"] == 1)
+        .filter_map(|e| e["epoch"].as_u64())
+        .max()
+        .unwrap();
+    let resumed = of_trial("progress")
+        .into_iter()
+        .find(|e| e["phase"] == "started" && e["attempt"].as_u64() > Some(1))
+        .unwrap_or_else(|| panic!("{trial_id} never started again"));
+    let resumer = resumed["instance"].as_str().unwrap();
+    assert!(
+        [coordinator.as_str(), spare].contains(&resumer),
+        "{trial_id} resumed on {resumer}"
+    );
+    assert!(
+        resumed["resumed_from_epoch"].as_u64() >= Some(done_before.max(1)),
+        "{trial_id}'s first attempt reported {done_before} epoch(s); it resumed: {}",
+        short(resumed)
+    );
+    let end = final_event(&events, &trial_id);
+    assert_eq!(end["event"], "completed", "{}", short(end));
+    assert_eq!(end["instance"], resumer, "{}", short(end));
+    let record = mesh.job_record(&trial_id).await.unwrap();
+    assert_eq!(record["status"], "completed", "{}", short(&record));
+    let history = record["history"].as_array().unwrap();
+    assert!(history.len() >= 2, "{}", short(&record));
+    assert_eq!(history[0]["instance"], victim.as_str());
+    assert!(
+        history[0].get("ended_ms").is_none(),
+        "attempt 1's worker was lost: {}",
+        short(&record)
+    );
+    assert_eq!(history.last().unwrap()["outcome"], "completed");
+    // The search took each of its epochs once (a resumed attempt reports none twice), and saw
+    // it run on both trainers.
+    let saved = saved_search(&mesh, "search-d").await;
+    let kept = saved.trial(&trial_id).unwrap();
+    assert_eq!(
+        kept.epochs.iter().map(|e| e.epoch).collect::<Vec<_>>(),
+        (1..=6).collect::<Vec<_>>(),
+        "{trial_id}'s epochs"
+    );
+    assert_eq!(
+        kept.instances.first(),
+        Some(&victim),
+        "{:?}",
+        kept.instances
+    );
+    assert!(
+        kept.instances.iter().any(|i| i == resumer),
+        "{:?}",
+        kept.instances
+    );
+    assert_replay_matches(&saved, &events);
+
+    // Nothing is left running on the trainers still alive.
+    for instance in [coordinator.as_str(), spare] {
+        mesh.wait_idle("trainer", instance).await;
+    }
+    let reply = mesh
+        .request(
+            CLASSIFY,
+            &json!({"model_id": "best-d", "texts": ["متن یک رأی"]}),
             "classify-reply",
         )
         .await;

@@ -59,6 +59,20 @@ use crate::unavailable;
 /// an end whose event never came (its trainer died between recording and publishing it).
 pub const RECONCILE_EVERY: Duration = Duration::from_secs(5);
 
+/// A trial's end read from its job record, held back until the events its train job published
+/// before it have been read: taken first, it would end the trial before its last epochs (and
+/// their rung records) are taken, and they never would be. That is the rule after a take-over,
+/// whose first look at the records comes before the events published while no coordinator ran.
+struct HeldEnd {
+    /// The events stream's last sequence once the record was read: the trial's earlier events
+    /// are at or before it.
+    after_sequence: u64,
+    /// [`TrialEvents::quiet_reads`] then: a quiet read since means they have all been read
+    /// (the end's own event may never come).
+    quiet_reads: u64,
+    observation: Observation,
+}
+
 /// Runs `optimize` jobs: coordinates their searches.
 pub struct OptimizeHandler;
 
@@ -92,6 +106,7 @@ async fn coordinate(job: OptimizeJob, ctx: JobContext) -> Result<JobOutcome, Pro
         trials,
         events,
         pending: VecDeque::new(),
+        held: Vec::new(),
     };
     if search.state.experiment.trials().is_empty() {
         tracing::info!(search = %job.job_id, "search started");
@@ -145,6 +160,8 @@ struct Search<'a> {
     events: TrialEvents,
     /// Observations learnt while carrying out actions, taken before the next event.
     pending: VecDeque<Observation>,
+    /// Ends read from job records, waiting for the events before them.
+    held: Vec<HeldEnd>,
 }
 
 impl Search<'_> {
@@ -156,6 +173,7 @@ impl Search<'_> {
         let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
         let mut cancel_seen = false;
         loop {
+            self.release_held();
             while let Some(observation) = self.pending.pop_front() {
                 let actions = self.step(observation).await?;
                 if let Some(outcome) = self.carry_out(actions).await? {
@@ -334,17 +352,50 @@ impl Search<'_> {
             .is_some_and(|best| best.trial_id == trial_id)
     }
 
-    /// Reads the job records of the running trials and observes the ends their events did
-    /// not bring.
+    /// Reads the job records of the running trials and holds the ends they tell until the
+    /// events before them are read (see [`HeldEnd`]); their own events may bring them first.
     async fn reconcile(&mut self) -> Result<(), ProtocolError> {
+        let mut ends = Vec::new();
         for trial_id in self.live_trials() {
+            if self
+                .held
+                .iter()
+                .any(|h| h.observation.trial_id() == Some(trial_id.as_str()))
+            {
+                continue;
+            }
             if let Some(record) = self.trials.record(&trial_id).await?
                 && let Some(observation) = observe::from_record(&record, &self.state.experiment)
             {
-                self.pending.push_back(observation);
+                ends.push(observation);
             }
         }
+        if ends.is_empty() {
+            return Ok(());
+        }
+        // A job's record ends before its final event is published, after all its others.
+        let after_sequence = observe::last_event_sequence(self.ctx.mesh())
+            .await
+            .map_err(unavailable)?;
+        let quiet_reads = self.events.quiet_reads();
+        self.held
+            .extend(ends.into_iter().map(|observation| HeldEnd {
+                after_sequence,
+                quiet_reads,
+                observation,
+            }));
         Ok(())
+    }
+
+    /// Takes the held ends whose trials' earlier events have all been read.
+    fn release_held(&mut self) {
+        let (cursor, quiet_reads) = (self.events.cursor(), self.events.quiet_reads());
+        let (ready, held): (Vec<HeldEnd>, Vec<HeldEnd>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|h| cursor >= h.after_sequence || quiet_reads > h.quiet_reads);
+        self.held = held;
+        self.pending
+            .extend(ready.into_iter().map(|h| h.observation));
     }
 
     /// The search is over: the job's outcome.

@@ -117,6 +117,9 @@ pub struct TrialEvents {
     messages: Option<pull::Ordered>,
     /// Sequence of the last event read.
     cursor: u64,
+    /// Reads that found nothing within [`READ_TIMEOUT`]: after one, every event of the trials
+    /// followed that was stored before it began has been read.
+    quiet_reads: u64,
 }
 
 impl TrialEvents {
@@ -127,12 +130,19 @@ impl TrialEvents {
             trials: BTreeSet::new(),
             messages: None,
             cursor,
+            quiet_reads: 0,
         }
     }
 
     /// Sequence of the last event read.
     pub fn cursor(&self) -> u64 {
         self.cursor
+    }
+
+    /// How many reads found nothing new within [`READ_TIMEOUT`] so far: when it has grown
+    /// since a moment, every event of the trials followed stored before that moment was read.
+    pub fn quiet_reads(&self) -> u64 {
+        self.quiet_reads
     }
 
     /// Follows the events of `trials` from now on (from the event after the last one read).
@@ -179,7 +189,10 @@ impl TrialEvents {
             return Ok(None);
         };
         let next = match tokio::time::timeout(READ_TIMEOUT, messages.next()).await {
-            Err(_) => return Ok(None),
+            Err(_) => {
+                self.quiet_reads += 1;
+                return Ok(None);
+            }
             Ok(next) => next,
         };
         match next {

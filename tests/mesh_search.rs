@@ -740,6 +740,13 @@ async fn a_search_whose_coordinator_is_killed_is_taken_over_and_completes() {
     }
     let record = mesh.job_record("search-b").await.unwrap();
     assert_eq!(record["status"], "completed");
+    // The record counts the ended trials as the search's progress, so the killed
+    // coordinator's attempt, which had seen trials end, is not held against the search.
+    assert_eq!(record["epochs_completed"], 6, "{record}");
+    assert_eq!(record["total_epochs"], 6, "{record}");
+    let lost = &record["history"][0]["lost"];
+    assert_eq!(lost["progress"], true, "{record}");
+    assert_eq!(lost["counted"], false, "{record}");
     let reply = mesh
         .request(
             CLASSIFY,
@@ -1128,6 +1135,77 @@ async fn cancelling_a_search_cancels_its_running_trials() {
         );
     }
     for instance in ["trainer-a", "trainer-b"] {
+        mesh.wait_idle("trainer", instance).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_sent_while_no_coordinator_runs_stops_the_trials_once_one_takes_over() {
+    let mut mesh = TestMesh::start(LEXMESH).await;
+    let env = [("LEXMESH_JOBS__ACK_WAIT", "3s")];
+    start_mesh(&mut mesh, &env).await;
+    let mut watch = mesh.watch("search-f").await;
+    let mut progress = mesh.watch_subject("lexmesh.events.*.progress").await;
+    let mut job = search_job("search-f", "best-f");
+    job["scheduler"] = json!("none");
+    job["max_epochs"] = json!(60);
+    mesh.submit(OPTIMIZE, &job).await;
+    let accepted = watch
+        .until(SEARCH_TIMEOUT, |e| e["event"] == "accepted")
+        .await;
+    let coordinator = accepted["instance"].as_str().unwrap().to_string();
+    // A trial training on the other trainer, which survives the coordinator.
+    let running = progress
+        .until(SEARCH_TIMEOUT, |e| {
+            e["phase"] == "epoch"
+                && e["job_id"]
+                    .as_str()
+                    .is_some_and(|id| id.starts_with("search-f-t"))
+                && e["instance"] != coordinator.as_str()
+        })
+        .await;
+    let trial_id = running["job_id"].as_str().unwrap().to_string();
+    mesh.process(&coordinator).kill();
+    // No instance runs the search now: the cancel is only recorded.
+    let (answer, _) = lexmesh(&mesh, &["cancel", "search-f"]);
+    assert!(answer.contains("recorded"), "{answer}");
+    let spare = "trainer-c";
+    let mut spare_env = vec![("LEXMESH_JOBS__CONCURRENCY", "1")];
+    spare_env.extend_from_slice(&env);
+    mesh.start_service("trainer", spare, &spare_env).await;
+
+    // The coordinator that takes the search stops its trials, then the search ends cancelled.
+    let last = watch.until(SEARCH_TIMEOUT, is_final).await;
+    assert_eq!(last["event"], "cancelled", "{}", watch.summary());
+    let trials = trials_of(&mesh, "search-f");
+    assert!(
+        trials.iter().any(|t| t["trial_id"] == trial_id.as_str()),
+        "{trials:?}"
+    );
+    let events = stored_events(&mesh).await;
+    for trial in &trials {
+        let id = trial["trial_id"].as_str().unwrap();
+        assert_eq!(trial["status"], "cancelled", "{id}: {trial}");
+        let end = final_event(&events, id);
+        assert_eq!(
+            end["event"],
+            "cancelled",
+            "{id}'s train job: {}",
+            short(end)
+        );
+        assert!(
+            end["epochs_completed"].as_u64() < Some(60),
+            "{id} trained to its end: {}",
+            short(end)
+        );
+    }
+    let saved = saved_search(&mesh, "search-f").await;
+    assert!(saved.is_finished(), "{:?}", saved.phase());
+    let survivor = ["trainer-a", "trainer-b"]
+        .into_iter()
+        .find(|i| *i != coordinator)
+        .unwrap();
+    for instance in [survivor, spare] {
         mesh.wait_idle("trainer", instance).await;
     }
 }

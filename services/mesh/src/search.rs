@@ -83,6 +83,12 @@ impl JobHandler for OptimizeHandler {
         Some(job.model_id().to_string())
     }
 
+    /// A search cancelled while no coordinator ran still has trials running (train jobs of
+    /// their own): the coordinator that takes it stops them before the search ends.
+    fn runs_when_cancelled(&self) -> bool {
+        true
+    }
+
     async fn run(&self, job: OptimizeJob, ctx: JobContext) -> Result<JobOutcome, ProtocolError> {
         coordinate(job, ctx).await
     }
@@ -91,11 +97,19 @@ impl JobHandler for OptimizeHandler {
 /// Runs one search to its end (or until this instance shuts down: the job is then handed
 /// back and another replica continues from the saved state).
 async fn coordinate(job: OptimizeJob, ctx: JobContext) -> Result<JobOutcome, ProtocolError> {
+    let store = StateStore::new(ctx.mesh().searches.clone(), &job.job_id);
+    // Cancelled while no coordinator ran (the job loop runs an optimize job all the same, with
+    // its cancel set): a search that never started has nothing to wind down.
+    if ctx.cancel.is_cancelled() && store.load().await.map_err(unavailable)?.is_none() {
+        tracing::info!(search = %job.job_id, "cancelled before it started");
+        return Ok(JobOutcome::Cancelled {
+            epochs_completed: 0,
+        });
+    }
     let plan = SearchPlan::new(&job)?;
     let mut trials = Trials::new(&ctx, &job, &plan);
     trials.check_data().await?;
     ctx.accept().await;
-    let store = StateStore::new(ctx.mesh().searches.clone(), &job.job_id);
     let (state, revision) = load_or_create(&store, &plan, &ctx).await?;
     let events = TrialEvents::new(ctx.mesh().clone(), state.events_cursor);
     let mut search = Search {
@@ -166,12 +180,22 @@ struct Search<'a> {
 
 impl Search<'_> {
     async fn run(&mut self) -> Result<JobOutcome, ProtocolError> {
+        let mut cancel_seen = false;
+        if self.ctx.cancel.is_cancelled() {
+            // Cancelled while no coordinator ran: stop the trials before anything else (the
+            // launch below would hand out starts decided before the cancel).
+            cancel_seen = true;
+            tracing::info!(search = %self.id(), "cancelled while no coordinator ran: stopping its trials");
+            let actions = self.step(Observation::ExperimentCancelled).await?;
+            if let Some(outcome) = self.carry_out(actions).await? {
+                return Ok(outcome);
+            }
+        }
         let actions = self.launch().await?;
         if let Some(outcome) = self.carry_out(actions).await? {
             return Ok(outcome);
         }
         let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
-        let mut cancel_seen = false;
         loop {
             self.release_held();
             while let Some(observation) = self.pending.pop_front() {
@@ -322,6 +346,9 @@ impl Search<'_> {
                 }
                 Action::Finish { reason, best, .. } => {
                     return self.finish(*reason, best.clone()).await.map(Some);
+                }
+                Action::TrialEnded { .. } => {
+                    record_progress(self.ctx, &self.state.experiment).await;
                 }
                 _ => {}
             }
@@ -486,4 +513,30 @@ fn last_error(experiment: &Experiment) -> String {
         .find(|t| t.status == TrialStatus::Failed)
         .and_then(|t| t.error.clone())
         .unwrap_or_else(|| "none".into())
+}
+
+/// Records how many trials have ended in the optimize job's record (`epochs_completed`, out of
+/// `total_epochs` = the trial budget): what `lexmesh jobs` shows, and the progress by which a
+/// lost coordinator attempt is judged (one that saw trials end is not counted against
+/// `jobs.max_lost_attempts`). A failed write is logged: the next end writes again.
+async fn record_progress(ctx: &JobContext, experiment: &Experiment) {
+    let ended = experiment
+        .trials()
+        .iter()
+        .filter(|t| t.status.is_final())
+        .count();
+    let ended = u32::try_from(ended).unwrap_or(u32::MAX);
+    let total = experiment.spec().max_trials.max(ended);
+    let written = lexmesh_runtime::records::update(&ctx.mesh().jobs, &ctx.job_id, |r| {
+        r.map(|mut r| {
+            r.epochs_completed = Some(r.epochs_completed.unwrap_or(0).max(ended));
+            r.total_epochs = Some(total);
+            r.updated_ms = now_ms();
+            r
+        })
+    })
+    .await;
+    if let Err(e) = written {
+        tracing::warn!(search = %experiment.id(), "cannot record the search's progress ({ended} trial(s) ended): {e}");
+    }
 }

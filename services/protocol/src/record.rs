@@ -63,10 +63,10 @@ pub struct JobRecord {
     /// The model it trains or evaluates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_id: Option<String>,
-    /// Epochs finished (training).
+    /// Epochs finished (training); for an optimize job, its trials that have ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epochs_completed: Option<u32>,
-    /// Planned epochs (training).
+    /// Planned epochs (training); for an optimize job, its trial budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_epochs: Option<u32>,
     /// First time a worker saw it (ms since the Unix epoch).

@@ -187,6 +187,14 @@ pub trait JobHandler: Send + Sync + 'static {
         None
     }
 
+    /// Whether a job that was cancelled while no attempt of it ran still runs, with
+    /// `ctx.cancel` already set, so that it winds down what its earlier attempts started (a
+    /// search stops its trials, which are jobs of their own). Default: no, such a job ends
+    /// `cancelled` without running.
+    fn runs_when_cancelled(&self) -> bool {
+        false
+    }
+
     /// Runs the job to its end. It should watch `ctx.cancel` and `ctx.shutdown()`.
     fn run(
         &self,
@@ -450,10 +458,10 @@ async fn run_attempt<H: JobHandler>(
             span.record("otel.status_code", "ERROR");
         }
     };
-    if records::is_marked_cancelled(kv, &job_id)
+    let marked_cancelled = records::is_marked_cancelled(kv, &job_id)
         .await
-        .unwrap_or(false)
-    {
+        .unwrap_or(false);
+    if marked_cancelled && !handler.runs_when_cancelled() {
         let model_id = handler.model_id(&job);
         open_record(
             &worker,
@@ -490,7 +498,12 @@ async fn run_attempt<H: JobHandler>(
     .await;
     let ack_subject = message.reply.as_ref().map(|r| r.to_string());
     let cancel = worker.register(&job_id, kind, attempt, ack_subject);
-    tracing::info!(job = %job_id, attempt, "running {} job", kind.name());
+    if marked_cancelled {
+        tracing::info!(job = %job_id, attempt, "running {} job, cancelled while no attempt ran, to wind it down", kind.name());
+        cancel.cancel();
+    } else {
+        tracing::info!(job = %job_id, attempt, "running {} job", kind.name());
+    }
 
     let keep_alive = {
         let message = message.clone();

@@ -1,11 +1,13 @@
-//! The core flow (train, then classify) against Debian's nats-server 2.9.10, where the client
-//! cannot create KV buckets and the services must create the bucket's stream themselves.
+//! The core flow (train, then classify) and a hyperparameter search against Debian's
+//! nats-server 2.9.10, where the client cannot create KV buckets (the services create the
+//! bucket's stream themselves) and ordered consumers ignore several subject filters.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a test stops at its first failed step
 
 use std::time::Duration;
 
 use lexmesh_testkit::{
-    CLASSIFY, JOB_TIMEOUT, TRAIN, TestMesh, sample_records, sample_train_job, short, small_settings,
+    CLASSIFY, JOB_TIMEOUT, TRAIN, TestMesh, inline, is_final, sample_records, sample_train_job,
+    short, small_settings,
 };
 use serde_json::json;
 
@@ -72,4 +74,64 @@ async fn train_and_classify_on_nats_server_2_9() {
         assert!((sum - 1.0).abs() < 1e-3, "{p}");
     }
     mesh.assert_all_serving().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_completes_on_nats_server_2_9() {
+    let mut mesh = TestMesh::start_legacy(LEXMESH).await;
+    assert_eq!(mesh.server.version().1, 9, "{:?}", mesh.server.version());
+    mesh.start_all(&[]).await;
+    let mut watch = mesh.watch("legacy-search").await;
+    let job = json!({
+        "job_id": "legacy-search",
+        "model_id": "legacy-best",
+        "dataset": inline(
+            sample_records("train.jsonl"),
+            Some(sample_records("validation.jsonl")),
+        ),
+        "base": {"model": "bow", "patience": 0},
+        "trials": 4,
+        "search_space": {"learning_rate": [0.05, 0.00001], "dropout": [0.0, 0.2]},
+        "sampler": "grid",
+        "scheduler": {"asha": {"grace_period": 1, "reduction_factor": 2}},
+        "max_concurrent_trials": 2,
+        "max_epochs": 3,
+    });
+    mesh.submit("lexmesh.jobs.optimize", &job).await;
+    let last = watch.until(JOB_TIMEOUT * 2, is_final).await;
+    assert_eq!(last["event"], "completed", "{}", watch.summary());
+    let summary = &last["result"]["optimize"];
+    let counts = &summary["trials"];
+    let ended: u64 = ["completed", "stopped", "cancelled", "failed"]
+        .iter()
+        .map(|k| counts[k].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(ended, 4, "{}", short(&last));
+    assert_eq!(counts["failed"], 0, "{}", short(&last));
+    // Each trial told the search its end once, whatever the server's filters let through.
+    for kind in ["trial_started", "trial_completed"] {
+        let mut ids: Vec<String> = watch
+            .of_kind(kind)
+            .iter()
+            .map(|e| e["trial_id"].as_str().unwrap().to_string())
+            .collect();
+        let n = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "{kind} twice: {}", watch.summary());
+    }
+    assert_eq!(
+        watch.of_kind("trial_started").len(),
+        4,
+        "{}",
+        watch.summary()
+    );
+    let reply = mesh
+        .request(
+            CLASSIFY,
+            &json!({"model_id": "legacy-best", "texts": ["متن یک رأی"]}),
+            "classify-reply",
+        )
+        .await;
+    assert!(reply.get("error").is_none(), "{}", short(&reply));
 }

@@ -95,12 +95,15 @@ const LEXMESH: &str = env!("CARGO_BIN_EXE_lexmesh");
 /// The search space: what a fastText-style bag model is tuned over (learning rate, width,
 /// hashed character buckets, dropout, batch size, weight decay). Every trial trains all its
 /// epochs (no early stopping of its own), so that the scheduler's stops are the only ones.
+/// Widths stay small enough that two trials fit a trainer's 512 MiB budget (a 128-wide bag
+/// over the news features does not, and the health service replaces such a trainer).
 fn space_file(o: &Options, asha: bool) -> String {
     let mut text = String::from(
         "[space]\n\
          learning_rate = { log_uniform = { low = 1e-3, high = 0.3 } }\n\
          dropout = { uniform = { low = 0.0, high = 0.6 } }\n\
-         hidden = [0, 0, 32, 128]\n\
+         hidden = [0, 0, 16]\n\
+         embedding_dim = [16, 32]\n\
          char_buckets = [20000, 200000]\n\
          batch_size = [16, 32, 64]\n\
          weight_decay = [0.0, 1e-5, 1e-4, 1e-3]\n\

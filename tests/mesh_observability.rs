@@ -7,6 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
@@ -288,15 +289,9 @@ async fn a_jobs_trace_crosses_the_services_and_a_redelivery_links_to_the_first_a
     assert_eq!(kept, format!("00-{TRACE_ID}-{}-01", first.span_id));
 }
 
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 /// `GET /metrics` over plain HTTP/1.1; (status line, content type, body).
-fn scrape(port: u16) -> (String, String, String) {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect /metrics");
+fn scrape(address: SocketAddr) -> (String, String, String) {
+    let mut stream = std::net::TcpStream::connect(address).expect("connect /metrics");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -347,8 +342,6 @@ fn value(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_metrics_service_serves_prometheus_and_raises_and_clears_alerts() {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
     let mut mesh = TestMesh::start(LEXMESH).await;
     let fast = [("LEXMESH_SERVICE__METRICS_INTERVAL", "300ms")];
     let mut reports = mesh
@@ -362,13 +355,15 @@ async fn the_metrics_service_serves_prometheus_and_raises_and_clears_alerts() {
         "metrics",
         "metrics-a",
         &[
-            ("LEXMESH_METRICS__LISTEN", listen.as_str()),
+            // Port 0: the system picks a free one, which the service's log names.
+            ("LEXMESH_METRICS__LISTEN", "127.0.0.1:0"),
             ("LEXMESH_METRICS__FORGET_AFTER", "3s"),
             // Any trainer is over 1 MiB: the memory alert must be raised for trainer-a only.
             ("LEXMESH_METRICS__ALERTS__SERVICES__TRAINER__MEMORY_MB", "1"),
         ],
     )
     .await;
+    let address = mesh.metrics_address("metrics-a").await;
 
     // Every instance reports on lexmesh.metrics.<service>.<instance>, with the lateness of its
     // ticks (a report sent before the first tick has none yet: a busy machine can do that).
@@ -407,7 +402,7 @@ async fn the_metrics_service_serves_prometheus_and_raises_and_clears_alerts() {
         })
         .await;
     let running = eventually("training gauges of t1", Duration::from_secs(10), || async {
-        let scrape = parse(&scrape(port).2);
+        let scrape = parse(&scrape(address).2);
         value(&scrape, "lexmesh_training_epoch", &[("job_id", "t1")])
             .filter(|epoch| *epoch >= 1.0)
             .map(|_| scrape)
@@ -490,14 +485,14 @@ async fn the_metrics_service_serves_prometheus_and_raises_and_clears_alerts() {
 
     let done = watch.until_final(JOB_TIMEOUT).await;
     assert_eq!(done["event"], "completed", "{}", watch.summary());
-    let (status_line, content_type, body) = scrape(port);
+    let (status_line, content_type, body) = scrape(address);
     assert!(status_line.contains("200"), "{status_line}");
     assert!(
         content_type.starts_with("application/openmetrics-text"),
         "{content_type}"
     );
     let finished = eventually("job counters of t1", Duration::from_secs(10), || async {
-        let scrape = parse(&scrape(port).2);
+        let scrape = parse(&scrape(address).2);
         let counted = |metric, labels: &[(&str, &str)]| {
             value(&scrape, metric, labels).is_some_and(|n| n >= 1.0)
         };
@@ -550,7 +545,7 @@ async fn the_metrics_service_serves_prometheus_and_raises_and_clears_alerts() {
             Duration::from_secs(10),
             || async {
                 value(
-                    &parse(&scrape(port).2),
+                    &parse(&scrape(address).2),
                     "lexmesh_instance_cpu_percent",
                     &[("instance", instance)],
                 )
@@ -585,7 +580,7 @@ async fn the_metrics_service_serves_prometheus_and_raises_and_clears_alerts() {
         .until(Duration::from_secs(15), |a| a["state"] == "cleared")
         .await;
     assert_eq!(cleared["instance"], "trainer-a", "{}", short(&cleared));
-    let gone = parse(&scrape(port).2);
+    let gone = parse(&scrape(address).2);
     assert_eq!(
         value(
             &gone,

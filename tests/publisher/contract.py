@@ -23,7 +23,8 @@ and a job that was accepted must not fail afterwards with `invalid_dataset`,
 allowance below is only warned about (after `accepted` anything goes).
 
 How. For each kind, Hypothesis (with a fixed seed, no example database) draws --per-kind
-messages from `hypothesis_jsonschema.from_schema(schema)`; each is checked with jsonschema's
+messages from `hypothesis_jsonschema.from_schema(schema)` (the kinds side by side, a process
+each up to the number of cores); each is checked with jsonschema's
 Draft 2020-12 validator first (a generator bug is not the service's fault). Every message gets
 the job id `pc-<kind>-<seed>-<i>`; about half of them (a seeded `random.Random`) get real
 references so the accept path runs too: `evaluate`'s `model_id` names a model this script
@@ -60,16 +61,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
+import contextlib
 import copy
 import hashlib
 import json
+import os
 import random
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 ROOT = Path(__file__).resolve().parents[2]
 KINDS = ("train", "preprocess", "evaluate", "optimize")
@@ -113,6 +117,47 @@ def load_schema(schemas: Path, name: str) -> dict:
         return json.load(f)
 
 
+@contextlib.contextmanager
+def strategies_built_once() -> Iterator[None]:
+    """Makes hypothesis-jsonschema build the strategy of each subschema once, not at every draw.
+
+    Its object strategy builds the strategy of a property's schema while drawing, through its
+    private `__from_schema` (canonicalising and merging the schema, which serialises it to JSON
+    many times over): for our nested schemas that was about four fifths of the generation time,
+    and the generation most of this script's run. A strategy only describes how to draw, so the
+    same one, reused, draws the same values from the same choices: the messages of a seed stay
+    the same (`--dry-run`'s digest shows it). The cache lives while one kind is drawn. Should a
+    release of hypothesis-jsonschema rename the function, the run is only slower, and says so.
+    """
+    from hypothesis_jsonschema import _from_schema as module
+
+    name = "__from_schema"  # module level: no name mangling
+    build = getattr(module, name, None)
+    if build is None:
+        say(f"note: hypothesis_jsonschema._from_schema.{name} is gone: strategies are built at "
+            "every draw (slower)")
+        yield
+        return
+    built: dict = {}
+
+    def build_once(schema: Any, *, alphabet: Any, custom_formats: Any) -> Any:
+        # The schema by its JSON text (key order aside; 1 and 1.0 apart); the other arguments
+        # are the same objects throughout one `from_schema`.
+        key = (json.dumps(schema, sort_keys=True), id(alphabet), id(custom_formats))
+        entry = built.get(key)
+        if entry is None:
+            strategy = build(schema, alphabet=alphabet, custom_formats=custom_formats)
+            # The arguments are kept too, so that their ids are not reused meanwhile.
+            entry = built[key] = (strategy, alphabet, custom_formats)
+        return entry[0]
+
+    setattr(module, name, build_once)
+    try:
+        yield
+    finally:
+        setattr(module, name, build)
+
+
 def generate(kind: str, schema: dict, n: int, seed: int) -> list:
     """Draws `n` messages (fewer only if Hypothesis runs out) from the schema, deterministically
     for a given seed: a fixed `@seed`, no database, generation phase only."""
@@ -135,7 +180,8 @@ def generate(kind: str, schema: dict, n: int, seed: int) -> list:
     def draw(message: Any) -> None:
         drawn.append(message)
 
-    draw()
+    with strategies_built_once():
+        draw()
     return drawn[:n]
 
 
@@ -194,19 +240,35 @@ class Job:
     ended: Optional[asyncio.Event] = None
 
 
+def timed_generate(kind: str, schema: dict, n: int, seed: int) -> tuple[list, float]:
+    """`generate` and the seconds it took (run in a worker process)."""
+    started = time.monotonic()
+    messages = generate(kind, schema, n, seed)
+    return messages, time.monotonic() - started
+
+
 def draw_all(args: argparse.Namespace, schemas: dict) -> tuple[dict, dict]:
-    """The messages of every kind, each checked against its schema; and generation figures."""
+    """The messages of every kind, each checked against its schema; and generation figures.
+
+    The kinds are drawn side by side, one process each up to the number of cores: drawing is
+    most of the run's time and uses one core. Each kind's draw depends only on the seed and
+    its schema, so the messages are the same as drawn one after the other."""
     from jsonschema import Draft202012Validator
 
+    for kind in args.kinds:
+        Draft202012Validator.check_schema(schemas[kind])
+    work = [(kind, schemas[kind], args.per_kind, args.seed) for kind in args.kinds]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    processes = min(len(work), cores or 1)
+    if processes > 1:
+        with concurrent.futures.ProcessPoolExecutor(processes) as pool:
+            results = list(pool.map(timed_generate, *zip(*work)))
+    else:
+        results = [timed_generate(*item) for item in work]
     drawn: dict = {}
     stats: dict = {}
-    for kind in args.kinds:
-        schema = schemas[kind]
-        Draft202012Validator.check_schema(schema)
-        validator = Draft202012Validator(schema)
-        started = time.monotonic()
-        messages = generate(kind, schema, args.per_kind, args.seed)
-        seconds = time.monotonic() - started
+    for kind, (messages, seconds) in zip(args.kinds, results):
+        validator = Draft202012Validator(schemas[kind])
         for message in messages:
             error = next(iter(validator.iter_errors(message)), None)
             if error is not None:
@@ -768,6 +830,7 @@ def main(argv: list) -> int:
     for kind, row in stats.items():
         say(f"{kind}: {row['generated']} messages drawn and schema-checked in "
             f"{row['generation_s']} s")
+    say(f"every kind drawn in {time.monotonic() - started:.1f} s")
     if not args.dry_run:
         return asyncio.run(live(args, schemas, drawn, event_schema))
     placeholder = Refs(f"pc-setup-model-{args.seed}", TRAIN_KEY, VALIDATION_KEY, "dry-run")

@@ -13,7 +13,7 @@ use lexmesh_protocol::{
 use lexmesh_runtime::{JobContext, Mesh, compute, objects};
 use lexmesh_trainer::ExperimentConfig;
 
-use super::{internal, unavailable};
+use super::{internal, runtime_error};
 
 pub use lexmesh_preprocessor::stored::{PREPARED_FORMAT, PreparedData};
 
@@ -50,7 +50,7 @@ async fn load_object(
 ) -> Result<Dataset, ProtocolError> {
     let bytes = objects::get_bytes(&mesh.datasets, key)
         .await
-        .map_err(unavailable)?
+        .map_err(runtime_error)?
         .ok_or_else(|| {
             ProtocolError::new(
                 ErrorCode::DatasetNotFound,
@@ -175,7 +175,7 @@ pub fn prepare(
 pub async fn fetch_prepared(mesh: &Mesh, id: &str) -> Result<Option<PreparedData>, ProtocolError> {
     let Some(bytes) = objects::get_bytes(&mesh.datasets, &names::prepared_dataset(id))
         .await
-        .map_err(unavailable)?
+        .map_err(runtime_error)?
     else {
         return Ok(None);
     };
@@ -198,7 +198,7 @@ pub async fn store_prepared(mesh: &Mesh, data: &PreparedData) -> Result<(), Prot
         &bytes,
     )
     .await
-    .map_err(unavailable)
+    .map_err(runtime_error)
 }
 
 /// Asks a preprocessor to prepare `request`'s dataset with its settings (`prepare`: answered

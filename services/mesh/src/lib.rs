@@ -31,10 +31,10 @@ use lexmesh_protocol::{ErrorCode, ProtocolError};
 use lexmesh_runtime::RuntimeError;
 use lexmesh_runtime::error::RuntimeErrorKind;
 
-/// A failure of the mesh's plumbing during a job: `unavailable` when the broker or a store
-/// did not answer or was busy, `internal` (logged) when stored data is unreadable or the
-/// instance cannot work; both are worth another attempt.
-pub fn unavailable(error: RuntimeError) -> ProtocolError {
+/// The protocol error of a failure of the mesh's plumbing during a job: `unavailable` when the
+/// broker or a store did not answer or was busy, `internal` (logged) when stored data is
+/// unreadable or the instance cannot work; both are worth another attempt.
+pub fn runtime_error(error: RuntimeError) -> ProtocolError {
     match error.kind() {
         RuntimeErrorKind::Transient => {
             ProtocolError::new(ErrorCode::Unavailable, error.to_string())

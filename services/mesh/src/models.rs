@@ -12,7 +12,7 @@ use lexmesh_protocol::record::{ModelFile, ModelManifest};
 use lexmesh_protocol::{ErrorCode, ProtocolError, names};
 use lexmesh_runtime::{Mesh, objects};
 
-use super::{internal, unavailable};
+use super::{internal, runtime_error};
 
 /// Uploads the model folder under `<model>/<folder>/`, where no other attempt writes; the
 /// model is not visible until [`publish_manifest`]. Returns the manifest to publish.
@@ -25,7 +25,7 @@ pub async fn upload(
     let prefix = names::model_file(&manifest.model_id, folder);
     let uploaded = objects::sync_dir(&mesh.models, &prefix, dir, &[])
         .await
-        .map_err(unavailable)?;
+        .map_err(runtime_error)?;
     manifest.folder = folder.to_string();
     manifest.files = uploaded
         .into_iter()
@@ -44,7 +44,7 @@ pub async fn publish_manifest(mesh: &Mesh, new: &ModelManifest) -> Result<(), Pr
     let body = serde_json::to_vec_pretty(new).map_err(|e| internal("encoding a manifest", e))?;
     objects::put_bytes(&mesh.models, &names::model_manifest(&new.model_id), &body)
         .await
-        .map_err(unavailable)?;
+        .map_err(runtime_error)?;
     if let Some(previous) = previous
         && previous.folder != new.folder
     {
@@ -86,7 +86,7 @@ pub async fn discard_upload(mesh: &Mesh, model_id: &str, folder: &str) {
 pub async fn manifest(mesh: &Mesh, model_id: &str) -> Result<Option<ModelManifest>, ProtocolError> {
     let Some(bytes) = objects::get_bytes(&mesh.models, &names::model_manifest(model_id))
         .await
-        .map_err(unavailable)?
+        .map_err(runtime_error)?
     else {
         return Ok(None);
     };
@@ -142,7 +142,7 @@ pub async fn fetch(mesh: &Mesh, manifest: &ModelManifest, dir: &Path) -> Result<
         };
         let found = objects::get_file(&mesh.models, &name, &dir.join(&file.name))
             .await
-            .map_err(unavailable)?;
+            .map_err(runtime_error)?;
         if !found {
             return Err(internal(
                 "reading a model",

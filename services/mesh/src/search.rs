@@ -53,7 +53,7 @@ use self::observe::TrialEvents;
 use self::plan::SearchPlan;
 use self::state::{SearchState, StateStore, Written};
 use self::trials::Trials;
-use crate::unavailable;
+use crate::runtime_error;
 
 /// How often the coordinator reads the job records of its running trials, as a backstop for
 /// an end whose event never came (its trainer died between recording and publishing it).
@@ -100,7 +100,7 @@ async fn coordinate(job: OptimizeJob, ctx: JobContext) -> Result<JobOutcome, Pro
     let store = StateStore::new(ctx.mesh().searches.clone(), &job.job_id);
     // Cancelled while no coordinator ran (the job loop runs an optimize job all the same, with
     // its cancel set): a search that never started has nothing to wind down.
-    if ctx.cancel.is_cancelled() && store.load().await.map_err(unavailable)?.is_none() {
+    if ctx.cancel.is_cancelled() && store.load().await.map_err(runtime_error)?.is_none() {
         tracing::info!(search = %job.job_id, "cancelled before it started");
         return Ok(JobOutcome::Cancelled {
             epochs_completed: 0,
@@ -141,7 +141,7 @@ async fn load_or_create(
     ctx: &JobContext,
 ) -> Result<(SearchState, u64), ProtocolError> {
     loop {
-        if let Some(saved) = store.load().await.map_err(unavailable)? {
+        if let Some(saved) = store.load().await.map_err(runtime_error)? {
             return Ok(saved);
         }
         let now = now_ms();
@@ -152,11 +152,11 @@ async fn load_or_create(
             // The trials' events all come after this point.
             events_cursor: observe::last_event_sequence(ctx.mesh())
                 .await
-                .map_err(unavailable)?,
+                .map_err(runtime_error)?,
             created_ms: now,
             updated_ms: now,
         };
-        if let Written::At(revision) = store.create(&state).await.map_err(unavailable)? {
+        if let Written::At(revision) = store.create(&state).await.map_err(runtime_error)? {
             return Ok((state, revision));
         }
         // Another coordinator created it meanwhile: read its.
@@ -283,7 +283,7 @@ impl Search<'_> {
             .store
             .save(&mut self.state, self.revision)
             .await
-            .map_err(unavailable)?
+            .map_err(runtime_error)?
         {
             Written::At(revision) => {
                 self.revision = revision;
@@ -291,17 +291,17 @@ impl Search<'_> {
             }
             Written::Conflict => {
                 tracing::warn!(search = %self.id(), "another coordinator changed the search; going on from its state");
-                let (state, revision) =
-                    self.store
-                        .load()
-                        .await
-                        .map_err(unavailable)?
-                        .ok_or_else(|| {
-                            ProtocolError::new(
-                                ErrorCode::Internal,
-                                format!("the saved state of search {} is gone", self.id()),
-                            )
-                        })?;
+                let (state, revision) = self
+                    .store
+                    .load()
+                    .await
+                    .map_err(runtime_error)?
+                    .ok_or_else(|| {
+                        ProtocolError::new(
+                            ErrorCode::Internal,
+                            format!("the saved state of search {} is gone", self.id()),
+                        )
+                    })?;
                 self.state = state;
                 self.revision = revision;
                 Ok(false)
@@ -403,7 +403,7 @@ impl Search<'_> {
         // A job's record ends before its final event is published, after all its others.
         let after_sequence = observe::last_event_sequence(self.ctx.mesh())
             .await
-            .map_err(unavailable)?;
+            .map_err(runtime_error)?;
         let quiet_reads = self.events.quiet_reads();
         self.held
             .extend(ends.into_iter().map(|observation| HeldEnd {

@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use super::convert::{self, Stage, evaluation_summary};
 use super::data::{PreparedData, fetch_prepared, request_prepare};
 use super::preprocessor::scratch;
-use super::{internal, models, settings, unavailable};
+use super::{internal, models, runtime_error, settings};
 
 /// Runs `train` jobs.
 pub struct TrainHandler;
@@ -546,7 +546,7 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
         }
         Err(e) => {
             models::discard_upload(ctx.mesh(), &manifest.model_id, &folder).await;
-            Err(unavailable(e))
+            Err(runtime_error(e))
         }
     }
 }

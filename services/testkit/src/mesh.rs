@@ -11,6 +11,7 @@
     reason = "a harness fails the test with a message when the mesh cannot be set up"
 )]
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -332,6 +333,26 @@ impl TestMesh {
             .iter_mut()
             .find(|p| p.instance == instance)
             .unwrap_or_else(|| panic!("no service instance `{instance}` was started"))
+    }
+
+    /// The address the metrics service `instance` serves Prometheus on, as its log says it once
+    /// it is listening (`serving Prometheus metrics on http://<address>/metrics`): the port the
+    /// system gave it when `metrics.listen` asked for port 0, as the tests' default
+    /// `LEXMESH_METRICS__LISTEN=127.0.0.1:0` does.
+    ///
+    /// # Panics
+    ///
+    /// When no such instance was started, it exits first, or its log does not say so within
+    /// the ready timeout.
+    pub async fn metrics_address(&mut self, instance: &str) -> SocketAddr {
+        let timeout = self.ready_timeout;
+        self.process(instance)
+            .wait_log_line("where it serves Prometheus metrics", timeout, |line| {
+                let (_, rest) = line.split_once("serving Prometheus metrics on http://")?;
+                let (address, _) = rest.split_once("/metrics")?;
+                address.parse().ok()
+            })
+            .await
     }
 
     /// Polls `lexmesh.api.<service>.<instance>.status` until it answers (at most the ready

@@ -144,6 +144,43 @@ impl ChildProcess {
         std::fs::read_to_string(&self.log).unwrap_or_else(|e| format!("(no log: {e})"))
     }
 
+    /// Waits until a line of the log gives `find` a value, and returns it: what a process says
+    /// of itself once it knows it (e.g. the address the system gave it for port 0). Reads the
+    /// log every 50 ms, at most `timeout`; `what` names the line in the failure message.
+    ///
+    /// # Panics
+    ///
+    /// When the process exits before such a line is written, or none is within `timeout`.
+    pub async fn wait_log_line<T>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut find: impl FnMut(&str) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            // The exit status first: a line written just before the exit is in the log read
+            // after it.
+            let exited = self.exit_status();
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if let Some(found) = text.lines().find_map(&mut find) {
+                return found;
+            }
+            if let Some(status) = exited {
+                panic!(
+                    "{} exited with {status} before its log said {what}",
+                    self.name
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: its log did not say {what} within {timeout:?}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The last `lines` lines of the log.
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();

@@ -1,6 +1,6 @@
 //! The training loop: Adam on cross-entropy (optionally class-weighted), validation macro-F1
 //! after every epoch, early stopping that keeps the best epoch's weights, a checkpoint after
-//! every epoch, cancellation after every batch.
+//! every epoch, cancellation before and after every batch.
 //!
 //! Reproducibility: every random choice of epoch `e` (shuffle order, dropout masks) is drawn
 //! from a seed derived from `(seed, e)`, so a run resumed from the checkpoint of epoch `k`
@@ -76,7 +76,8 @@ pub struct TrainingOutcome {
     pub best_epoch: usize,
     /// Every finished epoch, resumed ones included.
     pub history: Vec<EpochProgress>,
-    /// Validation confusion matrix of the kept weights.
+    /// Validation confusion matrix of the kept weights; empty when the run was cancelled
+    /// before it finished an epoch (no weights were kept).
     pub validation: ConfusionMatrix,
     /// The device it ran on.
     pub device: Device,
@@ -235,6 +236,18 @@ pub fn train(
         .init(&device);
     let validation_loss_fn = CrossEntropyLossConfig::new().init(&plain);
     let min_len = config.min_sequence_length();
+    // Validation loss and confusion matrix of a model's weights.
+    let validate = |weights: &_| {
+        evaluate(
+            weights,
+            &data.validation,
+            &data.validation_labels,
+            run.classes,
+            min_len,
+            &plain,
+            &validation_loss_fn,
+        )
+    };
     let n_train = data.train.len();
     let batches = n_train.div_ceil(t.batch_size);
     let total_epochs = t.epochs;
@@ -278,7 +291,15 @@ pub fn train(
         let carried = std::mem::take(&mut state.partial);
         let (mut loss_sum, mut correct, mut seen) =
             (carried.loss_sum, carried.correct, carried.seen);
-        for (b, chunk) in order.chunks(t.batch_size).enumerate().skip(skip) {
+        // A cancel is seen before every batch (one that came before the run started, or while
+        // the last epoch was validated, stops it before another batch, which for a large model
+        // on all the data in one batch can take minutes) and after the last one, below.
+        let batches_left = order
+            .chunks(t.batch_size)
+            .enumerate()
+            .skip(skip)
+            .take_while(|_| !cancel.is_cancelled());
+        for (b, chunk) in batches_left {
             plain.seed(batch_seed(seed, b));
             let rows: Vec<&Encoded> = chunk.iter().map(|&i| &data.train[i]).collect();
             let targets: Vec<usize> = chunk.iter().map(|&i| data.train_labels[i]).collect();
@@ -312,12 +333,9 @@ pub fn train(
                 percent: 100.0 * done as f64 / (total_epochs * batches) as f64,
                 eta_secs: per_batch * (total_epochs * batches - done) as f64,
             });
-            if cancel.is_cancelled() {
-                reason = StopReason::Cancelled;
-                break 'epochs;
-            }
             if let (Some(every), Some(writer)) = (run.checkpoint_interval, writer.as_mut())
                 && b + 1 < batches
+                && !cancel.is_cancelled()
                 && last_checkpoint.elapsed() >= every
             {
                 state.batches_done = b + 1;
@@ -333,17 +351,13 @@ pub fn train(
                 last_checkpoint = Instant::now();
             }
         }
+        if cancel.is_cancelled() {
+            reason = StopReason::Cancelled;
+            break 'epochs;
+        }
         let train_seconds = carried.seconds + epoch_started.elapsed().as_secs_f64();
         let snapshot = model.valid();
-        let (validation_loss, confusion) = evaluate(
-            &snapshot,
-            &data.validation,
-            &data.validation_labels,
-            run.classes,
-            min_len,
-            &plain,
-            &validation_loss_fn,
-        )?;
+        let (validation_loss, confusion) = validate(&snapshot)?;
         let macro_f1 = confusion.macro_f1();
         let improved = is_improvement(macro_f1, validation_loss, state.best_score, state.best_loss);
         if improved {
@@ -400,15 +414,13 @@ pub fn train(
     } else {
         model.valid()
     };
-    let (_, validation) = evaluate(
-        &model,
-        &data.validation,
-        &data.validation_labels,
-        run.classes,
-        min_len,
-        &plain,
-        &validation_loss_fn,
-    )?;
+    let validation = if reason == StopReason::Cancelled && state.best_epoch == 0 {
+        // Cancelled before an epoch finished: no weights are kept, so there is nothing to
+        // validate (a pass that can take as long as a batch of a large model).
+        ConfusionMatrix::new(run.classes).map_err(|e| TrainError::Config(e.to_string()))?
+    } else {
+        validate(&model)?.1
+    };
     sink.on_end(&TrainingEnded {
         reason,
         epochs_completed: state.epochs_completed,

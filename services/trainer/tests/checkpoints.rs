@@ -3,7 +3,7 @@
 //! middle of a write leaves the previous checkpoint loadable, and a resume continues from the
 //! checkpoint's epoch with the same results as an uninterrupted run; checkpoints by time in
 //! the middle of an epoch, and a resume from one that goes on at the next batch, again with
-//! the results of an uninterrupted run.
+//! the results of an uninterrupted run; a run cancelled before it starts trains nothing.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a test stops at its first failed step
 
 use std::os::unix::fs::MetadataExt;
@@ -227,6 +227,27 @@ fn a_write_cut_short_leaves_the_previous_checkpoint_loadable() {
         !partial.exists(),
         "the next write cleared the partial folder"
     );
+}
+
+#[test]
+fn a_run_cancelled_before_it_starts_trains_no_batch_and_keeps_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("ckpt");
+    let cancel = CancelToken::new();
+    cancel.cancel();
+    let mut sink = RecordingSink::default();
+    let outcome = train(&run(&root, 4, false), &mut sink, &cancel).unwrap();
+    assert_eq!(outcome.reason, lexmesh_trainer::StopReason::Cancelled);
+    assert_eq!((outcome.best_epoch, outcome.history.len()), (0, 0));
+    assert!(
+        matches!(
+            sink.0.as_slice(),
+            [ProgressEvent::Started(_), ProgressEvent::Ended(_)]
+        ),
+        "a start and an end, no batch: {:?}",
+        sink.0
+    );
+    assert!(!root.join("latest").exists(), "no checkpoint was written");
 }
 
 #[test]

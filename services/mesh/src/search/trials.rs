@@ -27,7 +27,7 @@ use lexmesh_search::{Configuration, Experiment, Observation, TrialStatus};
 
 use super::plan::SearchPlan;
 use crate::data::request_prepare;
-use crate::{internal, models, settings, unavailable};
+use crate::{internal, models, runtime_error, settings};
 
 /// Starts and stops a search's trials and publishes its events.
 pub struct Trials<'a> {
@@ -159,7 +159,7 @@ impl<'a> Trials<'a> {
         let reason = format!("stopped by search {}", self.job.job_id);
         records::mark_cancelled(&self.ctx.mesh().jobs, trial_id, &reason)
             .await
-            .map_err(unavailable)?;
+            .map_err(runtime_error)?;
         if record.is_none() {
             // Perhaps never published (a coordinator died between deciding and submitting):
             // published now, a trainer drops it at once for its marker. When it was, the stream
@@ -203,7 +203,7 @@ impl<'a> Trials<'a> {
         records::read(&self.ctx.mesh().jobs, trial_id)
             .await
             .map(|r| r.map(|(record, _)| record))
-            .map_err(unavailable)
+            .map_err(runtime_error)
     }
 
     /// Publishes a trial's train job (`Nats-Msg-Id` = the trial id) and gives it a `queued`
@@ -245,7 +245,7 @@ impl<'a> Trials<'a> {
                 )),
             })
             .await
-            .map_err(unavailable)?;
+            .map_err(runtime_error)?;
             tracing::info!(search = %self.job.job_id, trial = trial_id, "trial submitted");
         }
         Ok(())

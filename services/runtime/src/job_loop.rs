@@ -2,8 +2,10 @@
 //!
 //! One durable pull consumer per job kind, shared by all replicas. A replica pulls one job per
 //! free slot (a semaphore of `jobs.concurrency` permits), so it never holds a job it cannot
-//! start. While a job runs, a progress ack every `ack_wait / 3` keeps it ours; if the process
-//! dies, the acks stop and JetStream gives the job to another replica after `ack_wait`.
+//! start. From the moment a job arrives until its final ack (reading and judging its record,
+//! the run, settling it), a progress ack every `ack_wait / 3`, the first at once, keeps it
+//! ours; if the process dies, the acks stop and JetStream gives the job to another replica
+//! after `ack_wait`.
 //!
 //! Outcomes: completed → `completed` event, ack. Cancelled → `cancelled` event, term.
 //! Interrupted by shutdown → nak without delay, so another replica takes it at once.
@@ -326,6 +328,10 @@ async fn ack(message: &jetstream::Message, kind: AckKind, job_id: &str) {
 
 async fn handle<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>, message: jetstream::Message) {
     let kind = H::Job::KIND;
+    // Before anything else: the record reads and writes below can outlast `ack_wait` on a
+    // loaded machine, and a delivery whose acks are late is given to another replica or, on
+    // its last delivery, dead-lettered while it runs here.
+    let keep_alive = KeepAlive::start(&message, worker.config.jobs.ack_wait);
     let (attempt, sequence) = attempt_of(&message);
     let job: H::Job = match decode(&message.payload) {
         Ok(job) => job,
@@ -414,7 +420,7 @@ async fn handle<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>, message: je
     run_attempt(
         worker,
         handler,
-        message,
+        (message, keep_alive),
         job,
         job_id,
         delivery,
@@ -422,6 +428,37 @@ async fn handle<H: JobHandler>(worker: Arc<Worker>, handler: Arc<H>, message: je
     )
     .instrument(span)
     .await;
+}
+
+/// Progress acks of one delivery, every `ack_wait / 3` and the first at once, until stopped
+/// or dropped.
+struct KeepAlive(tokio::task::JoinHandle<()>);
+
+impl KeepAlive {
+    fn start(message: &jetstream::Message, ack_wait: Duration) -> Self {
+        let message = message.clone();
+        let every = (ack_wait / 3).max(Duration::from_millis(100));
+        Self(tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                if let Err(e) = message.ack_with(AckKind::Progress).await {
+                    tracing::debug!("progress ack failed: {e}");
+                }
+            }
+        }))
+    }
+
+    fn stop(&self) {
+        self.0.abort();
+    }
+}
+
+impl Drop for KeepAlive {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// How this attempt of a job reached this instance.
@@ -437,7 +474,7 @@ struct Delivery {
 async fn run_attempt<H: JobHandler>(
     worker: Arc<Worker>,
     handler: Arc<H>,
-    message: jetstream::Message,
+    (message, keep_alive): (jetstream::Message, KeepAlive),
     job: H::Job,
     job_id: String,
     delivery: Delivery,
@@ -505,18 +542,6 @@ async fn run_attempt<H: JobHandler>(
         tracing::info!(job = %job_id, attempt, "running {} job", kind.name());
     }
 
-    let keep_alive = {
-        let message = message.clone();
-        let every = (worker.config.jobs.ack_wait / 3).max(Duration::from_millis(100));
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                if let Err(e) = message.ack_with(AckKind::Progress).await {
-                    tracing::debug!("progress ack failed: {e}");
-                }
-            }
-        })
-    };
     let ctx = JobContext {
         worker: worker.clone(),
         job_id: job_id.clone(),
@@ -532,7 +557,6 @@ async fn run_attempt<H: JobHandler>(
     let accepting = ctx.clone();
     let started = Instant::now();
     let outcome = handler.run(job, ctx).await;
-    keep_alive.abort();
 
     // The completion's compare-and-set, for a result: the only async step of the decision.
     let claimed = match &outcome {
@@ -661,7 +685,8 @@ async fn run_attempt<H: JobHandler>(
         publish(&worker, event, trace.as_ref()).await;
     }
 
-    // 4. The message.
+    // 4. The message (no progress ack after it: one would restart a nak's delay).
+    keep_alive.stop();
     let backoff = worker.config.jobs.retry_delay_after(attempt);
     let ack_kind = match settlement.ack {
         Ack::Ack => AckKind::Ack,

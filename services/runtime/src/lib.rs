@@ -5,6 +5,7 @@
 //! - [`connection`]: NATS connection with auth, TLS and reconnects.
 //! - [`mesh`]: streams, consumers, the jobs bucket and object stores (created when missing).
 //! - [`records`]: job records with compare-and-set, cancel markers.
+//! - [`cancel`]: cancelling a job from outside (the running instance, else a marker).
 //! - [`objects`]: folders to and from object stores.
 //! - [`worker`]: what an instance knows about itself (running jobs, counters, memory).
 //! - [`metrics`]: what it measures for its metrics reports (CPU, tick lateness, message
@@ -20,6 +21,7 @@
 //! - [`alerts`]: building and publishing alerts on `lexmesh.alerts.<kind>`.
 
 pub mod alerts;
+pub mod cancel;
 pub mod compute;
 pub mod config;
 pub mod connection;

@@ -315,11 +315,19 @@ async fn supervise(plan: Supervision) -> anyhow::Result<ExitCode> {
                 n + 1
             );
         }
-        eprintln!(
-            "metrics-{}: Prometheus metrics at http://{}/metrics",
-            n + 1,
-            browsable(address)
-        );
+        if has_port(address) {
+            eprintln!(
+                "metrics-{}: dashboard at http://{}/ (Prometheus metrics at /metrics)",
+                n + 1,
+                browsable(address)
+            );
+        } else {
+            eprintln!(
+                "metrics-{}: dashboard and Prometheus metrics on a free port of {address} (its \
+                 log line `serving the dashboard on` names it)",
+                n + 1
+            );
+        }
     }
     for (service, count) in &plan.replicas {
         for n in 1..=*count {

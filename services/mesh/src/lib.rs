@@ -9,13 +9,15 @@
 //! - [`preprocessor`], [`trainer`], [`evaluator`]: the three job services; [`search`]: the
 //!   coordinator of hyperparameter searches (`optimize` jobs), run by the trainer; [`health`]: the
 //!   service that watches them and replaces the ones that stop working; [`metrics`]: the
-//!   service that gathers their metrics, serves them to Prometheus and raises alerts.
+//!   service that gathers their metrics, serves them to Prometheus and raises alerts;
+//!   [`console`]: the dashboard page the metrics service serves, live over Server-Sent Events.
 //! - [`convert`]: domain values as the protocol reports them (evaluation reports, training
 //!   errors).
 //!
 //! Generic pieces every service could use (the leader lease, alerts, the job loop) live in
 //! `lexmesh-runtime`.
 
+pub mod console;
 pub mod convert;
 pub mod data;
 pub mod evaluator;

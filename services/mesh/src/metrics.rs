@@ -1,7 +1,8 @@
 //! The metrics service: gathers every instance's reports (`lexmesh.metrics.>`) and the job
 //! events (`lexmesh.events.>`), serves them to Prometheus on HTTP `/metrics`, answers
-//! `lexmesh.api.metrics.snapshot` (for `lexmesh status` and `lexmesh top`), and raises and
-//! clears threshold alerts on `lexmesh.alerts.<kind>`.
+//! `lexmesh.api.metrics.snapshot` (for `lexmesh status` and `lexmesh top`), raises and
+//! clears threshold alerts on `lexmesh.alerts.<kind>`, and serves the dashboard on the same
+//! HTTP endpoint ([`crate::console`]).
 //!
 //! Several replicas may run: each keeps the whole picture and serves it; the one holding the
 //! `metrics` lease publishes the alerts, so each is published once.
@@ -11,14 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use bytes::Bytes;
 use futures::StreamExt;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use lexmesh_metrics::MetricsState;
 use lexmesh_protocol::alert::Alert;
+use lexmesh_protocol::health::HealthEvent;
 use lexmesh_protocol::metrics::WorkerMetrics;
 use lexmesh_protocol::time::now_ms;
 use lexmesh_protocol::{JobEvent, decode, names, subjects};
@@ -28,6 +28,8 @@ use tokio_util::sync::CancellationToken;
 
 use lexmesh_runtime::alerts::publish_alert;
 use lexmesh_runtime::lease::{Leadership, Lease};
+
+use crate::console::{Body, Console};
 
 /// How often instances that stopped reporting are looked for, and the lease renewed.
 const TICK: Duration = Duration::from_millis(500);
@@ -80,6 +82,8 @@ pub async fn start(runtime: &mut ServiceRuntime) -> anyhow::Result<()> {
     let reports = subscribe(subjects::ALL_METRICS).await?;
     let events = subscribe(subjects::ALL_EVENTS).await?;
     let alerts = subscribe(subjects::ALL_ALERTS).await?;
+    let health = subscribe(subjects::ALL_HEALTH).await?;
+    let console = Arc::new(Console::new(worker.clone(), config.console_actions));
 
     let endpoint = runtime.endpoint("snapshot").await?;
     {
@@ -89,8 +93,17 @@ pub async fn start(runtime: &mut ServiceRuntime) -> anyhow::Result<()> {
             async move { serde_json::to_vec(&snapshot).map_err(|e| e.to_string()) }
         });
     }
-    runtime.spawn(serve_http(listener, state.clone(), worker.shutdown.clone()));
+    runtime.spawn(serve_http(
+        listener,
+        state.clone(),
+        console.clone(),
+        worker.shutdown.clone(),
+    ));
     tracing::info!("serving Prometheus metrics on http://{address}/metrics");
+    tracing::info!(
+        actions = config.console_actions,
+        "serving the dashboard on http://{address}/"
+    );
     let service = MetricsService {
         lease: Lease::new(
             names::METRICS_LEASE,
@@ -100,8 +113,9 @@ pub async fn start(runtime: &mut ServiceRuntime) -> anyhow::Result<()> {
         forget_after_ms: config.forget_after.as_secs_f64() * 1000.0,
         worker,
         state,
+        console,
     };
-    runtime.spawn(service.run(reports, events, alerts));
+    runtime.spawn(service.run(reports, events, alerts, health));
     Ok(())
 }
 
@@ -110,6 +124,7 @@ struct MetricsService {
     state: Arc<Mutex<MetricsState>>,
     lease: Lease,
     forget_after_ms: f64,
+    console: Arc<Console>,
 }
 
 impl MetricsService {
@@ -118,6 +133,7 @@ impl MetricsService {
         mut reports: async_nats::Subscriber,
         mut events: async_nats::Subscriber,
         mut alerts: async_nats::Subscriber,
+        mut health: async_nats::Subscriber,
     ) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -129,6 +145,7 @@ impl MetricsService {
                     match decode::<WorkerMetrics>(&message.payload) {
                         Ok(report) => {
                             self.worker.record_message_latency(report.timestamp_ms);
+                            self.console.on_report(&report);
                             let changes = lock(&self.state).on_report(report);
                             self.publish(&changes).await;
                         }
@@ -141,6 +158,7 @@ impl MetricsService {
                         Ok(event) => {
                             self.worker.record_message_latency(event.timestamp_ms());
                             lock(&self.state).on_event(&event, received_ms);
+                            self.console.forward("job", &event);
                         }
                         // Malformed events are the publisher's problem; the job services
                         // never publish one, so this is someone else's traffic.
@@ -150,6 +168,12 @@ impl MetricsService {
                 Some(message) = alerts.next() => {
                     if let Ok(alert) = decode::<Alert>(&message.payload) {
                         lock(&self.state).on_alert(&alert);
+                        self.console.forward("alert", &alert);
+                    }
+                }
+                Some(message) = health.next() => {
+                    if let Ok(event) = decode::<HealthEvent>(&message.payload) {
+                        self.console.forward("health", &event);
                     }
                 }
                 _ = tick.tick() => self.on_tick().await,
@@ -170,7 +194,17 @@ impl MetricsService {
             Leadership::Lost => tracing::info!("is no longer the metrics leader"),
             Leadership::Same => {}
         }
-        let cleared = lock(&self.state).expire(now_ms(), self.forget_after_ms);
+        let (cleared, snapshot) = {
+            let mut state = lock(&self.state);
+            let cleared = state.expire(now_ms(), self.forget_after_ms);
+            (cleared, state.snapshot(now_ms()))
+        };
+        let known: Vec<&str> = snapshot
+            .instances
+            .iter()
+            .map(|i| i.instance.as_str())
+            .collect();
+        self.console.retain(&known);
         self.publish(&cleared).await;
     }
 
@@ -186,10 +220,11 @@ impl MetricsService {
     }
 }
 
-/// Serves `GET /metrics` until shutdown.
+/// Serves `GET /metrics` and the dashboard until shutdown.
 async fn serve_http(
     listener: TcpListener,
     state: Arc<Mutex<MetricsState>>,
+    console: Arc<Console>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -205,11 +240,13 @@ async fn serve_http(
             _ = shutdown.cancelled() => break,
         };
         let state = state.clone();
+        let console = console.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(answer(&request, &state)) }
+                let console = console.clone();
+                async move { Ok::<_, Infallible>(answer(&request, &state, &console).await) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service);
@@ -223,41 +260,36 @@ async fn serve_http(
     }
 }
 
-fn answer(request: &Request<Incoming>, state: &Mutex<MetricsState>) -> Response<Full<Bytes>> {
-    let reply = |status: StatusCode, content_type: &str, body: String| {
-        let mut response = Response::new(Full::new(Bytes::from(body)));
-        *response.status_mut() = status;
-        if let Ok(value) = header::HeaderValue::from_str(content_type) {
-            response.headers_mut().insert(header::CONTENT_TYPE, value);
-        }
-        response
-    };
-    let text = "text/plain; charset=utf-8";
+async fn answer(
+    request: &Request<Incoming>,
+    state: &Mutex<MetricsState>,
+    console: &Console,
+) -> Response<Body> {
+    let path = request.uri().path();
+    if path != "/metrics" {
+        let snapshot = || lock(state).snapshot(now_ms());
+        return console
+            .answer(request.method(), path, request.headers(), snapshot)
+            .await;
+    }
     if request.method() != Method::GET && request.method() != Method::HEAD {
-        return reply(
+        return crate::console::text(
             StatusCode::METHOD_NOT_ALLOWED,
-            text,
             "only GET is served\n".into(),
         );
     }
-    match request.uri().path() {
-        "/metrics" => match lock(state).encode() {
-            Ok(body) => reply(StatusCode::OK, OPENMETRICS, body),
-            Err(e) => reply(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                text,
-                format!("encoding the metrics failed: {e}\n"),
-            ),
-        },
-        "/" => reply(
-            StatusCode::OK,
-            text,
-            "lexmesh metrics service: Prometheus metrics at /metrics\n".into(),
-        ),
-        other => reply(
-            StatusCode::NOT_FOUND,
-            text,
-            format!("{other} not found; metrics are at /metrics\n"),
+    match lock(state).encode() {
+        Ok(body) => {
+            let mut response = crate::console::text(StatusCode::OK, body);
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(OPENMETRICS),
+            );
+            response
+        }
+        Err(e) => crate::console::text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding the metrics failed: {e}\n"),
         ),
     }
 }

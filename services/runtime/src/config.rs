@@ -309,6 +309,8 @@ pub struct MetricsConfig {
     /// Alert thresholds (defaults from the old system: 512 MiB, 80 % CPU, 100 ms response,
     /// 5 % errors, 50 ms message latency), per-service overrides and hysteresis.
     pub alerts: lexmesh_metrics::alerts::AlertConfig,
+    /// Whether the dashboard (served on `/` of `listen`) may cancel jobs; off, it is read-only.
+    pub console_actions: bool,
 }
 
 impl Default for MetricsConfig {
@@ -318,6 +320,7 @@ impl Default for MetricsConfig {
             forget_after: Duration::from_secs(30),
             lease_ttl: Duration::from_secs(5),
             alerts: lexmesh_metrics::alerts::AlertConfig::default(),
+            console_actions: false,
         }
     }
 }

@@ -29,7 +29,8 @@
 //! - [`mesh`]: [`TestMesh`], a server, the service processes started on it, and the raw-JSON
 //!   client (submit, request, status, job records, stream state).
 //! - [`process`]: [`ChildProcess`] and [`ServiceProcess`], children with their output in a log
-//!   file, killed on drop and their log printed when the test fails; signals.
+//!   file, killed on drop and their log printed when the test fails; waiting for a line of
+//!   that log; signals.
 //! - [`up`]: [`UpProcess`], `lexmesh up` with its output in files.
 //! - [`events`]: [`EventWatch`] (pull job events one by one, each checked against its schema
 //!   and its subject) and [`EventLog`] (every message of a subject, with its arrival time).
@@ -41,11 +42,13 @@
 //! - [`cli`]: running a command to completion and reading its output.
 //! - [`wait`]: [`eventually`], polling until a condition holds.
 //! - [`otlp`]: an OTLP trace receiver for the tracing tests.
+//! - [`browser`]: [`Browser`], a headless Chromium on a page (the dashboard's tests).
 //!
 //! The harness fails the test (panics with a message that says what was expected) on any
 //! broken expectation: that is its job. Paths of the repository (`schemas/`, `data/`) are
 //! found from this crate's own folder, never from the current directory.
 
+pub mod browser;
 pub mod cli;
 pub mod error;
 pub mod events;
@@ -60,6 +63,7 @@ pub mod subjects;
 pub mod up;
 pub mod wait;
 
+pub use browser::Browser;
 pub use error::TestkitError;
 pub use events::{EventLog, EventWatch, is_final};
 pub use fixtures::{

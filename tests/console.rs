@@ -3,7 +3,7 @@
 //! progress bar grow live, a completed job's report shows its Persian labels right-to-left,
 //! a killed trainer is shown unresponsive and then replaced while its job resumes on the same
 //! curve, and the cancel button ends a job with a `cancelled` event. A read-only dashboard
-//! (the default) refuses to cancel.
+//! (the default) refuses to cancel; a page whose server goes away says so and comes back live.
 //!
 //! Needs `scripts/setup-browser-tests` (run by `scripts/test`). The screenshot of the page
 //! mid-training is written to the test's folder, and to `$LEXMESH_SCREENSHOT` when set.
@@ -334,10 +334,18 @@ async fn the_dashboard_follows_training_live_shows_replacements_and_cancels() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_read_only_dashboard_refuses_to_cancel_and_hides_the_button() {
+async fn a_read_only_dashboard_refuses_to_cancel_and_reconnects_after_losing_its_server() {
     let mesh = TestMesh::start(LEXMESH).await;
+    let metrics: Heartbeats = mesh.track_heartbeats("lexmesh.heartbeat.metrics.*").await;
     let mut watch = mesh.watch("ro-1").await;
-    let (mut up, url) = up_with_dashboard(&mesh, &[]).await;
+    // A fixed port, so that the metrics replica `up` restarts listens where the page is.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let (mut up, url) =
+        up_with_dashboard(&mesh, &[("LEXMESH_METRICS__LISTEN", listen.as_str())]).await;
     mesh.submit(TRAIN, &job("ro-1", 400)).await;
     watch
         .until(SHOWN, |e| e["event"] == "progress" && e["phase"] == "epoch")
@@ -368,6 +376,93 @@ async fn a_read_only_dashboard_refuses_to_cancel_and_hides_the_button() {
         .await;
     assert_eq!(epoch["job_id"], "ro-1");
     assert!(watch.of_kind("cancelled").is_empty(), "{}", watch.summary());
+
+    // A hyperparameter search: its leaderboard, best first, and its trials among the jobs.
+    let mut search = mesh.watch("ro-search").await;
+    mesh.submit(
+        "lexmesh.jobs.optimize",
+        &json!({
+            "job_id": "ro-search",
+            "model_id": "ro-best",
+            "dataset": inline(persian("train.jsonl"), Some(persian("validation.jsonl"))),
+            "base": {"model": "bow", "char_buckets": 2000, "seed": 1, "patience": 0},
+            "trials": 3,
+            "search_space": {"embedding_dim": [8, 16, 32]},
+            "sampler": "grid",
+            "max_concurrent_trials": 2,
+            "max_epochs": 2,
+        }),
+    )
+    .await;
+    assert_eq!(search.until_final(SHOWN).await["event"], "completed");
+    page.wait(
+        "the search completed",
+        &row(
+            "ro-search",
+            "row.querySelector('.status').textContent === 'completed'",
+        ),
+        SHOWN,
+    )
+    .await;
+    page.click("#jobs tr[data-job=\"ro-search\"]").await;
+    let board = page
+        .wait(
+            "the search's leaderboard",
+            "() => { const rows = [...document.querySelectorAll('#trials tbody tr')]; \
+             return rows.length === 3 && rows.map(r => [Number(r.children[0].textContent), \
+               r.children[2].textContent, Number(r.children[4].textContent)]); }",
+            SHOWN,
+        )
+        .await;
+    let board = board.as_array().unwrap();
+    let f1: Vec<f64> = board.iter().map(|r| r[2].as_f64().unwrap()).collect();
+    assert!(
+        board
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r[0] == i + 1 && r[1] == "completed")
+            && f1.windows(2).all(|w| w[0] >= w[1]),
+        "{board:?}"
+    );
+    let trials = page
+        .eval("() => document.querySelectorAll('#jobs tbody tr').length")
+        .await;
+    assert_eq!(trials, json!(5), "ro-1, the search and its 3 trials");
+    page.click("#jobs tr[data-job=\"ro-1\"]").await;
+
+    // Its server killed: the page says the connection is lost, and is live again once `up`
+    // has restarted the metrics replica, with the job's curve still growing.
+    let (_, beat) = eventually("the metrics replica's heartbeat", SHOWN, || async {
+        metrics
+            .alive(Duration::from_millis(1500))
+            .into_iter()
+            .next()
+    })
+    .await;
+    let points = page
+        .eval("() => Number(document.querySelector('#loss-chart').dataset.train)")
+        .await
+        .as_u64()
+        .unwrap();
+    send_signal("-KILL", beat.pid);
+    page.wait(
+        "the lost connection",
+        "() => document.querySelector('#connection').dataset.state === 'lost'",
+        SHOWN,
+    )
+    .await;
+    page.wait(
+        "the connection live again",
+        "() => document.querySelector('#connection').dataset.state === 'live'",
+        SHOWN,
+    )
+    .await;
+    page.wait(
+        "the curve growing after the reconnect",
+        &format!("() => Number(document.querySelector('#loss-chart').dataset.train) > {points}"),
+        SHOWN,
+    )
+    .await;
     page.close().await;
     up.stop().await;
 }

@@ -550,7 +550,11 @@ function connect() {
   const heard = () => { lastHeard = Date.now(); };
   source.addEventListener("hello", () => {
     heard();
-    loadState().then(() => setConnection("live", "live"), (e) => setConnection("lost", `state unavailable (${e.message}); retrying`));
+    loadState().then(() => {
+      setConnection("live", "live");
+      // Events of the open job sent while the page was away: read its history again.
+      if (state.selected) select(state.selected);
+    }, (e) => setConnection("lost", `state unavailable (${e.message}); retrying`));
   });
   const on = (name, apply) => source.addEventListener(name, (m) => {
     heard();

@@ -59,6 +59,7 @@ pub struct TestMeshBuilder {
     binary: PathBuf,
     flavor: ServerFlavor,
     max_payload: Option<u64>,
+    server_config: Option<String>,
     service_env: Vec<(String, String)>,
     ready_timeout: Duration,
     request_timeout: Duration,
@@ -81,6 +82,14 @@ impl TestMeshBuilder {
     /// publisher usually meets it.
     pub fn server_default_payload(mut self) -> Self {
         self.max_payload = None;
+        self
+    }
+
+    /// More nats-server configuration (users, permissions, ...), added verbatim to the server's
+    /// config file. The test client connects without credentials: give the server a
+    /// `no_auth_user` when the configuration requires them.
+    pub fn server_config(mut self, config: impl Into<String>) -> Self {
+        self.server_config = Some(config.into());
         self
     }
 
@@ -120,6 +129,9 @@ impl TestMeshBuilder {
         let mut server = NatsServer::builder().flavor(self.flavor);
         if let Some(bytes) = self.max_payload {
             server = server.max_payload(bytes);
+        }
+        if let Some(config) = self.server_config {
+            server = server.extra_config(config);
         }
         let server = server
             .start()
@@ -173,6 +185,7 @@ impl TestMesh {
             binary: binary.into(),
             flavor: ServerFlavor::Current,
             max_payload: Some(MAX_PAYLOAD),
+            server_config: None,
             service_env: TEST_SERVICE_ENV
                 .iter()
                 .map(|(key, value)| ((*key).to_string(), (*value).to_string()))

@@ -48,7 +48,7 @@ pub async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {
 pub async fn open_mesh(options: &MeshOptions) -> anyhow::Result<Mesh> {
     let config = load_config(options)?;
     let client = connect(&config).await?;
-    Mesh::open(client)
+    Mesh::open(client, config.nats.replicas)
         .await
         .context("opening the mesh's streams and stores (is JetStream enabled on the server?)")
 }

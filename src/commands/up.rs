@@ -289,6 +289,7 @@ async fn supervise(plan: Supervision) -> anyhow::Result<ExitCode> {
                 &js,
                 lexmesh_protocol::names::INSTANCES_BUCKET,
                 1,
+                plan.nats.replicas,
             )
             .await
             {

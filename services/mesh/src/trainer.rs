@@ -77,6 +77,10 @@ async fn prepared_data(job: &TrainJob, ctx: &JobContext) -> Result<PreparedData,
 /// Forwards the training thread's events into the async side.
 struct EventSink {
     events: mpsc::UnboundedSender<TrainingEvent>,
+    /// Where each finished batch is noted (the progress that heartbeats report and the health
+    /// service judges stalls by), from the compute thread itself: a forwarder waiting for the
+    /// broker (an event being stored while a cluster elects a leader) is no stall.
+    progress: (std::sync::Arc<lexmesh_runtime::Worker>, String),
     /// Fire drills: wedge the compute thread after this many batches
     /// (`service.drill_stall_after_batches`).
     stall_after: Option<u64>,
@@ -116,6 +120,8 @@ impl ProgressSink for EventSink {
             tracing::error!("drill: this job aborts its worker now");
             std::process::abort();
         }
+        let (worker, job_id) = &self.progress;
+        worker.record_progress(job_id, e.epoch as u32, e.total_epochs as u32, e.percent);
         let _ = self.events.send(TrainingEvent::Batch(e.clone()));
         self.batches += 1;
         if self.stall_after.is_some_and(|n| self.batches >= n) {
@@ -130,6 +136,8 @@ impl ProgressSink for EventSink {
     }
     fn on_end(&mut self, e: &TrainingEnded) {
         let _ = e;
+        let (worker, job_id) = &self.progress;
+        worker.end_progress(job_id);
         let _ = self.events.send(TrainingEvent::Ended);
     }
 }
@@ -261,6 +269,7 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
     let cancel = CancelToken::new();
     let sink = EventSink {
         events: tx,
+        progress: (ctx.worker.clone(), job.job_id.clone()),
         stall_after: ctx.worker.config.service.drill_stall_after_batches,
         abort: ctx.worker.config.service.drill_abort_job.as_deref() == Some(job.job_id.as_str()),
         batches: 0,
@@ -382,12 +391,6 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
                 ctx.publish(&JobEvent::Progress(p)).await;
             }
             TrainingEvent::Batch(b) => {
-                ctx.worker.record_progress(
-                    &job.job_id,
-                    b.epoch as u32,
-                    b.total_epochs as u32,
-                    b.percent,
-                );
                 last_eta_s = b.eta_secs;
                 if !pending_epochs.is_empty() {
                     // Events stay in order: no batch of the next epoch before the epoch event

@@ -53,6 +53,10 @@ pub struct NatsConfig {
     /// Timeout of request/reply calls to other services.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Copies of every stream, KV bucket and object store lexmesh creates: 1 on a single
+    /// server, 3 (or 5) on a JetStream cluster of at least that many nodes. Existing ones keep
+    /// their count (a warning says when it differs).
+    pub replicas: usize,
 }
 
 impl Default for NatsConfig {
@@ -67,6 +71,7 @@ impl Default for NatsConfig {
             tls: TlsConfig::default(),
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
+            replicas: 1,
         }
     }
 }

@@ -14,6 +14,32 @@ pub enum Patience {
     Retry,
 }
 
+/// The servers of `nats.url`: one URL, or several separated by commas (the nodes of a
+/// cluster; the client picks one and fails over to the others).
+pub fn server_addresses(url: &str) -> Result<Vec<async_nats::ServerAddr>, RuntimeError> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            u.parse::<async_nats::ServerAddr>()
+                .map_err(|e| RuntimeError::Unusable {
+                    setting: "nats.url".into(),
+                    reason: format!("`{u}` is not a NATS server URL: {e}"),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|servers| {
+            if servers.is_empty() {
+                Err(RuntimeError::Unusable {
+                    setting: "nats.url".into(),
+                    reason: "no server URL".into(),
+                })
+            } else {
+                Ok(servers)
+            }
+        })
+}
+
 /// Connects with the configured authentication and TLS. The client reconnects on its own
 /// after a disconnect; connection events are logged.
 pub async fn connect(
@@ -64,7 +90,7 @@ pub async fn connect(
         options = options.retry_on_initial_connect();
     }
     let client = options
-        .connect(config.url.as_str())
+        .connect(server_addresses(&config.url)?)
         .await
         .map_err(|source| RuntimeError::Connect {
             url: config.url.clone(),
@@ -77,4 +103,20 @@ pub async fn connect(
             .map_err(RuntimeError::nats("flushing the first connection"))?;
     }
     Ok(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_comma_separated_url_names_every_server() {
+        let servers =
+            server_addresses("nats://127.0.0.1:4222, nats://10.0.0.2:4223,tls://n3:4224").unwrap();
+        let ports: Vec<u16> = servers.iter().map(async_nats::ServerAddr::port).collect();
+        assert_eq!(ports, [4222, 4223, 4224]);
+        assert!(servers[2].tls_required());
+        assert!(server_addresses("nats://a:4222,nats://b:port").is_err());
+        assert!(server_addresses(" , ").is_err());
+    }
 }

@@ -1,13 +1,40 @@
-//! Publishing job events. Progress goes out as a core publish (fast, captured by the events
-//! stream all the same); the events that end or start a job are published through JetStream
-//! and wait for the stream's acknowledgement, so they are stored before the job message is
-//! acknowledged. Each carries the job's trace context in its headers: the current span's when
-//! spans are exported, else the one the job message came with.
+//! Publishing job events. Batch progress goes out as a core publish (fast, frequent, captured
+//! by the events stream all the same; one lost while the stream elects a leader is replaced by
+//! the next). Every other event (a job's start and end, each epoch's figures, the search's
+//! decisions) goes through JetStream and waits for the stream's acknowledgement, tried again
+//! for up to [`STORE_PATIENCE`] when the stream does not answer (a cluster node lost, a leader
+//! being elected), under a `Nats-Msg-Id` that makes a retry of an event already stored a
+//! duplicate the stream drops. So they are stored before the job message is acknowledged, and
+//! a failover loses none. Each carries the job's trace context in its headers: the current
+//! span's when spans are exported, else the one the job message came with.
 
+use std::time::Duration;
+
+use lexmesh_protocol::event::ProgressPhase;
 use lexmesh_protocol::{JobEvent, subjects};
 
 use crate::error::RuntimeError;
 use crate::mesh::Mesh;
+
+/// How long an event that must be stored is tried again when the stream does not answer.
+pub const STORE_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Whether `event` is published through JetStream (stored for sure) rather than as a core
+/// message.
+pub fn is_stored(event: &JobEvent) -> bool {
+    !matches!(event, JobEvent::Progress(p) if p.phase == ProgressPhase::Batch)
+}
+
+/// The `Nats-Msg-Id` of an event: the same for every retry of one event, different for any
+/// two events of a job.
+pub fn event_id(event: &JobEvent) -> String {
+    format!(
+        "{}:{}:{:x}",
+        event.job_id(),
+        event.kind().name(),
+        event.timestamp_ms().to_bits()
+    )
+}
 
 /// Publishes `event` on `lexmesh.events.<job>.<event>`, with the trace context of the current
 /// span, or, when this process exports no spans, the trace context `trace` of the job message
@@ -19,28 +46,48 @@ pub async fn publish(
 ) -> Result<(), RuntimeError> {
     let subject = subjects::event(event.job_id(), event.kind());
     let payload = serde_json::to_vec(event).map_err(RuntimeError::encode("a job event"))?;
-    let headers = crate::telemetry::outgoing_headers(&tracing::Span::current(), trace);
-    let traced = !headers.is_empty();
-    if matches!(event, JobEvent::Progress(_)) {
-        let sent = if traced {
+    let mut headers = crate::telemetry::outgoing_headers(&tracing::Span::current(), trace);
+    if !is_stored(event) {
+        let sent = if headers.is_empty() {
+            mesh.client.publish(subject, payload.into()).await
+        } else {
             mesh.client
                 .publish_with_headers(subject, headers, payload.into())
                 .await
-        } else {
-            mesh.client.publish(subject, payload.into()).await
         };
-        sent.map_err(RuntimeError::nats("publishing a progress event"))
-    } else {
-        let sent = if traced {
-            mesh.js
-                .publish_with_headers(subject, headers, payload.into())
-                .await
-        } else {
-            mesh.js.publish(subject, payload.into()).await
-        };
-        sent.map_err(RuntimeError::nats("publishing a job event"))?
+        return sent.map_err(RuntimeError::nats("publishing a progress event"));
+    }
+    headers.insert(
+        async_nats::header::NATS_MESSAGE_ID,
+        event_id(event).as_str(),
+    );
+    let payload = bytes::Bytes::from(payload);
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let stored = match mesh
+            .js
+            .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
             .await
-            .map(|_| ())
-            .map_err(RuntimeError::nats("storing a job event"))
+        {
+            Ok(ack) => ack
+                .await
+                .map(|_| ())
+                .map_err(RuntimeError::nats("storing a job event")),
+            Err(e) => Err(RuntimeError::nats("publishing a job event")(e)),
+        };
+        match stored {
+            Ok(()) => return Ok(()),
+            Err(e) if started.elapsed() + pause < STORE_PATIENCE => {
+                tracing::debug!(
+                    job = event.job_id(),
+                    "{} event not stored yet ({e}); again in {pause:?}",
+                    event.kind().name()
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
+        }
     }
 }

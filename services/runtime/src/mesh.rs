@@ -51,9 +51,12 @@ pub struct Mesh {
 }
 
 impl Mesh {
-    /// Opens (creating when missing) every stream, bucket and store.
-    pub async fn open(client: Client) -> Result<Self, RuntimeError> {
+    /// Opens (creating when missing) every stream, bucket and store; those it creates get
+    /// `replicas` copies (`nats.replicas`: 1 on a single server, 3 on a 3-node JetStream
+    /// cluster). One that exists with another count keeps it, with a warning.
+    pub async fn open(client: Client, replicas: usize) -> Result<Self, RuntimeError> {
         let js = jetstream::new(client.clone());
+        let replicas = replicas.max(1);
         ensure_stream(
             &js,
             stream::Config {
@@ -61,6 +64,7 @@ impl Mesh {
                 subjects: vec![subjects::ALL_JOBS.into()],
                 retention: stream::RetentionPolicy::WorkQueue,
                 storage: stream::StorageType::File,
+                num_replicas: replicas,
                 duplicate_window: DUPLICATE_WINDOW,
                 ..Default::default()
             },
@@ -73,6 +77,7 @@ impl Mesh {
                 subjects: vec![subjects::ALL_EVENTS.into()],
                 retention: stream::RetentionPolicy::Limits,
                 storage: stream::StorageType::File,
+                num_replicas: replicas,
                 max_age: EVENTS_MAX_AGE,
                 ..Default::default()
             },
@@ -85,6 +90,7 @@ impl Mesh {
                 subjects: vec![subjects::ALL_DEADLETTERS.into()],
                 retention: stream::RetentionPolicy::Limits,
                 storage: stream::StorageType::File,
+                num_replicas: replicas,
                 max_age: DEADLETTER_MAX_AGE,
                 ..Default::default()
             },
@@ -97,18 +103,19 @@ impl Mesh {
                 subjects: vec![subjects::max_deliveries_advisory(names::JOBS_STREAM, "*")],
                 retention: stream::RetentionPolicy::WorkQueue,
                 storage: stream::StorageType::File,
+                num_replicas: replicas,
                 max_age: DEADLETTER_MAX_AGE,
                 ..Default::default()
             },
         )
         .await?;
-        let jobs = ensure_kv(&js, names::JOBS_BUCKET, 8).await?;
-        let leases = ensure_kv(&js, names::LEASES_BUCKET, 1).await?;
-        let instances = ensure_kv(&js, names::INSTANCES_BUCKET, 1).await?;
-        let searches = ensure_kv(&js, names::SEARCHES_BUCKET, 1).await?;
-        let datasets = ensure_object_store(&js, names::DATASETS_STORE).await?;
-        let checkpoints = ensure_object_store(&js, names::CHECKPOINTS_STORE).await?;
-        let models = ensure_object_store(&js, names::MODELS_STORE).await?;
+        let jobs = ensure_kv(&js, names::JOBS_BUCKET, 8, replicas).await?;
+        let leases = ensure_kv(&js, names::LEASES_BUCKET, 1, replicas).await?;
+        let instances = ensure_kv(&js, names::INSTANCES_BUCKET, 1, replicas).await?;
+        let searches = ensure_kv(&js, names::SEARCHES_BUCKET, 1, replicas).await?;
+        let datasets = ensure_object_store(&js, names::DATASETS_STORE, replicas).await?;
+        let checkpoints = ensure_object_store(&js, names::CHECKPOINTS_STORE, replicas).await?;
+        let models = ensure_object_store(&js, names::MODELS_STORE, replicas).await?;
         Ok(Self {
             client,
             js,
@@ -190,8 +197,12 @@ async fn ensure_stream(
     config: stream::Config,
 ) -> Result<(), RuntimeError> {
     let name = config.name.clone();
+    let wanted = config.num_replicas;
     match js.get_or_create_stream(config).await {
-        Ok(_) => Ok(()),
+        Ok(stream) => {
+            warn_replicas(&name, stream.cached_info().config.num_replicas, wanted);
+            Ok(())
+        }
         // Two services starting at once both find the stream missing; the one that loses the
         // race is told "subjects overlap with an existing stream" by 2.9 servers (not "already
         // in use"), so the stream is looked up once more before giving up.
@@ -206,14 +217,36 @@ async fn ensure_stream(
     }
 }
 
+/// Says so when a stream lexmesh opened has another replica count than `nats.replicas`
+/// (created before the setting changed): JetStream can change it (`nats stream edit
+/// <name> --replicas N`), lexmesh does not do it behind the operator's back.
+fn warn_replicas(stream: &str, has: usize, wanted: usize) {
+    // A stream's info reports 0 or 1 for a single copy, depending on the server.
+    if has.max(1) != wanted {
+        tracing::warn!(
+            "stream {stream} has {} replica(s), nats.replicas is {wanted}: it keeps its count \
+             (`nats stream edit {stream} --replicas {wanted}` changes it)",
+            has.max(1)
+        );
+    }
+}
+
 /// Opens the KV bucket, creating it when missing (directly as a stream on servers whose
 /// replies the client's `create_key_value` cannot read).
 pub async fn ensure_kv(
     js: &jetstream::Context,
     bucket: &str,
     history: i64,
+    replicas: usize,
 ) -> Result<kv::Store, RuntimeError> {
     if let Ok(store) = js.get_key_value(bucket).await {
+        if let Ok(stream) = js.get_stream(format!("KV_{bucket}")).await {
+            warn_replicas(
+                &format!("KV_{bucket}"),
+                stream.cached_info().config.num_replicas,
+                replicas,
+            );
+        }
         return Ok(store);
     }
     let created = js
@@ -221,6 +254,7 @@ pub async fn ensure_kv(
             bucket: bucket.into(),
             history,
             storage: stream::StorageType::File,
+            num_replicas: replicas,
             ..Default::default()
         })
         .await;
@@ -239,6 +273,7 @@ pub async fn ensure_kv(
                     allow_direct: true,
                     discard: stream::DiscardPolicy::New,
                     storage: stream::StorageType::File,
+                    num_replicas: replicas,
                     ..Default::default()
                 },
             )
@@ -253,14 +288,23 @@ pub async fn ensure_kv(
 async fn ensure_object_store(
     js: &jetstream::Context,
     bucket: &str,
+    replicas: usize,
 ) -> Result<object_store::ObjectStore, RuntimeError> {
     if let Ok(store) = js.get_object_store(bucket).await {
+        if let Ok(stream) = js.get_stream(format!("OBJ_{bucket}")).await {
+            warn_replicas(
+                &format!("OBJ_{bucket}"),
+                stream.cached_info().config.num_replicas,
+                replicas,
+            );
+        }
         return Ok(store);
     }
     match js
         .create_object_store(object_store::Config {
             bucket: bucket.into(),
             storage: stream::StorageType::File,
+            num_replicas: replicas,
             ..Default::default()
         })
         .await

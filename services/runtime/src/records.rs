@@ -34,13 +34,44 @@ pub async fn read(
 /// Applies `change` to the record (None when absent) and writes the result with
 /// compare-and-set, retrying on a concurrent change. `change` returning None leaves the
 /// record as it is. Returns the record as written.
+///
+/// While the bucket does not answer (a cluster node lost, its leader being elected), reads and
+/// writes are tried again for up to [`crate::events::STORE_PATIENCE`]. A write whose answer
+/// was lost may have been stored: the next read tells (the record is then exactly the one
+/// written), so `change` is never applied twice.
 pub async fn update(
     store: &kv::Store,
     job_id: &str,
     mut change: impl FnMut(Option<JobRecord>) -> Option<JobRecord>,
 ) -> Result<Option<JobRecord>, RuntimeError> {
-    for _ in 0..CAS_ATTEMPTS {
-        let current = read(store, job_id).await?;
+    let started = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(100);
+    let mut unanswered: Option<JobRecord> = None;
+    let mut lost_races = 0;
+    loop {
+        let current = match read(store, job_id).await {
+            Ok(current) => current,
+            Err(e)
+                if e.is_transient()
+                    && started.elapsed() + pause < crate::events::STORE_PATIENCE =>
+            {
+                tracing::debug!(
+                    job = job_id,
+                    "job record not readable yet ({e}); again in {pause:?}"
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(2));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(written) = unanswered.take()
+            && current
+                .as_ref()
+                .is_some_and(|(record, _)| *record == written)
+        {
+            return Ok(Some(written));
+        }
         let revision = current.as_ref().map(|(_, r)| *r);
         let Some(next) = change(current.map(|(r, _)| r)) else {
             return Ok(None);
@@ -48,34 +79,45 @@ pub async fn update(
         let bytes = serde_json::to_vec(&next)
             .map_err(RuntimeError::encode(format!("job record {job_id}")))?
             .into();
-        let written = match revision {
+        let outcome = match revision {
             Some(rev) => match store.update(job_id, bytes, rev).await {
-                Ok(_) => true,
-                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => false,
-                Err(e) => {
-                    return Err(RuntimeError::nats(format!("updating job record {job_id}"))(
-                        e,
-                    ));
-                }
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(false),
+                Err(e) => Err(RuntimeError::nats(format!("updating job record {job_id}"))(
+                    e,
+                )),
             },
             None => match store.create(job_id, bytes).await {
-                Ok(_) => true,
-                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => false,
-                Err(e) => {
-                    return Err(RuntimeError::nats(format!("creating job record {job_id}"))(
-                        e,
-                    ));
-                }
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(RuntimeError::nats(format!("creating job record {job_id}"))(
+                    e,
+                )),
             },
         };
-        if written {
-            return Ok(Some(next));
+        match outcome {
+            Ok(true) => return Ok(Some(next)),
+            Ok(false) => {
+                lost_races += 1;
+                if lost_races >= CAS_ATTEMPTS {
+                    return Err(RuntimeError::Contended {
+                        what: format!("job record {job_id}"),
+                        attempts: CAS_ATTEMPTS,
+                    });
+                }
+            }
+            Err(e) if started.elapsed() + pause < crate::events::STORE_PATIENCE => {
+                tracing::debug!(
+                    job = job_id,
+                    "job record not written yet ({e}); again in {pause:?}"
+                );
+                unanswered = Some(next);
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
         }
     }
-    Err(RuntimeError::Contended {
-        what: format!("job record {job_id}"),
-        attempts: CAS_ATTEMPTS,
-    })
 }
 
 /// Every job record, newest change last.

@@ -161,6 +161,17 @@ impl Worker {
         }
     }
 
+    /// Notes that a running job's computation has ended: what is left (storing its last
+    /// checkpoint, record and events) waits on the broker, which has its own patience, so the
+    /// job no longer reports an epoch and cannot be judged stalled.
+    pub fn end_progress(&self, job_id: &str) {
+        self.note_activity();
+        if let Some(e) = self.lock().get_mut(job_id) {
+            e.job.last_progress_ms = now_ms();
+            e.job.epoch = None;
+        }
+    }
+
     /// Counts a finished job, then removes it: whoever sees it gone from [`Self::running`]
     /// also sees it counted.
     pub fn finish(&self, job_id: &str, succeeded: bool) {

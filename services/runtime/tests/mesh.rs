@@ -15,7 +15,7 @@ async fn open(server: &NatsServer) -> Mesh {
     let client = connect(&config.nats, "test", Patience::FailFast)
         .await
         .unwrap();
-    Mesh::open(client).await.unwrap()
+    Mesh::open(client, 1).await.unwrap()
 }
 
 fn record(job_id: &str) -> JobRecord {

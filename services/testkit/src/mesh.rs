@@ -60,6 +60,7 @@ pub struct TestMeshBuilder {
     flavor: ServerFlavor,
     max_payload: Option<u64>,
     server_config: Option<String>,
+    cluster: usize,
     service_env: Vec<(String, String)>,
     ready_timeout: Duration,
     request_timeout: Duration,
@@ -90,6 +91,15 @@ impl TestMeshBuilder {
     /// `no_auth_user` when the configuration requires them.
     pub fn server_config(mut self, config: impl Into<String>) -> Self {
         self.server_config = Some(config.into());
+        self
+    }
+
+    /// A JetStream cluster of `nodes` servers instead of one server ([`NatsServer::cluster`]):
+    /// [`TestMesh::server`] is the first node, [`TestMesh::nodes`] all of them, and the
+    /// services and the client get every node's URL. The start waits until the cluster's
+    /// JetStream answers.
+    pub fn cluster(mut self, nodes: usize) -> Self {
+        self.cluster = nodes.max(1);
         self
     }
 
@@ -133,15 +143,42 @@ impl TestMeshBuilder {
         if let Some(config) = self.server_config {
             server = server.extra_config(config);
         }
-        let server = server
-            .start()
-            .unwrap_or_else(|e| panic!("start a private nats-server ({:?}): {e}", self.flavor));
+        let (server, peers) = if self.cluster > 1 {
+            let mut nodes = NatsServer::cluster(self.cluster).unwrap_or_else(|e| {
+                panic!("start a {}-node nats-server cluster: {e}", self.cluster)
+            });
+            let first = nodes.remove(0);
+            (first, nodes)
+        } else {
+            let server = server
+                .start()
+                .unwrap_or_else(|e| panic!("start a private nats-server ({:?}): {e}", self.flavor));
+            (server, Vec::new())
+        };
+        let urls = std::iter::once(&server)
+            .chain(&peers)
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",");
         let client = async_nats::ConnectOptions::new()
             .name("lexmesh-mesh-test")
             .request_timeout(Some(self.request_timeout))
-            .connect(server.url())
+            .connect(
+                urls.split(',')
+                    .map(|u| u.parse::<async_nats::ServerAddr>().expect("a server URL"))
+                    .collect::<Vec<_>>(),
+            )
             .await
             .expect("connect the test client");
+        if !peers.is_empty() {
+            let js = async_nats::jetstream::new(client.clone());
+            crate::eventually(
+                "the cluster's JetStream answering",
+                Duration::from_secs(30),
+                || async { js.query_account().await.ok().map(|_| ()) },
+            )
+            .await;
+        }
         let dir = tempfile::Builder::new()
             .prefix("lexmesh-mesh-test-")
             .tempdir()
@@ -151,6 +188,8 @@ impl TestMeshBuilder {
             client,
             schemas: Arc::new(Schemas::load()),
             server,
+            peers,
+            urls,
             dir: Some(dir),
             binary: self.binary,
             service_env: self.service_env,
@@ -168,8 +207,12 @@ pub struct TestMesh {
     pub client: async_nats::Client,
     /// Every schema of `schemas/`.
     pub schemas: Arc<Schemas>,
-    /// The server.
+    /// The server (the first node of a cluster).
     pub server: NatsServer,
+    /// The other nodes of a cluster.
+    peers: Vec<NatsServer>,
+    /// Every node's URL, comma-separated.
+    urls: String,
     dir: Option<TempDir>,
     binary: PathBuf,
     service_env: Vec<(String, String)>,
@@ -186,6 +229,7 @@ impl TestMesh {
             flavor: ServerFlavor::Current,
             max_payload: Some(MAX_PAYLOAD),
             server_config: None,
+            cluster: 1,
             service_env: TEST_SERVICE_ENV
                 .iter()
                 .map(|(key, value)| ((*key).to_string(), (*value).to_string()))
@@ -250,7 +294,7 @@ impl TestMesh {
         }
         command
             .current_dir(self.dir())
-            .env("LEXMESH_NATS__URL", self.server.url());
+            .env("LEXMESH_NATS__URL", &self.urls);
         for (key, value) in &self.service_env {
             command.env(key, value);
         }
@@ -334,6 +378,16 @@ impl TestMesh {
             command.env(key, value);
         }
         UpProcess::spawn(&mut command, self.dir())
+    }
+
+    /// Every node of the server (one unless a [`cluster`](TestMeshBuilder::cluster)).
+    pub fn nodes(&mut self) -> impl Iterator<Item = &mut NatsServer> {
+        std::iter::once(&mut self.server).chain(self.peers.iter_mut())
+    }
+
+    /// The URLs of every node, comma-separated (what the services connect to).
+    pub fn nats_url(&self) -> &str {
+        &self.urls
     }
 
     /// The process of `instance`.

@@ -22,6 +22,7 @@ pub struct NatsServerBuilder {
     max_payload: Option<u64>,
     websocket: bool,
     extra_config: Option<String>,
+    name: Option<String>,
 }
 
 impl NatsServerBuilder {
@@ -50,6 +51,12 @@ impl NatsServerBuilder {
         self
     }
 
+    /// The server's name (default `lexmesh-test`; each node of a cluster needs its own).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
     /// Starts the server in a fresh temporary folder on a free port.
     ///
     /// # Errors
@@ -67,7 +74,7 @@ impl NatsServerBuilder {
                 source,
             })?;
         let base = LocalServerOptions {
-            name: "lexmesh-test".to_owned(),
+            name: self.name.unwrap_or_else(|| "lexmesh-test".to_owned()),
             max_payload: self.max_payload,
             extra_config: self.extra_config,
             ..LocalServerOptions::new(binary, dir.path().join("jetstream"), dir.path().join("log"))
@@ -190,6 +197,43 @@ impl NatsServer {
     /// The `nats-server` binary this server runs.
     pub fn binary(&self) -> &Path {
         &self.server.options().binary
+    }
+
+    /// The server's name (its JetStream cluster peer name).
+    pub fn name(&self) -> &str {
+        &self.server.options().name
+    }
+
+    /// Starts a JetStream cluster of `nodes` current servers on loopback (named
+    /// `lexmesh-test-1` …, routes to each other, each with its own store). Its JetStream is
+    /// usable once the nodes have elected a meta leader, a moment after they start.
+    ///
+    /// # Errors
+    ///
+    /// As [`NatsServerBuilder::start`].
+    pub fn cluster(nodes: usize) -> Result<Vec<NatsServer>, TestkitError> {
+        let ports = (0..nodes)
+            .map(|_| free_port())
+            .collect::<Result<Vec<_>, _>>()?;
+        let routes = ports
+            .iter()
+            .map(|p| format!("nats-route://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut servers = Vec::new();
+        for (n, port) in ports.iter().enumerate() {
+            let config = format!(
+                "cluster {{\n  name: lexmesh-test\n  listen: 127.0.0.1:{port}\n  routes: [{routes}]\n}}\n"
+            );
+            servers.push(
+                NatsServer::builder()
+                    .name(format!("lexmesh-test-{}", n + 1))
+                    .max_payload(8 * 1024 * 1024)
+                    .extra_config(config)
+                    .start()?,
+            );
+        }
+        Ok(servers)
     }
 
     /// The process id of the running server process.

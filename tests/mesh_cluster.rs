@@ -1,0 +1,238 @@
+//! lexmesh on a 3-node JetStream cluster (three nats-server processes with routes on
+//! loopback), every stream, bucket and store with 3 replicas (`nats.replicas = 3`), the mesh
+//! started by `lexmesh up`. The node leading the jobs stream, or the job records' bucket, is
+//! killed with SIGKILL while several jobs train: every job completes exactly once, every
+//! stored event chain is whole, the job records keep their history, and the node, restarted,
+//! catches up.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a test stops at its first failed step
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use futures::StreamExt;
+use lexmesh_testkit::{TRAIN, TestMesh, eventually, no_early_stop_job};
+use serde_json::Value;
+
+/// The `lexmesh` binary under test.
+const LEXMESH: &str = env!("CARGO_BIN_EXE_lexmesh");
+
+const JOBS: usize = 4;
+const EPOCHS: u64 = 40;
+
+/// Every stream lexmesh creates (KV buckets and object stores are streams too).
+const STREAMS: [&str; 11] = [
+    "LEXMESH_JOBS",
+    "LEXMESH_EVENTS",
+    "LEXMESH_DEADLETTER",
+    "LEXMESH_ADVISORIES",
+    "KV_lexmesh_jobs",
+    "KV_lexmesh_leases",
+    "KV_lexmesh_instances",
+    "KV_lexmesh_searches",
+    "OBJ_lexmesh_datasets",
+    "OBJ_lexmesh_checkpoints",
+    "OBJ_lexmesh_models",
+];
+
+/// The record of `job_id`; None when there is none yet or the bucket does not answer (while
+/// its leader is being elected).
+async fn record(js: &async_nats::jetstream::Context, job_id: &str) -> Option<Value> {
+    let bucket = js.get_key_value("lexmesh_jobs").await.ok()?;
+    let value = bucket.get(job_id).await.ok()??;
+    serde_json::from_slice(&value).ok()
+}
+
+/// Every stored event of `job_id`, in order.
+async fn stored_events(js: &async_nats::jetstream::Context, job_id: &str) -> Vec<Value> {
+    let consumer = js
+        .get_stream("LEXMESH_EVENTS")
+        .await
+        .unwrap()
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: format!("lexmesh.events.{job_id}.>"),
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let pending = consumer.cached_info().num_pending;
+    let mut messages = consumer.messages().await.unwrap();
+    let mut events = Vec::new();
+    for _ in 0..pending {
+        let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .expect("stored events are read")
+            .unwrap()
+            .unwrap();
+        events.push(serde_json::from_slice(&message.payload).unwrap());
+    }
+    events
+}
+
+async fn a_node_killed_under_training_loses_nothing(leading: &str) {
+    let mut mesh = TestMesh::builder(LEXMESH).cluster(3).start().await;
+    let trainers = mesh.track_heartbeats("lexmesh.heartbeat.trainer.*").await;
+    let work = mesh.dir().join("work");
+    let mut up = mesh.up(
+        &["--replicas", "trainer=2,evaluator=0"],
+        &[
+            ("LEXMESH_NATS__REPLICAS", "3"),
+            // A JetStream API request lost while the cluster settles fails after 10 s (and the
+            // service starts again) rather than after the default minute.
+            ("LEXMESH_NATS__REQUEST_TIMEOUT", "10s"),
+            ("LEXMESH_JOBS__CONCURRENCY", "2"),
+            ("LEXMESH_SERVICE__WORK_DIR", work.to_str().unwrap()),
+        ],
+    );
+    eventually("two trainers", Duration::from_secs(120), || async {
+        (trainers.instances() >= 2).then_some(())
+    })
+    .await;
+    let js = async_nats::jetstream::new(mesh.client.clone());
+    for name in STREAMS {
+        let mut stream = js
+            .get_stream(name)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let info = stream.info().await.unwrap();
+        assert_eq!(info.config.num_replicas, 3, "{name}");
+        let cluster = info.cluster.as_ref().expect("clustered");
+        assert_eq!(cluster.replicas.len(), 2, "{name}: {cluster:?}");
+    }
+
+    let ids: Vec<String> = (1..=JOBS).map(|n| format!("cluster-{n}")).collect();
+    for id in &ids {
+        mesh.submit(TRAIN, &no_early_stop_job(id, EPOCHS as u32))
+            .await;
+    }
+    // Every job has finished an epoch: all are mid-training.
+    for id in &ids {
+        eventually(
+            &format!("{id} training"),
+            Duration::from_secs(120),
+            || async {
+                let record = record(&js, id).await?;
+                (record["epochs_completed"].as_u64() >= Some(1)).then_some(())
+            },
+        )
+        .await;
+    }
+    let leader = js
+        .get_stream(leading)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .cluster
+        .clone()
+        .unwrap()
+        .leader
+        .expect("the stream has a leader");
+    let killed_at = Instant::now();
+    let killed_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        * 1000.0;
+    mesh.nodes()
+        .find(|n| n.name() == leader)
+        .expect("the leader is a node of the cluster")
+        .kill();
+    eprintln!("killed {leader}, the leader of {leading}");
+
+    // Every job completes.
+    eventually("every job completed", Duration::from_secs(240), || async {
+        let mut done = 0;
+        for id in &ids {
+            let record = record(&js, id).await?;
+            assert_ne!(record["status"], "failed", "{record}");
+            done += usize::from(record["status"] == "completed");
+        }
+        (done == JOBS).then_some(())
+    })
+    .await;
+    eprintln!(
+        "figure: {leading} leader kill -> every job completed: {:.1?}",
+        killed_at.elapsed()
+    );
+
+    // Exactly once, and whole: one `completed` per job, an `accepted` per attempt the record
+    // lists, and every epoch of the job reported by the attempt that ran it.
+    let mut first_after_kill = f64::INFINITY;
+    for id in &ids {
+        let events = stored_events(&js, id).await;
+        let kinds = |kind: &str| events.iter().filter(|e| e["event"] == kind).count();
+        assert_eq!(kinds("completed"), 1, "{id}: {events:?}");
+        let record = record(&js, id).await.unwrap();
+        let attempts = record["history"].as_array().unwrap().len();
+        assert!(attempts >= 1, "{record}");
+        assert_eq!(
+            kinds("accepted"),
+            attempts,
+            "{id}: the record's history {record}"
+        );
+        let epochs: BTreeSet<u64> = events
+            .iter()
+            .filter(|e| e["event"] == "progress" && e["phase"] == "epoch")
+            .filter_map(|e| e["epoch"].as_u64())
+            .collect();
+        let missing: Vec<u64> = (1..=EPOCHS).filter(|e| !epochs.contains(e)).collect();
+        assert!(
+            missing.is_empty(),
+            "{id}: no stored event for epochs {missing:?}"
+        );
+        first_after_kill = events
+            .iter()
+            .filter(|e| e["event"] == "progress")
+            .filter_map(|e| e["timestamp_ms"].as_f64())
+            .filter(|t| *t > killed_ms)
+            .fold(first_after_kill, f64::min);
+    }
+    eprintln!(
+        "figure: {leading} leader kill -> first progress event stored: {:.2} s",
+        (first_after_kill - killed_ms) / 1000.0
+    );
+
+    // The killed node, restarted, catches up with every stream.
+    mesh.nodes()
+        .find(|n| n.name() == leader)
+        .unwrap()
+        .restart()
+        .unwrap();
+    eventually(
+        "the restarted node caught up",
+        Duration::from_secs(60),
+        || async {
+            let mut current = 0;
+            for name in STREAMS {
+                let mut stream = js.get_stream(name).await.ok()?;
+                let info = stream.info().await.ok()?;
+                let cluster = info.cluster.as_ref()?;
+                let peers: BTreeMap<&str, bool> = cluster
+                    .replicas
+                    .iter()
+                    .map(|p| (p.name.as_str(), p.current && p.lag.unwrap_or(0) == 0))
+                    .collect();
+                let leader_is_it = cluster.leader.as_deref() == Some(leader.as_str());
+                if leader_is_it || peers.get(leader.as_str()) == Some(&true) {
+                    current += 1;
+                }
+            }
+            (current == STREAMS.len()).then_some(())
+        },
+    )
+    .await;
+    up.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_jobs_stream_leader_mid_training_loses_no_job_and_no_event() {
+    a_node_killed_under_training_loses_nothing("LEXMESH_JOBS").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_job_records_leader_mid_training_loses_no_job_and_no_event() {
+    a_node_killed_under_training_loses_nothing("KV_lexmesh_jobs").await;
+}

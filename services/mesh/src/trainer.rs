@@ -55,24 +55,39 @@ pub fn start(runtime: &mut ServiceRuntime) {
 /// Asks a preprocessor to prepare the job's data (or names an existing prepared dataset) and
 /// reads the prepared dataset from the object store.
 async fn prepared_data(job: &TrainJob, ctx: &JobContext) -> Result<PreparedData, ProtocolError> {
-    let id = match &job.dataset {
-        DatasetSource::Prepared { dataset_id } => dataset_id.clone(),
+    let (id, just_stored) = match &job.dataset {
+        DatasetSource::Prepared { dataset_id } => (dataset_id.clone(), false),
         _ => {
             let request = PreprocessJob {
                 job_id: job.job_id.clone(),
                 dataset: job.dataset.clone(),
                 settings: job.settings.clone(),
             };
-            request_prepare(ctx, &request).await?.dataset_id
+            (request_prepare(ctx, &request).await?.dataset_id, true)
         }
     };
-    fetch_prepared(ctx.mesh(), &id).await?.ok_or_else(|| {
-        ProtocolError::new(
-            ErrorCode::DatasetNotFound,
-            format!("no prepared dataset `{id}`"),
-        )
-    })
+    // A dataset the preprocessor that answered has just stored may not be on the copy of a
+    // replicated store that answers a read for a moment: looked for again for a few seconds
+    // before the job is rejected for it (a named one is looked for once).
+    let looks = if just_stored { PREPARED_LOOKS } else { 1 };
+    let mut pause = std::time::Duration::from_millis(100);
+    for look in 1..=looks {
+        if look > 1 {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_secs(1));
+        }
+        if let Some(data) = fetch_prepared(ctx.mesh(), &id).await? {
+            return Ok(data);
+        }
+    }
+    Err(ProtocolError::new(
+        ErrorCode::DatasetNotFound,
+        format!("no prepared dataset `{id}`"),
+    ))
 }
+
+/// Reads of a prepared dataset before it is taken to be missing (about 5 s in all).
+const PREPARED_LOOKS: u32 = 8;
 
 /// Forwards the training thread's events into the async side.
 struct EventSink {

@@ -9,8 +9,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::consumer::{DeliverPolicy, pull};
-use futures::StreamExt;
 use lexmesh_testkit::{TRAIN, TestMesh, eventually, no_early_stop_job};
 use serde_json::Value;
 
@@ -41,33 +39,6 @@ async fn record(js: &async_nats::jetstream::Context, job_id: &str) -> Option<Val
     let bucket = js.get_key_value("lexmesh_jobs").await.ok()?;
     let value = bucket.get(job_id).await.ok()??;
     serde_json::from_slice(&value).ok()
-}
-
-/// Every stored event of `job_id`, in order.
-async fn stored_events(js: &async_nats::jetstream::Context, job_id: &str) -> Vec<Value> {
-    let consumer = js
-        .get_stream("LEXMESH_EVENTS")
-        .await
-        .unwrap()
-        .create_consumer(pull::OrderedConfig {
-            filter_subject: format!("lexmesh.events.{job_id}.>"),
-            deliver_policy: DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let pending = consumer.cached_info().num_pending;
-    let mut messages = consumer.messages().await.unwrap();
-    let mut events = Vec::new();
-    for _ in 0..pending {
-        let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
-            .await
-            .expect("stored events are read")
-            .unwrap()
-            .unwrap();
-        events.push(serde_json::from_slice(&message.payload).unwrap());
-    }
-    events
 }
 
 async fn a_node_killed_under_training_loses_nothing(leading: &str) {
@@ -169,7 +140,7 @@ async fn a_node_killed_under_training_loses_nothing(leading: &str) {
     // event.
     let mut first_after_kill = f64::INFINITY;
     for id in &ids {
-        let events = stored_events(&js, id).await;
+        let events = mesh.stored_events(&format!("lexmesh.events.{id}.>")).await;
         let kinds = |kind: &str| events.iter().filter(|e| e["event"] == kind).count();
         assert_eq!(kinds("completed"), 1, "{id}: {events:?}");
         let record = record(&js, id).await.unwrap();

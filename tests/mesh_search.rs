@@ -21,8 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{DeliverPolicy, pull};
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use lexmesh_search::asha::cutoff;
 use lexmesh_search::{Action, Asha, Experiment, Judge, Observation, Score, StopReason, Trial};
 use lexmesh_testkit::{CLASSIFY, TestMesh, inline, is_final, sample_records, sample_subset, short};
@@ -99,37 +98,6 @@ async fn start_mesh(mesh: &mut TestMesh, trainer_env: &[(&str, &str)]) {
     for instance in ["preprocessor-a", "trainer-a", "trainer-b", "evaluator-a"] {
         mesh.wait_ready(instance).await;
     }
-}
-
-/// Every event the events stream holds, in stream order, each checked against `job-event`.
-async fn stored_events(mesh: &TestMesh) -> Vec<Value> {
-    let js = async_nats::jetstream::new(mesh.client.clone());
-    let stream = js.get_stream("LEXMESH_EVENTS").await.unwrap();
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig {
-            deliver_policy: DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let pending = consumer.cached_info().num_pending;
-    let mut messages = consumer.messages().await.unwrap();
-    let mut events = Vec::new();
-    for _ in 0..pending {
-        let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
-            .await
-            .expect("the stored events within 10 s")
-            .expect("the events stream")
-            .unwrap();
-        let event: Value = serde_json::from_slice(&message.payload).unwrap();
-        mesh.schemas.check(
-            "job-event",
-            &format!("event on {}", message.subject),
-            &event,
-        );
-        events.push(event);
-    }
-    events
 }
 
 /// `state.last_seq` of a stream: how many messages it ever stored.
@@ -578,7 +546,7 @@ async fn an_asha_search_across_two_trainers_stops_the_weak_trials_and_registers_
     let result = &last["result"]["optimize"];
 
     let trials = trials_of(&mesh, "search-a");
-    let events = stored_events(&mesh).await;
+    let events = mesh.stored_events("lexmesh.events.>").await;
     let trials = assert_accounted("search-a", &trials, &events);
     // The rung records and every stop and promotion are those of a replay of the epochs the
     // trainers reported, each decision Ray's rule on the values recorded before it.
@@ -727,7 +695,7 @@ async fn a_search_whose_coordinator_is_killed_is_taken_over_and_completes() {
     assert_ne!(takeover[1], coordinator);
 
     let trials = trials_of(&mesh, "search-b");
-    let events = stored_events(&mesh).await;
+    let events = mesh.stored_events("lexmesh.events.>").await;
     let trials = assert_accounted("search-b", &trials, &events);
     assert_published_once(&mesh, &trials).await;
     // The take-over lost no epoch and recorded none twice: the state is a replay's.
@@ -794,7 +762,7 @@ async fn a_trial_that_ends_while_no_coordinator_runs_keeps_every_epoch_it_report
     assert_eq!(last["event"], "completed", "{}", watch.summary());
     assert_eq!(watch.of_kind("accepted").len(), 2, "{}", watch.summary());
     let trials = trials_of(&mesh, "search-e");
-    let events = stored_events(&mesh).await;
+    let events = mesh.stored_events("lexmesh.events.>").await;
     let trials = assert_accounted("search-e", &trials, &events);
     assert_published_once(&mesh, &trials).await;
     // Every trial ran its six epochs, and the search took them all: the one that ended while
@@ -861,7 +829,7 @@ async fn killing_a_trainer_that_runs_a_trial_resumes_the_trial_and_the_search_co
         watch.summary()
     );
     let trials = trials_of(&mesh, "search-d");
-    let events = stored_events(&mesh).await;
+    let events = mesh.stored_events("lexmesh.events.>").await;
     let trials = assert_accounted("search-d", &trials, &events);
     assert_published_once(&mesh, &trials).await;
     for (id, trial) in &trials {
@@ -1115,7 +1083,7 @@ async fn cancelling_a_search_cancels_its_running_trials() {
         CONCURRENCY,
         "trials were started after the cancel: {trials:?}"
     );
-    let events = stored_events(&mesh).await;
+    let events = mesh.stored_events("lexmesh.events.>").await;
     for trial in &trials {
         let id = trial["trial_id"].as_str().unwrap();
         assert_eq!(trial["status"], "cancelled", "{id}: {trial}");
@@ -1182,7 +1150,7 @@ async fn a_cancel_sent_while_no_coordinator_runs_stops_the_trials_once_one_takes
         trials.iter().any(|t| t["trial_id"] == trial_id.as_str()),
         "{trials:?}"
     );
-    let events = stored_events(&mesh).await;
+    let events = mesh.stored_events("lexmesh.events.>").await;
     for trial in &trials {
         let id = trial["trial_id"].as_str().unwrap();
         assert_eq!(trial["status"], "cancelled", "{id}: {trial}");

@@ -717,6 +717,48 @@ impl TestMesh {
         subscriber
     }
 
+    /// Every event the events stream holds on `subject` (`lexmesh.events.>` for all, or
+    /// `lexmesh.events.<job>.>`), in stream order, each checked against `job-event`.
+    ///
+    /// # Panics
+    ///
+    /// When the stream cannot be read within 10 s per event, or an event is invalid.
+    pub async fn stored_events(&self, subject: &str) -> Vec<Value> {
+        use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+        use futures::StreamExt;
+        let js = async_nats::jetstream::new(self.client.clone());
+        let consumer = js
+            .get_stream("LEXMESH_EVENTS")
+            .await
+            .expect("open the events stream")
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: subject.to_string(),
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .expect("an ordered consumer on the events stream");
+        let pending = consumer.cached_info().num_pending;
+        let mut messages = consumer.messages().await.expect("read the events stream");
+        let mut events = Vec::new();
+        for _ in 0..pending {
+            let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+                .await
+                .expect("the stored events within 10 s")
+                .expect("the events stream")
+                .expect("a stored event");
+            let event: Value =
+                serde_json::from_slice(&message.payload).expect("a stored event is JSON");
+            self.schemas.check(
+                "job-event",
+                &format!("event on {}", message.subject),
+                &event,
+            );
+            events.push(event);
+        }
+        events
+    }
+
     /// The job record (KV `lexmesh_jobs`, key = job id), validated against `job-record`.
     ///
     /// # Panics

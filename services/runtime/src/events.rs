@@ -19,6 +19,33 @@ use crate::mesh::Mesh;
 /// How long an event that must be stored is tried again when the stream does not answer.
 pub const STORE_PATIENCE: Duration = Duration::from_secs(30);
 
+/// The pauses between tries of something the broker did not answer: 100 ms, doubling up to
+/// 2 s, for as long as [`STORE_PATIENCE`] allows.
+pub(crate) struct StoreRetry {
+    started: std::time::Instant,
+    pause: Duration,
+}
+
+impl StoreRetry {
+    pub(crate) fn new() -> Self {
+        Self {
+            started: std::time::Instant::now(),
+            pause: Duration::from_millis(100),
+        }
+    }
+
+    /// The pause before the next try, when the patience allows one more.
+    pub(crate) fn next_pause(&self) -> Option<Duration> {
+        (self.started.elapsed() + self.pause < STORE_PATIENCE).then_some(self.pause)
+    }
+
+    /// Waits the pause, and makes the next one longer.
+    pub(crate) async fn wait(&mut self) {
+        tokio::time::sleep(self.pause).await;
+        self.pause = (self.pause * 2).min(Duration::from_secs(2));
+    }
+}
+
 /// Whether `event` is published through JetStream (stored for sure) rather than as a core
 /// message.
 pub fn is_stored(event: &JobEvent) -> bool {
@@ -62,8 +89,7 @@ pub async fn publish(
         event_id(event).as_str(),
     );
     let payload = bytes::Bytes::from(payload);
-    let started = std::time::Instant::now();
-    let mut pause = Duration::from_millis(100);
+    let mut retry = StoreRetry::new();
     loop {
         let stored = match mesh
             .js
@@ -78,16 +104,17 @@ pub async fn publish(
         };
         match stored {
             Ok(()) => return Ok(()),
-            Err(e) if started.elapsed() + pause < STORE_PATIENCE => {
-                tracing::debug!(
-                    job = event.job_id(),
-                    "{} event not stored yet ({e}); again in {pause:?}",
-                    event.kind().name()
-                );
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(2));
-            }
-            Err(e) => return Err(e),
+            Err(e) => match retry.next_pause() {
+                Some(pause) => {
+                    tracing::debug!(
+                        job = event.job_id(),
+                        "{} event not stored yet ({e}); again in {pause:?}",
+                        event.kind().name()
+                    );
+                    retry.wait().await;
+                }
+                None => return Err(e),
+            },
         }
     }
 }

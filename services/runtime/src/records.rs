@@ -44,26 +44,23 @@ pub async fn update(
     job_id: &str,
     mut change: impl FnMut(Option<JobRecord>) -> Option<JobRecord>,
 ) -> Result<Option<JobRecord>, RuntimeError> {
-    let started = std::time::Instant::now();
-    let mut pause = std::time::Duration::from_millis(100);
+    let mut retry = crate::events::StoreRetry::new();
     let mut unanswered: Option<JobRecord> = None;
     let mut lost_races = 0;
     loop {
         let current = match read(store, job_id).await {
             Ok(current) => current,
-            Err(e)
-                if e.is_transient()
-                    && started.elapsed() + pause < crate::events::STORE_PATIENCE =>
-            {
-                tracing::debug!(
-                    job = job_id,
-                    "job record not readable yet ({e}); again in {pause:?}"
-                );
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(std::time::Duration::from_secs(2));
-                continue;
-            }
-            Err(e) => return Err(e),
+            Err(e) => match retry.next_pause() {
+                Some(pause) if e.is_transient() => {
+                    tracing::debug!(
+                        job = job_id,
+                        "job record not readable yet ({e}); again in {pause:?}"
+                    );
+                    retry.wait().await;
+                    continue;
+                }
+                _ => return Err(e),
+            },
         };
         if let Some(written) = unanswered.take()
             && current
@@ -106,16 +103,17 @@ pub async fn update(
                     });
                 }
             }
-            Err(e) if started.elapsed() + pause < crate::events::STORE_PATIENCE => {
-                tracing::debug!(
-                    job = job_id,
-                    "job record not written yet ({e}); again in {pause:?}"
-                );
-                unanswered = Some(next);
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(std::time::Duration::from_secs(2));
-            }
-            Err(e) => return Err(e),
+            Err(e) => match retry.next_pause() {
+                Some(pause) => {
+                    tracing::debug!(
+                        job = job_id,
+                        "job record not written yet ({e}); again in {pause:?}"
+                    );
+                    unanswered = Some(next);
+                    retry.wait().await;
+                }
+                None => return Err(e),
+            },
         }
     }
 }

@@ -152,10 +152,10 @@ impl Console {
         self.forward("metrics", report);
     }
 
-    /// Drops the history of instances the metrics state no longer knows.
-    pub fn retain(&self, known: &[&str]) {
+    /// Keeps the history of the instances `known` still knows, and drops the rest.
+    pub fn retain(&self, known: impl Fn(&str) -> bool) {
         let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        history.retain(|instance, _| known.contains(&instance.as_str()));
+        history.retain(|instance, _| known(instance));
     }
 
     /// Answers a request whose path is not `/metrics`.

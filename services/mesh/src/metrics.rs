@@ -194,17 +194,12 @@ impl MetricsService {
             Leadership::Lost => tracing::info!("is no longer the metrics leader"),
             Leadership::Same => {}
         }
-        let (cleared, snapshot) = {
+        let cleared = {
             let mut state = lock(&self.state);
             let cleared = state.expire(now_ms(), self.forget_after_ms);
-            (cleared, state.snapshot(now_ms()))
+            self.console.retain(|instance| state.knows(instance));
+            cleared
         };
-        let known: Vec<&str> = snapshot
-            .instances
-            .iter()
-            .map(|i| i.instance.as_str())
-            .collect();
-        self.console.retain(&known);
         self.publish(&cleared).await;
     }
 

@@ -96,6 +96,11 @@ impl Gatherer {
         }
     }
 
+    /// Whether `instance` (of any service) is known: heard from, not yet forgotten.
+    pub fn knows(&self, instance: &str) -> bool {
+        self.instances.keys().any(|(_, i)| i == instance)
+    }
+
     /// Forgets the instances not heard from for more than `forget_after_ms`, and the training
     /// jobs they ran; returns them as (service, instance). Alerts raised by others about them
     /// stay until those others clear them (a "gave up replacing it" alert is about exactly

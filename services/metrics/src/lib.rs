@@ -103,6 +103,11 @@ impl MetricsState {
         cleared
     }
 
+    /// Whether `instance` is known: it reported and was not forgotten by [`Self::expire`].
+    pub fn knows(&self, instance: &str) -> bool {
+        self.gatherer.knows(instance)
+    }
+
     /// The alerts this instance raised and has not cleared.
     pub fn own_alerts(&self) -> Vec<Alert> {
         self.alerts.active()
@@ -346,7 +351,9 @@ mod tests {
         s.on_event(&progress("j1", "w-1", 1, 10.0), 1_000.0);
         let now = now_ms();
         assert!(s.expire(now, 60_000.0).is_empty());
+        assert!(s.knows("w-1") && !s.knows("w-2"));
         let cleared = s.expire(now + 120_000.0, 60_000.0);
+        assert!(!s.knows("w-1"));
         assert_eq!(cleared.len(), 1);
         assert_eq!(cleared[0].state, AlertState::Cleared);
         assert_eq!(cleared[0].instance, "w-1");

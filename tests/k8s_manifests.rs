@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use lexmesh_protocol::names::{self, Service};
+use lexmesh_testkit::k8s::{k8s_dir, manifests, object, read_yaml, resources};
 use serde_json::Value;
 
 /// The Kubernetes versions the manifests are claimed valid for: the newest three minor
@@ -40,18 +41,8 @@ const OUTSIDE_KUSTOMIZATION: [&str; 1] = [
 /// configures no `accounts`.
 const NATS_ACCOUNT: &str = "$G";
 
-/// Splits a YAML file into its documents, as JSON (empty documents dropped), with the parser
-/// kubernetes-validate itself uses (PyYAML): the root package has no YAML crate.
-const YAML_TO_JSON: &str = r#"
-import json, sys, yaml
-with open(sys.argv[1]) as f:
-    documents = [d for d in yaml.safe_load_all(f) if d is not None]
-json.dump(documents, sys.stdout, default=str)
-"#;
-
-/// Validates every document of a file as a KEDA (keda.sh/v1alpha1) object: the pydantic model
-/// of its kind must accept it, and every field given must be one the model kept (pydantic
-/// drops unknown fields silently). Prints one line per problem; exits 1 when there is any.
+/// Validates each document of a file against cloudcoil-models-keda's models, and reports
+/// fields the models do not know.
 const KEDA_CHECK: &str = r#"
 import sys, yaml, pydantic
 from cloudcoil.models.keda import v1alpha1
@@ -92,10 +83,6 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn k8s_dir() -> PathBuf {
-    root().join("k8s")
-}
-
 /// A program of `.tools/k8s-venv/bin/`; a missing one fails the test with what to run.
 fn venv_tool(name: &str) -> PathBuf {
     let path = root().join(".tools/k8s-venv/bin").join(name);
@@ -121,55 +108,6 @@ fn text(output: &Output) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     )
-}
-
-/// The documents of `k8s/<file>`.
-fn documents(file: &str) -> Vec<Value> {
-    let path = k8s_dir().join(file);
-    let output = run(Command::new(venv_tool("python"))
-        .args(["-c", YAML_TO_JSON])
-        .arg(&path));
-    assert!(
-        output.status.success(),
-        "{} is not valid YAML:\n{}",
-        path.display(),
-        text(&output)
-    );
-    match serde_json::from_slice(&output.stdout) {
-        Ok(Value::Array(documents)) => documents,
-        other => panic!("{}: unexpected parse {other:?}", path.display()),
-    }
-}
-
-/// The files kustomization.yaml lists under `resources`.
-fn resources() -> Vec<String> {
-    let kustomization = documents("kustomization.yaml");
-    assert_eq!(kustomization.len(), 1, "kustomization.yaml: one document");
-    kustomization[0]["resources"]
-        .as_array()
-        .expect("kustomization.yaml lists resources")
-        .iter()
-        .map(|r| r.as_str().expect("a resource is a file name").to_owned())
-        .collect()
-}
-
-/// Every document of every manifest the kustomization lists, with its file.
-fn kustomized() -> Vec<(String, Value)> {
-    resources()
-        .into_iter()
-        .flat_map(|file| documents(&file).into_iter().map(move |d| (file.clone(), d)))
-        .collect()
-}
-
-/// The one object of this kind and name.
-fn object<'a>(all: &'a [(String, Value)], kind: &str, name: &str) -> &'a Value {
-    let found: Vec<&Value> = all
-        .iter()
-        .map(|(_, d)| d)
-        .filter(|d| d["kind"] == kind && d["metadata"]["name"] == name)
-        .collect();
-    assert_eq!(found.len(), 1, "expected one {kind} {name}");
-    found[0]
 }
 
 fn str_of<'a>(value: &'a Value, what: &str) -> &'a str {
@@ -221,7 +159,7 @@ fn every_kustomized_manifest_is_valid_for_each_supported_kubernetes_version() {
     let validate = venv_tool("kubernetes-validate");
     let mut failures = Vec::new();
     for file in resources() {
-        let documents = documents(&file).len();
+        let documents = read_yaml(&file).len();
         assert!(documents > 0, "k8s/{file} holds no object");
         let mut command = Command::new(&validate);
         command.arg("--strict");
@@ -300,8 +238,8 @@ fn concurrency(all: &[(String, Value)], deployment: &Value) -> u32 {
 
 #[test]
 fn keda_scales_each_worker_on_the_lag_of_its_own_consumers() {
-    let all = kustomized();
-    let scaled: Vec<Value> = documents("keda.yaml");
+    let all = manifests();
+    let scaled: Vec<Value> = read_yaml("keda.yaml");
     let names: BTreeSet<&str> = scaled
         .iter()
         .map(|d| str_of(&d["metadata"]["name"], "ScaledObject name"))
@@ -393,7 +331,7 @@ fn keda_scales_each_worker_on_the_lag_of_its_own_consumers() {
 
 #[test]
 fn disruption_budgets_cover_health_and_metrics_and_never_block_a_drain() {
-    let all = kustomized();
+    let all = manifests();
     let budgets: Vec<&(String, Value)> = all
         .iter()
         .filter(|(_, d)| d["kind"] == "PodDisruptionBudget")

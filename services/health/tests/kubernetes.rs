@@ -7,11 +7,11 @@
 //! mocked. The manifest tests read `k8s/*.yaml` with a YAML parser.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a test stops at its first failed step
 
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use lexmesh_health::replace::kubernetes::KubernetesReplacer;
 use lexmesh_health::replace::{ReplaceError, Replacer, Target};
+use lexmesh_testkit::k8s::{manifests, object};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -450,52 +450,6 @@ async fn a_target_without_a_host_is_out_of_reach_and_nothing_is_sent() {
 
 // ---------------------------------------------------------------------------------------------
 // The manifests.
-
-fn k8s_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../k8s")
-}
-
-/// Every document of every manifest the kustomization lists.
-fn manifests() -> Vec<(String, Value)> {
-    let kustomization = read_yaml("kustomization.yaml");
-    assert_eq!(kustomization.len(), 1);
-    let resources = kustomization[0]["resources"]
-        .as_array()
-        .expect("kustomization.yaml lists resources");
-    let mut documents = Vec::new();
-    for resource in resources {
-        let file = resource.as_str().unwrap();
-        for document in read_yaml(file) {
-            documents.push((file.to_owned(), document));
-        }
-    }
-    documents
-}
-
-fn read_yaml(file: &str) -> Vec<Value> {
-    let path = k8s_dir().join(file);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    let documents: Vec<Value> = serde_saphyr::from_str_multiple(&text)
-        .unwrap_or_else(|e| panic!("{} is not valid YAML: {e}", path.display()));
-    documents.into_iter().filter(|d| !d.is_null()).collect()
-}
-
-/// The one object of this kind and name.
-fn object<'a>(all: &'a [(String, Value)], kind: &str, name: &str) -> &'a Value {
-    let found: Vec<&Value> = all
-        .iter()
-        .map(|(_, d)| d)
-        .filter(|d| d["kind"] == kind && d["metadata"]["name"] == name)
-        .collect();
-    assert_eq!(
-        found.len(),
-        1,
-        "expected one {kind} {name}, found {}",
-        found.len()
-    );
-    found[0]
-}
 
 fn strings(value: &Value) -> Vec<&str> {
     value

@@ -43,6 +43,7 @@
 //! - [`wait`]: [`eventually`], polling until a condition holds.
 //! - [`otlp`]: an OTLP trace receiver for the tracing tests.
 //! - [`browser`]: [`Browser`], a headless Chromium on a page (the dashboard's tests).
+//! - [`k8s`]: the `k8s/` manifests as JSON values.
 //!
 //! The harness fails the test (panics with a message that says what was expected) on any
 //! broken expectation: that is its job. Paths of the repository (`schemas/`, `data/`) are
@@ -54,6 +55,7 @@ pub mod error;
 pub mod events;
 pub mod fixtures;
 pub mod heartbeats;
+pub mod k8s;
 pub mod mesh;
 pub mod otlp;
 pub mod process;

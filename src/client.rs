@@ -39,16 +39,22 @@ pub fn load_config(options: &MeshOptions) -> anyhow::Result<Config> {
 
 /// Connects to NATS, failing at once when nothing answers.
 pub async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {
-    connection::connect(&config.nats, CLIENT_NAME, Patience::FailFast)
-        .await
-        .context("is the mesh running? (`lexmesh up` starts one)")
+    match connection::connect(&config.nats, CLIENT_NAME, Patience::FailFast).await {
+        Ok(client) => Ok(client),
+        // Nothing answered: the hint helps. A refusal or a setting that cannot work says what
+        // is wrong on its own.
+        Err(e @ lexmesh_runtime::RuntimeError::Connect { .. }) => {
+            Err(anyhow::Error::new(e).context("is the mesh running? (`lexmesh up` starts one)"))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Loads the configuration, connects and opens every stream, bucket and store of the mesh.
 pub async fn open_mesh(options: &MeshOptions) -> anyhow::Result<Mesh> {
     let config = load_config(options)?;
     let client = connect(&config).await?;
-    Mesh::open(client, config.nats.replicas)
+    Mesh::open(client, config.nats.replicas, config.nats.jetstream_timeout)
         .await
         .context("opening the mesh's streams and stores (is JetStream enabled on the server?)")
 }

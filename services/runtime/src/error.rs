@@ -18,6 +18,22 @@ pub enum RuntimeError {
         #[source]
         source: async_nats::ConnectError,
     },
+    /// The server answered but refused this client: the TLS handshake failed (a certificate
+    /// one side does not trust) or the server refused the credentials. Trying again fails the
+    /// same way until the configuration or the server changes.
+    // The reason already holds the client's error text; the error is kept for its kind, not as
+    // a `source`, so that a printed chain does not repeat it.
+    #[error("NATS at {url} refused this client: {reason}")]
+    Refused {
+        /// The URL(s) tried.
+        url: String,
+        /// What was refused.
+        refusal: Refusal,
+        /// What was refused, with the client's error and the settings involved.
+        reason: String,
+        /// The client's error.
+        error: async_nats::ConnectError,
+    },
     /// A NATS operation failed.
     #[error("{what}: {source}")]
     Nats {
@@ -80,6 +96,20 @@ pub enum RuntimeError {
     },
 }
 
+/// What a NATS server (or the TLS handshake with it) refused; see [`RuntimeError::Refused`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// This client does not trust the server's certificate (not signed by a CA of
+    /// `nats.tls.ca_file`, or not for this host).
+    ServerCertificate,
+    /// The server refused this client's certificate, or asked for one and got none.
+    ClientCertificate,
+    /// The TLS handshake failed for another reason.
+    TlsHandshake,
+    /// The server refused the credentials (user and password, token, nkey or creds file).
+    Authorization,
+}
+
 /// What kind of failure a [`RuntimeError`] is, for callers that decide what follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuntimeErrorKind {
@@ -102,7 +132,9 @@ impl RuntimeError {
             }
             Self::Contended { .. } => RuntimeErrorKind::Transient,
             Self::Corrupt { .. } | Self::Encode { .. } => RuntimeErrorKind::Data,
-            Self::Config(_) | Self::Io { .. } | Self::Unusable { .. } => RuntimeErrorKind::Setup,
+            Self::Config(_) | Self::Io { .. } | Self::Unusable { .. } | Self::Refused { .. } => {
+                RuntimeErrorKind::Setup
+            }
         }
     }
 

@@ -44,6 +44,8 @@
 //! - [`otlp`]: an OTLP trace receiver for the tracing tests.
 //! - [`browser`]: [`Browser`], a headless Chromium on a page (the dashboard's tests).
 //! - [`k8s`]: the `k8s/` manifests as JSON values.
+//! - [`credentials`]: TLS certificates, nkey users and operator/account/user JWTs with their
+//!   `.creds` file, made in the test for a server that asks for them.
 //!
 //! The harness fails the test (panics with a message that says what was expected) on any
 //! broken expectation: that is its job. Paths of the repository (`schemas/`, `data/`) are
@@ -51,6 +53,7 @@
 
 pub mod browser;
 pub mod cli;
+pub mod credentials;
 pub mod error;
 pub mod events;
 pub mod fixtures;
@@ -66,6 +69,9 @@ pub mod up;
 pub mod wait;
 
 pub use browser::Browser;
+pub use credentials::{
+    Account, CertificateAuthority, CertifiedKey, NkeyUser, Operator, TestCertificates,
+};
 pub use error::TestkitError;
 pub use events::{EventLog, EventWatch, is_final};
 pub use fixtures::{
@@ -74,7 +80,8 @@ pub use fixtures::{
 };
 pub use heartbeats::{Heartbeat, Heartbeats};
 pub use mesh::{
-    JOB_TIMEOUT, MAX_PAYLOAD, READY_TIMEOUT, REQUEST_TIMEOUT, TestMesh, TestMeshBuilder,
+    JOB_TIMEOUT, MAX_PAYLOAD, MESH_STREAMS, READY_TIMEOUT, REQUEST_TIMEOUT, TestMesh,
+    TestMeshBuilder,
 };
 pub use process::{ChildProcess, ServiceProcess, send_signal, try_send_signal};
 pub use schemas::{Schemas, short};

@@ -53,6 +53,21 @@ const TEST_SERVICE_ENV: [(&str, &str); 3] = [
     ("LEXMESH_METRICS__LISTEN", "127.0.0.1:0"),
 ];
 
+/// Every stream lexmesh creates (KV buckets and object stores are streams too).
+pub const MESH_STREAMS: [&str; 11] = [
+    "LEXMESH_JOBS",
+    "LEXMESH_EVENTS",
+    "LEXMESH_DEADLETTER",
+    "LEXMESH_ADVISORIES",
+    "KV_lexmesh_jobs",
+    "KV_lexmesh_leases",
+    "KV_lexmesh_instances",
+    "KV_lexmesh_searches",
+    "OBJ_lexmesh_datasets",
+    "OBJ_lexmesh_checkpoints",
+    "OBJ_lexmesh_models",
+];
+
 /// Options of a [`TestMesh`]; get one from [`TestMesh::builder`].
 #[derive(Debug, Clone)]
 pub struct TestMeshBuilder {
@@ -872,6 +887,40 @@ impl TestMesh {
         info["state"]["messages"]
             .as_u64()
             .unwrap_or_else(|| panic!("stream info without state.messages: {}", short(&info)))
+    }
+}
+
+impl TestMesh {
+    /// Waits until the node `node` holds a current copy of every stream of [`MESH_STREAMS`]
+    /// (it leads the stream, or its replica is current with no lag): a node restarted after a
+    /// kill has caught up.
+    ///
+    /// # Panics
+    ///
+    /// When it has not within `timeout`.
+    pub async fn wait_node_caught_up(&self, node: &str, timeout: Duration) {
+        let js = async_nats::jetstream::new(self.client.clone());
+        eventually(
+            &format!("{node} caught up with every stream"),
+            timeout,
+            || async {
+                for name in MESH_STREAMS {
+                    let mut stream = js.get_stream(name).await.ok()?;
+                    let info = stream.info().await.ok()?;
+                    let cluster = info.cluster.as_ref()?;
+                    let current = cluster.leader.as_deref() == Some(node)
+                        || cluster
+                            .replicas
+                            .iter()
+                            .any(|p| p.name == node && p.current && p.lag.unwrap_or(0) == 0);
+                    if !current {
+                        return None;
+                    }
+                }
+                Some(())
+            },
+        )
+        .await;
     }
 }
 

@@ -486,10 +486,13 @@ fn every_manifest_parses_and_lives_in_the_lexmesh_namespace() {
     found.sort();
     let mut expected = [
         "Namespace \"lexmesh\"",
+        "Secret \"lexmesh-nats-auth\"",
         "ConfigMap \"nats-config\"",
+        "ConfigMap \"nats-permissions\"",
         "Service \"nats\"",
         "Service \"nats-headless\"",
         "StatefulSet \"nats\"",
+        "PodDisruptionBudget \"nats\"",
         "ConfigMap \"lexmesh-config\"",
         "ServiceAccount \"lexmesh-health\"",
         "Role \"lexmesh-health-pods\"",
@@ -550,6 +553,7 @@ fn every_object_reads_as_its_kubernetes_api_type() {
         match document["kind"].as_str().unwrap() {
             "Namespace" => typed::<core::v1::Namespace>(file, document),
             "ConfigMap" => typed::<core::v1::ConfigMap>(file, document),
+            "Secret" => typed::<core::v1::Secret>(file, document),
             "Service" => typed::<core::v1::Service>(file, document),
             "ServiceAccount" => typed::<core::v1::ServiceAccount>(file, document),
             "StatefulSet" => typed::<apps::v1::StatefulSet>(file, document),
@@ -730,16 +734,23 @@ fn the_trainer_has_room_to_checkpoint_and_no_second_autoscaler() {
 }
 
 #[test]
-fn nats_runs_jetstream_with_8_mib_messages_and_the_services_find_it() {
+fn nats_runs_a_jetstream_cluster_with_8_mib_messages_and_the_services_find_it() {
     let all = manifests();
     let nats = object(&all, "StatefulSet", "nats");
-    assert_eq!(nats["spec"]["replicas"], 1);
+    assert_eq!(nats["spec"]["replicas"], 3);
     let container = &nats["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["image"], "nats:2.10-alpine");
+    // The NATS Helm chart's probes: ready once the server runs (a node must not wait for the
+    // cluster to become ready), restarted only when JetStream is off.
     assert_eq!(
         container["readinessProbe"]["httpGet"]["path"],
+        "/healthz?js-server-only=true"
+    );
+    assert_eq!(
+        container["livenessProbe"]["httpGet"]["path"],
         "/healthz?js-enabled-only=true"
     );
+    assert_eq!(container["startupProbe"]["httpGet"]["path"], "/healthz");
     let claims = nats["spec"]["volumeClaimTemplates"].as_array().unwrap();
     assert_eq!(claims[0]["metadata"]["name"], "data");
 
@@ -748,6 +759,15 @@ fn nats_runs_jetstream_with_8_mib_messages_and_the_services_find_it() {
         .unwrap();
     assert!(conf.contains("max_payload: 8MB"), "{conf}");
     assert!(conf.contains("store_dir: /data"), "{conf}");
+    assert!(conf.contains("include \"nats-permissions.conf\""), "{conf}");
+    let permissions =
+        object(&all, "ConfigMap", "nats-permissions")["data"]["nats-permissions.conf"]
+            .as_str()
+            .unwrap();
+    assert!(
+        permissions.contains("LEXMESH_PUBLISHER = {"),
+        "{permissions}"
+    );
 
     let service = object(&all, "Service", "nats");
     let ports: Vec<&Value> = service["spec"]["ports"]
@@ -762,5 +782,12 @@ fn nats_runs_jetstream_with_8_mib_messages_and_the_services_find_it() {
         .as_str()
         .unwrap();
     let config: toml::Table = lexmesh_toml.parse().unwrap();
-    assert_eq!(config["nats"]["url"].as_str(), Some("nats://nats:4222"));
+    assert_eq!(
+        config["nats"]["url"].as_str(),
+        Some(
+            "nats://nats-0.nats-headless:4222,nats://nats-1.nats-headless:4222,\
+             nats://nats-2.nats-headless:4222"
+        )
+    );
+    assert_eq!(config["nats"]["replicas"].as_integer(), Some(3));
 }

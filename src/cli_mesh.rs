@@ -101,6 +101,12 @@ pub struct UpArgs {
     /// Folder for the local nats-server's data, when one is started.
     #[arg(long, default_value = ".lexmesh/nats")]
     pub data_dir: PathBuf,
+    /// Start the local nats-server with users and permissions: `lexmesh` for the services and
+    /// the command line, `publisher` for other systems (submit jobs, follow them, classify,
+    /// cancel). Passwords are made once and kept in `<data-dir>/users/`, with `services.toml`
+    /// (a `--config` for the command line) and `publisher.url` (the URL other systems use).
+    #[arg(long)]
+    pub auth: bool,
     /// Shared options.
     #[command(flatten)]
     pub mesh: MeshOptions,

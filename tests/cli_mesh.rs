@@ -1031,3 +1031,197 @@ fn watch_follows_a_failing_job_to_exit_1() {
     );
     drop(mesh);
 }
+
+// ---------------------------------------------------------------------------------------------
+// 4. `up --auth`: the services' user and the publishers' user
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn up_with_auth_runs_the_services_as_their_user_and_lets_a_publisher_only_submit_and_follow() {
+    let server_binary = nats_server::locate(ServerFlavor::Current)
+        .expect("a nats-server 2.10+ (scripts/setup-nats)");
+    let tmp = tempfile::Builder::new()
+        .prefix("lexmesh-cli-auth-")
+        .tempdir()
+        .expect("temporary folder");
+    let user = User::new(tmp.path(), dead_url());
+    let data_dir = user.dir.join("nats");
+    let mut up = Up::start(
+        &user,
+        &[
+            "up",
+            "--auth",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--replicas",
+            "evaluator=0,health=0,metrics=0",
+        ],
+        &[("LEXMESH_NATS_SERVER", server_binary.as_path())],
+    );
+    let users = up.wait_line("the users it made", MESH_READY, |l| l.starts_with("users:"));
+    let services_config = data_dir.join("users/services.toml");
+    let publisher_file = data_dir.join("users/publisher.url");
+    assert!(
+        users.contains(&services_config.display().to_string())
+            && users.contains(&publisher_file.display().to_string()),
+        "{users}"
+    );
+    let publisher_url = std::fs::read_to_string(&publisher_file)
+        .expect("publisher.url")
+        .trim()
+        .to_string();
+    assert!(
+        publisher_url.starts_with("nats://publisher:"),
+        "{publisher_url}"
+    );
+
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    // Without credentials the server lets nobody in.
+    let anonymous = rt.block_on(
+        async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(5))
+            .connect(&user.url),
+    );
+    let refused = anonymous
+        .map(|_| ())
+        .expect_err("an anonymous client is refused");
+    assert!(
+        refused.to_string().to_lowercase().contains("authorization"),
+        "{refused}"
+    );
+
+    // The publisher submits a job (the services, as their own user, run it) and follows it.
+    let errors = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = errors.clone();
+    // async-nats reads no credentials from a URL (Go, Python and JavaScript clients do).
+    let (credentials, address) = publisher_url
+        .strip_prefix("nats://")
+        .and_then(|rest| rest.rsplit_once('@'))
+        .expect("nats://user:password@host:port");
+    let (name, password) = credentials.split_once(':').expect("user:password");
+    assert_eq!(name, "publisher");
+    let publisher = rt
+        .block_on(
+            async_nats::ConnectOptions::with_user_and_password(name.into(), password.into())
+                .event_callback(move |event| {
+                    let seen = seen.clone();
+                    async move {
+                        if let async_nats::Event::ServerError(e) = event {
+                            seen.lock().unwrap().push(e.to_string());
+                        }
+                    }
+                })
+                .connect(format!("nats://{address}")),
+        )
+        .expect("the publisher connects with the credentials up wrote");
+    // A password that is not the publisher's is refused.
+    let wrong = rt.block_on(
+        async_nats::ConnectOptions::with_user_and_password(name.into(), format!("x{password}"))
+            .connection_timeout(Duration::from_secs(5))
+            .connect(format!("nats://{address}")),
+    );
+    assert!(wrong.is_err(), "a wrong password is let in");
+    let mut settings = small_settings(2);
+    settings["patience"] = json!(0);
+    let job = json!({
+        "job_id": "auth-1",
+        "model_id": "auth-model",
+        "dataset": inline(
+            sample_records("train.jsonl"),
+            Some(sample_records("validation.jsonl")),
+        ),
+        "settings": settings,
+    });
+    let events = rt.block_on(async {
+        let mut events = publisher
+            .subscribe("lexmesh.events.auth-1.>")
+            .await
+            .unwrap();
+        publisher.flush().await.unwrap();
+        let js = async_nats::jetstream::new(publisher.clone());
+        // The services create the jobs stream as they start: until then there is none.
+        let deadline = Instant::now() + MESH_READY;
+        loop {
+            let ack = js
+                .publish(
+                    "lexmesh.jobs.train",
+                    serde_json::to_vec(&job).unwrap().into(),
+                )
+                .await
+                .expect("publish the job")
+                .await;
+            match ack {
+                Ok(_) => break,
+                Err(e) if Instant::now() < deadline => {
+                    assert!(!e.to_string().to_lowercase().contains("permission"), "{e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("the jobs stream does not take the publisher's job: {e}"),
+            }
+        }
+        let mut seen = Vec::new();
+        tokio::time::timeout(JOB, async {
+            while let Some(message) = events.next().await {
+                let event: Value = serde_json::from_slice(&message.payload).unwrap();
+                let last = event["event"].as_str().unwrap_or_default().to_string();
+                seen.push(event);
+                if ["completed", "failed", "cancelled"].contains(&last.as_str()) {
+                    break;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no final event of auth-1: {seen:?}\n{}", up.logs()));
+        seen
+    });
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "completed", "{events:?}\n{}", up.logs());
+
+    // It may not pretend to be a service: its heartbeat is refused by the server.
+    rt.block_on(async {
+        publisher
+            .publish("lexmesh.heartbeat.trainer.fake", "{}".into())
+            .await
+            .unwrap();
+        publisher.flush().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !errors
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e.to_lowercase().contains("permissions violation"))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no permissions violation for a publisher's heartbeat"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+
+    // The command line, with the services' configuration up wrote, sees the job completed;
+    // without it, it is refused.
+    let services_config = services_config.to_str().unwrap();
+    let jobs = user
+        .run(
+            &["jobs", "--config", services_config, "--format", "json"],
+            QUICK,
+        )
+        .success();
+    let listed = jobs.json();
+    let record = listed
+        .as_array()
+        .and_then(|jobs| jobs.iter().find(|j| j["job_id"] == "auth-1"))
+        .unwrap_or_else(|| panic!("auth-1 is not listed: {}", jobs.describe()));
+    assert_eq!(record["status"], "completed", "{record}");
+    let without = user.run(&["jobs"], QUICK);
+    assert_ne!(without.code, Some(0), "{}", without.describe());
+    assert!(
+        without.stderr.to_lowercase().contains("authorization"),
+        "{}",
+        without.describe()
+    );
+
+    let (status, _) = up.terminate(STOP);
+    assert!(status.success(), "{status:?}\n{}", up.logs());
+}

@@ -15,4 +15,5 @@ pub mod top;
 pub mod train;
 pub mod trials;
 pub mod up;
+pub mod up_users;
 pub mod watch;

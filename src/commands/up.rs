@@ -28,6 +28,7 @@ use tokio::task::JoinSet;
 
 use crate::cli_mesh::UpArgs;
 use crate::client;
+use crate::commands::up_users::{LocalUsers, PUBLISHER_USER, SERVICES_USER};
 
 /// Most replicas of one service `up` starts.
 const MAX_REPLICAS: u32 = 16;
@@ -58,7 +59,16 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let config = client::load_config(&args.mesh)?;
     let (host, port) = server_address(&config.nats.url)?;
     let mut server = None;
+    let mut nats = config.nats.clone();
     let url = if answers(&host, port) {
+        if args.auth {
+            bail!(
+                "--auth sets up the users of a nats-server that `up` starts, but a server \
+                 already answers at {}: give that server the users and permissions of \
+                 k8s/nats-permissions.conf, and the services' credentials through --config",
+                config.nats.url
+            );
+        }
         eprintln!("using the NATS server at {}", config.nats.url);
         config.nats.url.clone()
     } else {
@@ -82,10 +92,16 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         let version = nats_server::version(&binary)
             .map(|(a, b, c)| format!("{a}.{b}.{c}"))
             .unwrap_or_else(|_| "(version unknown)".into());
+        let users = if args.auth {
+            Some(LocalUsers::load_or_create(&args.data_dir)?)
+        } else {
+            None
+        };
         let options = LocalServerOptions {
             host: bind,
             port,
             max_payload: Some(MAX_PAYLOAD),
+            extra_config: users.as_ref().map(LocalUsers::server_config),
             ..LocalServerOptions::new(&binary, args.data_dir.join("store"), &args.data_dir)
         };
         let started = LocalServer::start(options).context("starting nats-server")?;
@@ -94,8 +110,33 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             "started nats-server {version} at {url} (data in {})",
             args.data_dir.display()
         ));
+        if let Some(users) = users {
+            let (services, publisher) = users.write_client_files(&url)?;
+            crate::render::print_line(&format!(
+                "users: `{SERVICES_USER}` for the services and the command line (--config {}), \
+                 `{PUBLISHER_USER}` for other systems (their URL is in {})",
+                services.display(),
+                publisher.display()
+            ));
+            nats.user = Some(SERVICES_USER.to_string());
+            nats.password = Some(users.passwords.services.clone());
+            nats.token = None;
+            nats.nkey_seed = None;
+            nats.creds_file = None;
+        }
         server = Some(started);
         url
+    };
+    let common_env = if args.auth {
+        [
+            ("LEXMESH_NATS__USER", &nats.user),
+            ("LEXMESH_NATS__PASSWORD", &nats.password),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| Some((key, value.clone()?)))
+        .collect()
+    } else {
+        Vec::new()
     };
     let exe = std::env::current_exe().context("finding the lexmesh executable")?;
     let trainer_cores = trainer_cores(&config, &replicas);
@@ -105,9 +146,10 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         config: args.mesh.config.clone(),
         replicas,
         policy: lexmesh_mesh::health::restart_policy(&config.health),
-        nats: config.nats.clone(),
+        nats,
         metrics_listen: config.metrics.listen.clone(),
         trainer_cores,
+        common_env,
     }));
     if let Some(mut server) = server {
         match server.stop() {
@@ -240,6 +282,9 @@ struct Supervision {
     metrics_listen: String,
     /// `service.cores` of each trainer replica, when several share the machine.
     trainer_cores: Option<usize>,
+    /// Configuration every replica gets (`LEXMESH_*__*` variables): the services' user of a
+    /// server started with `--auth`.
+    common_env: Vec<(&'static str, String)>,
 }
 
 /// One replica: `lexmesh serve <service>` with instance `<service>-<n>`.
@@ -355,7 +400,10 @@ async fn supervise(plan: Supervision) -> anyhow::Result<ExitCode> {
                         .into_iter()
                         .collect(),
                     _ => Vec::new(),
-                },
+                }
+                .into_iter()
+                .chain(plan.common_env.iter().cloned())
+                .collect(),
             };
             tasks.spawn(run_replica(replica, stop_rx.clone()));
         }

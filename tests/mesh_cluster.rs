@@ -6,10 +6,10 @@
 //! catches up.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a test stops at its first failed step
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use lexmesh_testkit::{TRAIN, TestMesh, eventually, no_early_stop_job};
+use lexmesh_testkit::{MESH_STREAMS, TRAIN, TestMesh, eventually, no_early_stop_job};
 use serde_json::Value;
 
 /// The `lexmesh` binary under test.
@@ -17,21 +17,6 @@ const LEXMESH: &str = env!("CARGO_BIN_EXE_lexmesh");
 
 const JOBS: usize = 4;
 const EPOCHS: u64 = 40;
-
-/// Every stream lexmesh creates (KV buckets and object stores are streams too).
-const STREAMS: [&str; 11] = [
-    "LEXMESH_JOBS",
-    "LEXMESH_EVENTS",
-    "LEXMESH_DEADLETTER",
-    "LEXMESH_ADVISORIES",
-    "KV_lexmesh_jobs",
-    "KV_lexmesh_leases",
-    "KV_lexmesh_instances",
-    "KV_lexmesh_searches",
-    "OBJ_lexmesh_datasets",
-    "OBJ_lexmesh_checkpoints",
-    "OBJ_lexmesh_models",
-];
 
 /// The record of `job_id`; None when there is none yet or the bucket does not answer (while
 /// its leader is being elected).
@@ -66,7 +51,7 @@ async fn a_node_killed_under_training_loses_nothing(leading: &str) {
     )
     .await;
     let js = async_nats::jetstream::new(mesh.client.clone());
-    for name in STREAMS {
+    for name in MESH_STREAMS {
         let mut stream = js
             .get_stream(name)
             .await
@@ -198,29 +183,8 @@ async fn a_node_killed_under_training_loses_nothing(leading: &str) {
         .unwrap()
         .restart()
         .unwrap();
-    eventually(
-        "the restarted node caught up",
-        Duration::from_secs(60),
-        || async {
-            let mut current = 0;
-            for name in STREAMS {
-                let mut stream = js.get_stream(name).await.ok()?;
-                let info = stream.info().await.ok()?;
-                let cluster = info.cluster.as_ref()?;
-                let peers: BTreeMap<&str, bool> = cluster
-                    .replicas
-                    .iter()
-                    .map(|p| (p.name.as_str(), p.current && p.lag.unwrap_or(0) == 0))
-                    .collect();
-                let leader_is_it = cluster.leader.as_deref() == Some(leader.as_str());
-                if leader_is_it || peers.get(leader.as_str()) == Some(&true) {
-                    current += 1;
-                }
-            }
-            (current == STREAMS.len()).then_some(())
-        },
-    )
-    .await;
+    mesh.wait_node_caught_up(&leader, Duration::from_secs(60))
+        .await;
     up.stop().await;
 }
 

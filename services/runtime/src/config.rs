@@ -53,6 +53,11 @@ pub struct NatsConfig {
     /// Timeout of request/reply calls to other services.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Longest wait for one JetStream request or acknowledgement (streams, buckets, object
+    /// stores). On a cluster, a request that the node answering it took down with it costs this
+    /// long before it is tried again or fails.
+    #[serde(with = "humantime_serde")]
+    pub jetstream_timeout: Duration,
     /// Copies of every stream, KV bucket and object store lexmesh creates: 1 on a single
     /// server, 3 (or 5) on a JetStream cluster of at least that many nodes. Existing ones keep
     /// their count (a warning says when it differs).
@@ -71,6 +76,7 @@ impl Default for NatsConfig {
             tls: TlsConfig::default(),
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
+            jetstream_timeout: Duration::from_secs(10),
             replicas: 1,
         }
     }
@@ -473,7 +479,12 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.create_file("k8s.toml", &kubernetes_config())?;
             let c = Config::load(Some(Path::new("k8s.toml"))).unwrap();
-            assert_eq!(c.nats.url, "nats://nats:4222");
+            assert_eq!(
+                c.nats.url,
+                "nats://nats-0.nats-headless:4222,nats://nats-1.nats-headless:4222,\
+                 nats://nats-2.nats-headless:4222"
+            );
+            assert_eq!(c.nats.replicas, 3);
             assert_eq!(c.metrics.listen, "0.0.0.0:9464");
             c.metrics.alerts.validate().unwrap();
             // The trainer keeps the old system's thresholds: no override hides its memory.

@@ -19,6 +19,13 @@ use crate::mesh::Mesh;
 /// How long an event that must be stored is tried again when the stream does not answer.
 pub const STORE_PATIENCE: Duration = Duration::from_secs(30);
 
+/// How long one try of a store (an event's acknowledgement, a job record's read or write) is
+/// waited for before it is tried again. A request the broker lost (the node that was to answer
+/// died mid-request) would otherwise hold the job for the whole request timeout; a try that was
+/// only slow is harmless to repeat (an event is a duplicate the stream drops, a record write is
+/// recognised on the next read).
+pub const STORE_ATTEMPT: Duration = Duration::from_secs(3);
+
 /// The pauses between tries of something the broker did not answer: 100 ms, doubling up to
 /// 2 s, for as long as [`STORE_PATIENCE`] allows.
 pub(crate) struct StoreRetry {
@@ -91,17 +98,20 @@ pub async fn publish(
     let payload = bytes::Bytes::from(payload);
     let mut retry = StoreRetry::new();
     loop {
-        let stored = match mesh
-            .js
-            .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
-            .await
-        {
-            Ok(ack) => ack
+        let attempt = async {
+            match mesh
+                .js
+                .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
                 .await
-                .map(|_| ())
-                .map_err(RuntimeError::nats("storing a job event")),
-            Err(e) => Err(RuntimeError::nats("publishing a job event")(e)),
+            {
+                Ok(ack) => ack
+                    .await
+                    .map(|_| ())
+                    .map_err(RuntimeError::nats("storing a job event")),
+                Err(e) => Err(RuntimeError::nats("publishing a job event")(e)),
+            }
         };
+        let stored = within_attempt("storing a job event", attempt).await;
         match stored {
             Ok(()) => return Ok(()),
             Err(e) => match retry.next_pause() {
@@ -117,4 +127,20 @@ pub async fn publish(
             },
         }
     }
+}
+
+/// `operation`, or [`RuntimeError::TimedOut`] (transient) when it takes longer than
+/// [`STORE_ATTEMPT`].
+pub(crate) async fn within_attempt<T>(
+    what: &str,
+    operation: impl std::future::Future<Output = Result<T, RuntimeError>>,
+) -> Result<T, RuntimeError> {
+    tokio::time::timeout(STORE_ATTEMPT, operation)
+        .await
+        .unwrap_or_else(|_| {
+            Err(RuntimeError::TimedOut {
+                what: what.to_string(),
+                after: STORE_ATTEMPT,
+            })
+        })
 }

@@ -54,8 +54,16 @@ impl Mesh {
     /// Opens (creating when missing) every stream, bucket and store; those it creates get
     /// `replicas` copies (`nats.replicas`: 1 on a single server, 3 on a 3-node JetStream
     /// cluster). One that exists with another count keeps it, with a warning.
-    pub async fn open(client: Client, replicas: usize) -> Result<Self, RuntimeError> {
-        let js = jetstream::new(client.clone());
+    ///
+    /// Every JetStream request and acknowledgement through the mesh waits at most `timeout`
+    /// (`nats.jetstream_timeout`), not the connection's request timeout.
+    pub async fn open(
+        client: Client,
+        replicas: usize,
+        timeout: Duration,
+    ) -> Result<Self, RuntimeError> {
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(timeout);
         let replicas = replicas.max(1);
         ensure_stream(
             &js,

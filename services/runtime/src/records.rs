@@ -6,6 +6,7 @@ use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKin
 use lexmesh_protocol::record::JobRecord;
 
 use crate::error::RuntimeError;
+use crate::events::within_attempt;
 
 /// Attempts of a compare-and-set loop before giving up.
 const CAS_ATTEMPTS: u32 = 16;
@@ -48,7 +49,7 @@ pub async fn update(
     let mut unanswered: Option<JobRecord> = None;
     let mut lost_races = 0;
     loop {
-        let current = match read(store, job_id).await {
+        let current = match within_attempt("reading a job record", read(store, job_id)).await {
             Ok(current) => current,
             Err(e) => match retry.next_pause() {
                 Some(pause) if e.is_transient() => {
@@ -76,22 +77,25 @@ pub async fn update(
         let bytes = serde_json::to_vec(&next)
             .map_err(RuntimeError::encode(format!("job record {job_id}")))?
             .into();
-        let outcome = match revision {
-            Some(rev) => match store.update(job_id, bytes, rev).await {
-                Ok(_) => Ok(true),
-                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(false),
-                Err(e) => Err(RuntimeError::nats(format!("updating job record {job_id}"))(
-                    e,
-                )),
-            },
-            None => match store.create(job_id, bytes).await {
-                Ok(_) => Ok(true),
-                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(false),
-                Err(e) => Err(RuntimeError::nats(format!("creating job record {job_id}"))(
-                    e,
-                )),
-            },
+        let write = async {
+            match revision {
+                Some(rev) => match store.update(job_id, bytes, rev).await {
+                    Ok(_) => Ok(true),
+                    Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(false),
+                    Err(e) => Err(RuntimeError::nats(format!("updating job record {job_id}"))(
+                        e,
+                    )),
+                },
+                None => match store.create(job_id, bytes).await {
+                    Ok(_) => Ok(true),
+                    Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(false),
+                    Err(e) => Err(RuntimeError::nats(format!("creating job record {job_id}"))(
+                        e,
+                    )),
+                },
+            }
         };
+        let outcome = within_attempt("writing a job record", write).await;
         match outcome {
             Ok(true) => return Ok(Some(next)),
             Ok(false) => {

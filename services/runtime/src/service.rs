@@ -51,7 +51,12 @@ impl ServiceRuntime {
             check_work_dir(dir)?;
         }
         let client = connect(&config.nats, &instance, Patience::Retry).await?;
-        let mesh = Mesh::open(client.clone(), config.nats.replicas).await?;
+        let mesh = Mesh::open(
+            client.clone(),
+            config.nats.replicas,
+            config.nats.jetstream_timeout,
+        )
+        .await?;
         let worker = Arc::new(Worker::new(kind, instance.clone(), config, mesh));
         let stats_worker = worker.clone();
         let service = client

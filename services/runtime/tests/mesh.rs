@@ -15,7 +15,9 @@ async fn open(server: &NatsServer) -> Mesh {
     let client = connect(&config.nats, "test", Patience::FailFast)
         .await
         .unwrap();
-    Mesh::open(client, 1).await.unwrap()
+    Mesh::open(client, 1, std::time::Duration::from_secs(10))
+        .await
+        .unwrap()
 }
 
 fn record(job_id: &str) -> JobRecord {

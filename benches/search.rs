@@ -19,15 +19,27 @@
 //! Options: `--data DIR` (`train.jsonl`, `validation.jsonl`; default
 //! `../shared/data/hamshahri-rss-topics`), `--seeds 1,2,3,4,5`, `--trials 12`, `--epochs 12`
 //! (every trial's `max_epochs`), `--concurrent 2`, `--trainers 2`, `--grace 2`, `--rf 3`,
-//! `--judge best_so_far|last`, `--deadline 1800` (seconds per arm). Needs the release binary
-//! (`cargo bench` builds it).
+//! `--judge best_so_far|last`, `--deadline 1800` (seconds per arm), `--arms both|random|asha`,
+//! `--no-defaults` (skip the default settings' job), `--out FILE` (`target/search-bench.json`:
+//! every figure and every trial's epochs, written after each seed). `cargo bench` builds the
+//! release binary; `--profile dev` runs the debug one (libtorch and burn still optimised).
+//!
+//! `--replay FILE` trains nothing: it replays a grid of ASHA settings over the learning curves
+//! of `FILE`'s random arms (`--arms random` trains every trial to the end) with the
+//! coordinator's own scheduler code, and prints for each setting in how many seeds it would
+//! have reached random's best within 0.5x (see `search/replay.rs`). Choose settings on seeds
+//! other than the ones the benchmark then reports.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a benchmark stops at its first failed step
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lexmesh_testkit::{EventLog, TestMesh, is_final};
+
+#[path = "search/replay.rs"]
+mod replay;
 use serde_json::Value;
 
 struct Options {
@@ -41,6 +53,14 @@ struct Options {
     rf: f64,
     judge: String,
     deadline: Duration,
+    /// Which arms run: `both`, `random` or `asha`.
+    arms: String,
+    /// Whether the default settings' score is measured (first seed).
+    defaults: bool,
+    /// Where every figure and every trial's epochs are written.
+    out: PathBuf,
+    /// Replays ASHA settings over the trials of this file's random arms instead of running.
+    replay: Option<PathBuf>,
 }
 
 fn options() -> Options {
@@ -55,6 +75,10 @@ fn options() -> Options {
         rf: 3.0,
         judge: "best_so_far".into(),
         deadline: Duration::from_secs(1800),
+        arms: "both".into(),
+        defaults: true,
+        out: PathBuf::from("target/search-bench.json"),
+        replay: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -83,6 +107,16 @@ fn options() -> Options {
             "--deadline" => {
                 o.deadline = Duration::from_secs(number(it.next(), "--deadline") as u64)
             }
+            "--arms" => {
+                o.arms = it.next().expect("--arms both|random|asha").clone();
+                assert!(
+                    ["both", "random", "asha"].contains(&o.arms.as_str()),
+                    "--arms takes both, random or asha"
+                );
+            }
+            "--no-defaults" => o.defaults = false,
+            "--out" => o.out = PathBuf::from(it.next().expect("--out FILE")),
+            "--replay" => o.replay = Some(PathBuf::from(it.next().expect("--replay FILE"))),
             _ => {} // cargo bench passes --bench
         }
     }
@@ -133,15 +167,14 @@ struct Arm {
     trial_epochs: usize,
     /// Trials by outcome, as the `completed` event counts them.
     counts: String,
+    /// Every trial's epochs: `(seconds since submit, epoch, macro-F1, validation loss)`.
+    trials: BTreeMap<String, Vec<(f64, u64, f64, f64)>>,
 }
 
 impl Arm {
     /// When best-so-far first reached `target` (seconds), if it did.
     fn reached(&self, target: f64) -> Option<f64> {
-        self.curve
-            .iter()
-            .find(|(_, f1)| *f1 >= target - 1e-12)
-            .map(|(t, _)| *t)
+        reached(&self.curve, target)
     }
 
     /// Best-so-far at `t` seconds.
@@ -238,6 +271,18 @@ async fn run_arm(mesh: &TestMesh, events: &EventLog, o: &Options, seed: u64, ash
             continue;
         }
         arm.trial_epochs += 1;
+        let since = at.duration_since(submitted).as_secs_f64();
+        if let (Some(trial), Some(epoch), Some(f1)) = (
+            e["job_id"].as_str(),
+            e["epoch"].as_u64(),
+            e["validation_macro_f1"].as_f64(),
+        ) {
+            let loss = e["validation_loss"].as_f64().unwrap_or(f64::NAN);
+            arm.trials
+                .entry(trial.to_string())
+                .or_default()
+                .push((since, epoch, f1, loss));
+        }
         if let Some(f1) = e["validation_macro_f1"].as_f64()
             && f1 > best_so_far
         {
@@ -261,6 +306,14 @@ async fn default_score(mesh: &TestMesh, events: &EventLog, o: &Options) -> f64 {
     done["result"]["train"]["validation"]["macro_f1"]
         .as_f64()
         .unwrap_or_else(|| panic!("no validation macro-F1 in {done}"))
+}
+
+/// When a best-so-far curve (`(seconds, best)` at each improvement) first reached `target`.
+fn reached(curve: &[(f64, f64)], target: f64) -> Option<f64> {
+    curve
+        .iter()
+        .find(|(_, f1)| *f1 >= target - 1e-12)
+        .map(|(t, _)| *t)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -297,7 +350,12 @@ async fn main() {
          {} rf {} judge {}; seeds {:?}",
         o.trials, o.epochs, o.concurrent, o.trainers, o.grace, o.rf, o.judge, o.seeds
     );
+    if let Some(file) = &o.replay {
+        replay::run(file, &o);
+        return;
+    }
     let mut rows = Vec::new();
+    let mut all = Vec::new();
     let mut default = None;
     for (i, &seed) in o.seeds.iter().enumerate() {
         let mesh = TestMesh::builder(LEXMESH)
@@ -323,22 +381,33 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         println!("seed {seed}:");
-        if default.is_none() {
+        if o.defaults && default.is_none() {
             let score = default_score(&mesh, &events, &o).await;
             println!("  default settings: validation macro-F1 {score:.4}");
             default = Some(score);
         }
         // Alternate which arm goes first.
-        let (random, asha) = if i % 2 == 0 {
-            let r = run_arm(&mesh, &events, &o, seed, false).await;
-            let a = run_arm(&mesh, &events, &o, seed, true).await;
-            (r, a)
+        let (mut random, mut asha) = (None, None);
+        let order = if i % 2 == 0 {
+            [false, true]
         } else {
-            let a = run_arm(&mesh, &events, &o, seed, true).await;
-            let r = run_arm(&mesh, &events, &o, seed, false).await;
-            (r, a)
+            [true, false]
         };
-        rows.push((seed, random, asha));
+        for is_asha in order {
+            if o.arms == "both" || (o.arms == "asha") == is_asha {
+                let arm = run_arm(&mesh, &events, &o, seed, is_asha).await;
+                *(if is_asha { &mut asha } else { &mut random }) = Some(arm);
+            }
+        }
+        all.push((seed, random.clone(), asha.clone()));
+        if let (Some(random), Some(asha)) = (random, asha) {
+            rows.push((seed, random, asha));
+        }
+        write_out(&o, &all, default);
+    }
+    if rows.is_empty() {
+        println!("every trial's epochs: {}", o.out.display());
+        return;
     }
 
     println!();
@@ -413,4 +482,38 @@ async fn main() {
              {best_asha:.4}"
         );
     }
+}
+
+/// Writes every arm of every seed so far, each trial's epochs included, to `--out`.
+fn write_out(o: &Options, all: &[(u64, Option<Arm>, Option<Arm>)], default: Option<f64>) {
+    let arm_json = |arm: &Option<Arm>| {
+        arm.as_ref().map(|a| {
+            serde_json::json!({
+                "wall_s": a.wall,
+                "best": a.best,
+                "trial_epochs": a.trial_epochs,
+                "counts": a.counts,
+                "trials": a.trials,
+            })
+        })
+    };
+    let seeds: Vec<Value> = all
+        .iter()
+        .map(|(seed, random, asha)| {
+            serde_json::json!({"seed": seed, "random": arm_json(random), "asha": arm_json(asha)})
+        })
+        .collect();
+    let report = serde_json::json!({
+        "trials": o.trials,
+        "epochs": o.epochs,
+        "concurrent": o.concurrent,
+        "trainers": o.trainers,
+        "asha": {"grace": o.grace, "rf": o.rf, "judge": o.judge},
+        "default_macro_f1": default,
+        "seeds": seeds,
+    });
+    if let Some(parent) = o.out.parent() {
+        std::fs::create_dir_all(parent).expect("create the output folder");
+    }
+    std::fs::write(&o.out, serde_json::to_vec_pretty(&report).unwrap()).expect("write --out");
 }

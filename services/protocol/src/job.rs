@@ -767,7 +767,7 @@ pub struct AshaSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10000))]
     pub max_t: Option<u32>,
-    /// Epochs before the first rung (default 3, or `max_epochs` when smaller).
+    /// Epochs before the first rung (default 5, or `max_epochs` when smaller).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10000))]
     pub grace_period: Option<u32>,
@@ -780,9 +780,9 @@ pub struct AshaSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 16))]
     pub brackets: Option<u32>,
-    /// Which value of a trial a rung judges (default `best_so_far`: its best epoch so far, so
-    /// that a trial whose score dipped after its peak is judged by its peak; `last`: the
-    /// epoch that reached the rung, as Ray Tune and Optuna do).
+    /// Which value of a trial a rung judges (default `last`: the epoch that reached the rung,
+    /// as Ray Tune and Optuna do; `best_so_far`: its best epoch so far, so that a trial whose
+    /// score dipped after its peak is judged by its peak).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "JudgeName")]
     pub judge: Option<JudgeName>,

@@ -60,6 +60,8 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let (host, port) = server_address(&config.nats.url)?;
     let mut server = None;
     let mut nats = config.nats.clone();
+    // The services' login on a server started with `--auth`, for every replica.
+    let mut common_env = Vec::new();
     let url = if answers(&host, port) {
         if args.auth {
             bail!(
@@ -120,23 +122,14 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             ));
             nats.user = Some(SERVICES_USER.to_string());
             nats.password = Some(users.passwords.services.clone());
+            common_env.push(("LEXMESH_NATS__USER", SERVICES_USER.to_string()));
+            common_env.push(("LEXMESH_NATS__PASSWORD", users.passwords.services));
             nats.token = None;
             nats.nkey_seed = None;
             nats.creds_file = None;
         }
         server = Some(started);
         url
-    };
-    let common_env = if args.auth {
-        [
-            ("LEXMESH_NATS__USER", &nats.user),
-            ("LEXMESH_NATS__PASSWORD", &nats.password),
-        ]
-        .into_iter()
-        .filter_map(|(key, value)| Some((key, value.clone()?)))
-        .collect()
-    } else {
-        Vec::new()
     };
     let exe = std::env::current_exe().context("finding the lexmesh executable")?;
     let trainer_cores = trainer_cores(&config, &replicas);

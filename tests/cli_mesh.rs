@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use lexmesh_runtime::nats_server::{self, ServerFlavor};
+use lexmesh_testkit::cli::Ran;
 use lexmesh_testkit::{
     Schemas, TestMesh, inline, sample_path, sample_records, short, small_settings, try_send_signal,
 };
@@ -48,52 +49,6 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-/// What a finished command said.
-struct Ran {
-    what: String,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Ran {
-    fn describe(&self) -> String {
-        format!(
-            "`{}` exited with {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.what, self.code, self.stdout, self.stderr
-        )
-    }
-
-    /// Fails unless the command exited with `code`.
-    fn expect_code(self, code: i32) -> Self {
-        assert_eq!(self.code, Some(code), "{}", self.describe());
-        self
-    }
-
-    /// Fails unless the command exited 0.
-    fn success(self) -> Self {
-        self.expect_code(0)
-    }
-
-    /// stdout as JSON (one document).
-    fn json(&self) -> Value {
-        serde_json::from_str(self.stdout.trim())
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.describe()))
-    }
-
-    /// stdout as JSON lines.
-    fn json_lines(&self) -> Vec<Value> {
-        self.stdout
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                serde_json::from_str(l)
-                    .unwrap_or_else(|e| panic!("line {l:?} is not JSON ({e}): {}", self.describe()))
-            })
-            .collect()
     }
 }
 

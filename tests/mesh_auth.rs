@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use lexmesh_testkit::cli::Ran;
 use lexmesh_testkit::{
     ChildProcess, NatsServer, NkeyUser, Operator, TestCertificates, eventually, sample_train_job,
     small_settings,
@@ -39,23 +40,6 @@ struct Scenario {
     up: Option<ChildProcess>,
     server: NatsServer,
     dir: TempDir,
-}
-
-/// What a finished command said.
-struct Ran {
-    what: String,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Ran {
-    fn describe(&self) -> String {
-        format!(
-            "`{}` exited with {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.what, self.code, self.stdout, self.stderr
-        )
-    }
 }
 
 impl Scenario {
@@ -118,12 +102,7 @@ impl Scenario {
             .await
             .unwrap_or_else(|_| panic!("`{what}` did not finish within {timeout:?}"))
             .unwrap_or_else(|e| panic!("cannot run `{what}`: {e}"));
-        Ran {
-            what,
-            code: output.status.code(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        Ran::from_output(what, &output)
     }
 
     /// Starts `lexmesh up --config <config>` with a preprocessor and a trainer (what a train

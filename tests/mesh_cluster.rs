@@ -122,12 +122,27 @@ async fn a_node_killed_under_training_loses_nothing(leading: &str) {
     // Exactly once, and whole: one `completed` per job; every attempt that trained was
     // accepted once and is in the record's history (an attempt may also end before it is
     // accepted: a preprocessor not up yet is retried), and every epoch of the job has its
-    // event.
+    // event. A job's record turns `completed` before its `completed` event is stored (so that
+    // whoever sees the event finds the record it describes), so the event is waited for.
     let mut first_after_kill = f64::INFINITY;
     for id in &ids {
-        let events = mesh.stored_events(&format!("lexmesh.events.{id}.>")).await;
-        let kinds = |kind: &str| events.iter().filter(|e| e["event"] == kind).count();
-        assert_eq!(kinds("completed"), 1, "{id}: {events:?}");
+        let events = eventually(
+            &format!("{id}'s completed event stored"),
+            Duration::from_secs(60),
+            || async {
+                let events = mesh.stored_events(&format!("lexmesh.events.{id}.>")).await;
+                events
+                    .iter()
+                    .any(|e| e["event"] == "completed")
+                    .then_some(events)
+            },
+        )
+        .await;
+        let ends: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["event"] == "completed")
+            .collect();
+        assert_eq!(ends.len(), 1, "{id}: completed events {ends:?}");
         let record = record(&js, id).await.unwrap();
         let recorded: BTreeSet<u64> = record["history"]
             .as_array()

@@ -60,8 +60,15 @@ pub fn is_stored(event: &JobEvent) -> bool {
 }
 
 /// The `Nats-Msg-Id` of an event: the same for every retry of one event, different for any
-/// two events of a job.
+/// two events of a job. A final event (`completed`, `cancelled`, a `failed` not retried) is
+/// identified by its job and kind alone: a job ends once, and the same ending rebuilt from the
+/// job record by another instance (a duplicate delivery that finds the record final before the
+/// owner's event is stored, `publish_missing_final_event`) carries another timestamp but is
+/// still that one event, which the stream then drops.
 pub fn event_id(event: &JobEvent) -> String {
+    if event.is_final() {
+        return format!("{}:{}:final", event.job_id(), event.kind().name());
+    }
     format!(
         "{}:{}:{:x}",
         event.job_id(),

@@ -158,3 +158,74 @@ async fn user_password_and_token_authentication_are_used() {
     config.nats.token = Some("t0ken".into());
     assert!(connects(&config).await);
 }
+
+/// How many messages the events stream holds on `subject`.
+async fn stored_on(mesh: &Mesh, subject: &str) -> usize {
+    use futures::StreamExt;
+    let stream = mesh
+        .js
+        .get_stream(lexmesh_protocol::names::EVENTS_STREAM)
+        .await
+        .unwrap();
+    let info = stream
+        .info_with_subjects(subject)
+        .await
+        .unwrap()
+        .next()
+        .await;
+    info.map_or(0, |r| r.unwrap().1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_ends_once_in_the_events_stream_however_often_its_end_is_published() {
+    use lexmesh_protocol::JobEvent;
+    use lexmesh_protocol::error::ErrorCode;
+    use lexmesh_protocol::event::{Cancelled, Failed};
+    use lexmesh_runtime::events;
+
+    let server = NatsServer::start().expect("nats-server (run scripts/setup-nats)");
+    let mesh = open(&server).await;
+    let failed = |job: &str, retrying: bool, timestamp_ms: f64| {
+        JobEvent::Failed(Failed {
+            job_id: job.into(),
+            kind: JobKind::Train,
+            attempt: 1,
+            instance: "trainer-a".into(),
+            code: ErrorCode::Internal,
+            reason: "disk full".into(),
+            retrying,
+            timestamp_ms,
+        })
+    };
+    // The owner's `cancelled`, then the same ending rebuilt from the record elsewhere, later,
+    // by another instance: one stored event.
+    for (instance, timestamp_ms) in [("trainer-a", 1000.0), ("trainer-b", 2500.0)] {
+        let event = JobEvent::Cancelled(Cancelled {
+            job_id: "ends-once".into(),
+            kind: JobKind::Train,
+            attempt: 1,
+            instance: instance.into(),
+            epochs_completed: 2,
+            timestamp_ms,
+        });
+        events::publish(&mesh, &event, None).await.unwrap();
+    }
+    assert_eq!(
+        stored_on(&mesh, "lexmesh.events.ends-once.cancelled").await,
+        1
+    );
+    // A final `failed` likewise; `failed` events that will be retried are each their own.
+    for timestamp_ms in [1000.0, 2000.0] {
+        events::publish(&mesh, &failed("fails-once", false, timestamp_ms), None)
+            .await
+            .unwrap();
+        events::publish(&mesh, &failed("retried", true, timestamp_ms), None)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        stored_on(&mesh, "lexmesh.events.fails-once.failed").await,
+        1
+    );
+    assert_eq!(stored_on(&mesh, "lexmesh.events.retried.failed").await, 2);
+}

@@ -78,7 +78,7 @@ pub struct SettingsArgs {
     /// Adam learning rate.
     #[arg(long)]
     pub learning_rate: Option<f64>,
-    /// Decoupled weight decay (AdamW); 0 = plain Adam.
+    /// L2 penalty on the weights, added to the gradient (as `torch.optim.Adam`'s); 0 = none.
     #[arg(long)]
     pub weight_decay: Option<f64>,
     /// Early-stopping patience in epochs (0 = off).

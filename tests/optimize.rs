@@ -15,12 +15,17 @@ const LEXMESH: &str = env!("CARGO_BIN_EXE_lexmesh");
 
 /// A learning rate that learns (0.05) and one that cannot in a few epochs (1e-6), crossed with
 /// three dropouts: a grid of six trials, half of them clearly weak after one epoch.
+///
+/// The weak trials (learning rate 1e-6) must stay weak: a hidden layer keeps them near their
+/// random start, where the default linear bag (zero-initialised, Adam's first steps of equal
+/// size whatever the rate) classifies the sample as well at 1e-6 as at 0.05 after one epoch.
 const SPACE: &str = "[space]\n\
                      learning_rate = [0.05, 1e-6]\n\
                      dropout = [0.0, 0.1, 0.2]\n\
                      [base]\n\
                      patience = 0\n\
                      batch_size = 8\n\
+                     hidden = 16\n\
                      [asha]\n\
                      grace_period = 1\n\
                      reduction_factor = 2\n";

@@ -285,7 +285,9 @@ pub struct ExperimentSettings {
     /// Weight classes inversely to their frequency (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balanced_class_weights: Option<bool>,
-    /// Decoupled weight decay (AdamW), in [0, 1]; 0 = plain Adam (the default).
+    /// L2 penalty on the weights, added to the gradient before Adam's step (as
+    /// `torch.optim.Adam`'s `weight_decay`), in [0, 1]; 0 = none. Default: the model kind's
+    /// (0.001 for `bow`, 0 for the others).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("minimum" = 0, "maximum" = 1))]
     pub weight_decay: Option<f64>,

@@ -19,7 +19,7 @@ pub struct Overrides {
     pub batch_size: Option<usize>,
     /// `training.learning_rate`.
     pub learning_rate: Option<f64>,
-    /// `training.weight_decay` (AdamW).
+    /// `training.weight_decay` (an L2 penalty added to the gradient).
     pub weight_decay: Option<f32>,
     /// `training.patience`.
     pub patience: Option<usize>,

@@ -405,7 +405,8 @@ impl TestMesh {
         &self.urls
     }
 
-    /// The process of `instance`.
+    /// The process of `instance`: the latest one started under that name (an instance stopped
+    /// and started again, as the mesh benchmark does between rounds, is the new process).
     ///
     /// # Panics
     ///
@@ -413,6 +414,7 @@ impl TestMesh {
     pub fn process(&mut self, instance: &str) -> &mut ServiceProcess {
         self.services
             .iter_mut()
+            .rev()
             .find(|p| p.instance == instance)
             .unwrap_or_else(|| panic!("no service instance `{instance}` was started"))
     }

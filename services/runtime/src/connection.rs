@@ -120,6 +120,26 @@ pub async fn connect(
 }
 
 /// The pause after the `failures`-th failed first connection of a service.
+/// Closes a connection without losing what was published on it: waits (at most `within`) until
+/// the server has received everything sent so far, then drains. async-nats' `drain` only queues
+/// the request and returns; a process that exits right after it can lose its last messages — a
+/// stopping trainer's nak among them, and the job it hands back then waits out the consumer's
+/// `ack_wait` instead of going to another replica at once.
+pub async fn close(client: &Client, within: Duration) {
+    match tokio::time::timeout(within, client.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!("flushing the connection failed: {e}; its last messages may be lost");
+        }
+        Err(_) => tracing::warn!(
+            "the server did not confirm the last messages within {within:?}; they may be lost"
+        ),
+    }
+    if let Err(e) = client.drain().await {
+        tracing::debug!("drain: {e}");
+    }
+}
+
 fn retry_delay(failures: u32) -> Duration {
     RETRY_FIRST_DELAY
         .saturating_mul(1 << failures.saturating_sub(1).min(16))

@@ -323,9 +323,11 @@ impl ServiceRuntime {
         let subject = subjects::heartbeat(self.worker.service.name(), &self.worker.instance);
         send_heartbeat(&self.worker, &subject, true).await;
         let _ = self.service.stop().await;
-        if let Err(e) = self.worker.mesh.client.drain().await {
-            tracing::debug!("drain: {e}");
-        }
+        crate::connection::close(
+            &self.worker.mesh.client,
+            self.worker.config.nats.request_timeout,
+        )
+        .await;
         tracing::info!("stopped");
         match first_error {
             Some(e) => Err(e),

@@ -229,3 +229,50 @@ async fn a_job_ends_once_in_the_events_stream_however_often_its_end_is_published
     );
     assert_eq!(stored_on(&mesh, "lexmesh.events.retried.failed").await, 2);
 }
+
+/// A process that closes its connection and exits at once (its runtime dropped right after
+/// `close`) has delivered everything it published: with `drain` alone, the messages still queued
+/// in the client are lost with the runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_the_connection_delivers_everything_published_before() {
+    use futures::StreamExt;
+    const MESSAGES: usize = 16;
+    let server = NatsServer::start().expect("nats-server (run scripts/setup-nats)");
+    let mut config = Config::default();
+    config.nats.url = server.url();
+    let observer = connect(&config.nats, "observer", Patience::FailFast)
+        .await
+        .unwrap();
+    let mut received = observer.subscribe("last.words").await.unwrap();
+    observer.flush().await.unwrap();
+
+    let nats = config.nats.clone();
+    std::thread::spawn(move || {
+        // The "process": its own runtime, dropped as soon as the connection is closed.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let client = connect(&nats, "leaving", Patience::FailFast).await.unwrap();
+            for i in 0..MESSAGES {
+                let body = vec![u8::try_from(i).unwrap(); 256 * 1024];
+                client.publish("last.words", body.into()).await.unwrap();
+            }
+            lexmesh_runtime::connection::close(&client, std::time::Duration::from_secs(10)).await;
+        });
+        drop(runtime);
+    })
+    .join()
+    .unwrap();
+
+    let mut seen = Vec::new();
+    while seen.len() < MESSAGES {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), received.next()).await {
+            Ok(Some(message)) => seen.push(message.payload[0]),
+            _ => break,
+        }
+    }
+    let expected: Vec<u8> = (0..MESSAGES).map(|i| u8::try_from(i).unwrap()).collect();
+    assert_eq!(seen, expected, "messages published before close were lost");
+}

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use lexmesh_protocol::names::Service;
-use lexmesh_runtime::{Config, ServiceRuntime, telemetry};
+use lexmesh_runtime::{Config, RuntimeError, ServiceRuntime, telemetry};
 
 use crate::cli_mesh::{ServeArgs, ServiceArg};
 
@@ -17,7 +17,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ServiceArg::Health => Service::Health,
         ServiceArg::Metrics => Service::Metrics,
     };
-    let config = Config::load(args.mesh.config.as_deref())?;
+    let config = Config::load(args.mesh.config.as_deref())
+        .map_err(|e| lexmesh_mesh::Unusable(e.to_string()))?;
     let instance = config
         .service
         .instance
@@ -40,7 +41,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     let served = runtime.block_on(async move {
-        let mut runtime = ServiceRuntime::start(service, config).await?;
+        let mut runtime = ServiceRuntime::start(service, config)
+            .await
+            .map_err(unusable_settings)?;
         match service {
             Service::Preprocessor => lexmesh_mesh::preprocessor::start(&mut runtime).await?,
             Service::Trainer => lexmesh_mesh::trainer::start(&mut runtime),
@@ -57,4 +60,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     served?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Settings that cannot work (an unknown key, a scratch folder that cannot be written, an
+/// invalid instance id) end with [`lexmesh_mesh::Unusable::EXIT_CODE`]: a supervisor that starts
+/// the service again gets the same error.
+fn unusable_settings(error: RuntimeError) -> anyhow::Error {
+    match error {
+        RuntimeError::Config(_) | RuntimeError::Unusable { .. } => {
+            lexmesh_mesh::Unusable(error.to_string()).into()
+        }
+        other => other.into(),
+    }
 }

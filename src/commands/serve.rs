@@ -62,14 +62,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Settings that cannot work (an unknown key, a scratch folder that cannot be written, an
-/// invalid instance id) end with [`lexmesh_mesh::Unusable::EXIT_CODE`]: a supervisor that starts
-/// the service again gets the same error.
+/// A configuration that cannot be read (an unknown key, a value out of range) ends with
+/// [`lexmesh_mesh::Unusable::EXIT_CODE`]: a supervisor that starts the service again gets the
+/// same error. A machine that does not allow a setting (a scratch folder that cannot be created
+/// yet, say a volume still being mounted) exits 1 and is restarted with backoff.
 fn unusable_settings(error: RuntimeError) -> anyhow::Error {
     match error {
-        RuntimeError::Config(_) | RuntimeError::Unusable { .. } => {
-            lexmesh_mesh::Unusable(error.to_string()).into()
-        }
+        RuntimeError::Config(_) => lexmesh_mesh::Unusable(error.to_string()).into(),
         other => other.into(),
     }
 }

@@ -119,7 +119,6 @@ pub async fn connect(
     }
 }
 
-/// The pause after the `failures`-th failed first connection of a service.
 /// Closes a connection without losing what was published on it: waits (at most `within`) until
 /// the server has received everything sent so far, then drains. async-nats' `drain` only queues
 /// the request and returns; a process that exits right after it can lose its last messages — a
@@ -140,6 +139,7 @@ pub async fn close(client: &Client, within: Duration) {
     }
 }
 
+/// The pause after the `failures`-th failed first connection of a service.
 fn retry_delay(failures: u32) -> Duration {
     RETRY_FIRST_DELAY
         .saturating_mul(1 << failures.saturating_sub(1).min(16))

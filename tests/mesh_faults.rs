@@ -3,8 +3,9 @@
 //! job resumes from its checkpoint elsewhere; a job whose workers keep dying is dead-lettered;
 //! two attempts racing complete the job once; a nats-server restart mid-training loses no job;
 //! a stored checkpoint that cannot be used is set aside and the job trains from the start; a
-//! job killed in the middle of an epoch resumes at the batch of its last checkpoint by time; a
-//! checkpoint whose upload was cut is skipped for the previous, complete one.
+//! job killed in the middle of an epoch resumes at the batch of its last checkpoint by time; an
+//! epoch whose event died with its trainer is told by the attempt that resumes; a checkpoint
+//! whose upload was cut is skipped for the previous, complete one.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a test stops at its first failed step
 
 use std::time::{Duration, Instant};
@@ -682,6 +683,57 @@ async fn a_job_killed_mid_epoch_resumes_at_the_batch_of_its_last_checkpoint() {
     let done = watch.until_final(JOB_TIMEOUT).await;
     assert_eq!(done["event"], "completed", "{}", watch.summary());
     assert_eq!(done["result"]["train"]["epochs_completed"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_epoch_whose_event_died_with_its_trainer_is_told_once_by_the_attempt_that_resumes() {
+    // trainer-a aborts once epoch 2's checkpoint is stored, before it tells epoch 2: the
+    // moment a kill loses an epoch's event while its checkpoint survives.
+    let mut mesh = TestMesh::start(LEXMESH).await;
+    mesh.start_service("preprocessor", "preprocessor-a", &[])
+        .await;
+    let ack_wait = ("LEXMESH_JOBS__ACK_WAIT", "2s");
+    mesh.start_service(
+        "trainer",
+        "trainer-a",
+        &[
+            ack_wait,
+            ("LEXMESH_SERVICE__DRILL_ABORT_BEFORE_EPOCH_EVENT", "2"),
+        ],
+    )
+    .await;
+    let mut watch = mesh.watch("told1").await;
+    mesh.submit(TRAIN, &no_early_stop_job("told1", 3)).await;
+    let accepted = watch.until(JOB_TIMEOUT, |e| e["event"] == "accepted").await;
+    assert_eq!(accepted["instance"], "trainer-a");
+    mesh.start_service("trainer", "trainer-b", &[ack_wait])
+        .await;
+    let done = watch.until_final(JOB_TIMEOUT).await;
+    assert_eq!(done["event"], "completed", "{}", watch.summary());
+    assert_eq!(done["instance"], "trainer-b", "{}", watch.summary());
+    assert_eq!(done["result"]["train"]["epochs_completed"], 3);
+
+    let events: Vec<Value> = mesh
+        .stored_events("lexmesh.events.told1.>")
+        .await
+        .into_iter()
+        .filter(|e| e["job_id"] == "told1")
+        .collect();
+    let resumed = events
+        .iter()
+        .find(|e| e["phase"] == "started" && e["attempt"] == 2)
+        .unwrap_or_else(|| panic!("no attempt 2: {}", watch.summary()));
+    // Attempt 2 started from epoch 2's checkpoint: it did not train epoch 2 again.
+    assert_eq!(resumed["instance"], "trainer-b", "{}", short(resumed));
+    assert_eq!(resumed["resumed_from_epoch"], 2, "{}", short(resumed));
+    // Every epoch is told exactly once: epoch 1 by attempt 1 (told again by attempt 2 and
+    // dropped by the stream as a copy), epoch 2, whose event died with trainer-a, by attempt 2.
+    let told: Vec<(u64, u64)> = events
+        .iter()
+        .filter(|e| e["event"] == "progress" && e["phase"] == "epoch")
+        .map(|e| (e["epoch"].as_u64().unwrap(), e["attempt"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(told, [(1, 1), (2, 2), (3, 2)], "{}", watch.summary());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -290,6 +290,7 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
         batches: 0,
     };
     let handle = spawn(run, Box::new(sink), cancel.clone()).map_err(train_error)?;
+    let drill_abort_at = ctx.worker.config.service.drill_abort_before_epoch_event;
     let mut stopping_for_shutdown = false;
     let mut finishing = false;
     let finish_within = ctx.worker.config.jobs.finish_within;
@@ -378,6 +379,7 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
                 if let Some((epoch, _)) = upload.take() {
                     stored_epoch = stored_epoch.max(upload_ended(&job.job_id, epoch, ended));
                 }
+                drill_abort_before_epoch_event(drill_abort_at, &pending_epochs, stored_epoch);
                 let template = progress(ProgressPhase::Epoch);
                 publish_epochs(&ctx, &template, &mut pending_epochs, stored_epoch, batches_per_epoch).await;
                 upload = start_upload();
@@ -388,6 +390,10 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
             TrainingEvent::Started(s) => {
                 batches_per_epoch = s.batches_per_epoch as u32;
                 epochs_done = s.start_epoch.saturating_sub(1) as u32;
+                if resume {
+                    let template = progress(ProgressPhase::Epoch);
+                    tell_restored_epochs(&ctx, &template, &s.restored, batches_per_epoch).await;
+                }
                 let total = s.total_epochs as u32;
                 let mut p = progress(ProgressPhase::Started);
                 p.epoch = s.start_epoch.clamp(1, s.total_epochs.max(1)) as u32;
@@ -479,6 +485,7 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
             break;
         };
         stored_epoch = stored_epoch.max(upload_ended(&job.job_id, epoch, task.await));
+        drill_abort_before_epoch_event(drill_abort_at, &pending_epochs, stored_epoch);
     }
     // Epochs whose checkpoint was not written (a write failed): told all the same.
     let template = progress(ProgressPhase::Epoch);
@@ -622,6 +629,49 @@ fn upload_ended(
         tracing::warn!(job = %job_id, "checkpoint of epoch {epoch} not stored: {err}");
     }
     epoch
+}
+
+/// Tells again, at the start of a resumed attempt, the epochs of its checkpoint whose events
+/// may be missing: the process that stored the checkpoint may have died before it published
+/// them. An epoch's event follows its entry in the job record, so every epoch after the
+/// record's last (and that one, whose event may not have followed) is told; an event that was
+/// stored has the same id ([`lexmesh_runtime::events::event_id`]) and the stream drops the
+/// copy. Without the record, every restored epoch is told.
+async fn tell_restored_epochs(
+    ctx: &JobContext,
+    template: &Progress,
+    restored: &[EpochProgress],
+    batches_per_epoch: u32,
+) {
+    let recorded = match lexmesh_runtime::records::read(&ctx.mesh().jobs, &ctx.job_id).await {
+        Ok(record) => record.and_then(|(r, _)| r.epochs_completed).unwrap_or(0),
+        Err(e) => {
+            tracing::warn!(job = %ctx.job_id, "cannot read the job record ({e}); telling every restored epoch again");
+            0
+        }
+    };
+    for e in restored.iter().filter(|e| e.epoch as u32 >= recorded) {
+        publish_epoch(ctx, template.clone(), e, batches_per_epoch).await;
+    }
+}
+
+/// Fire drills only (`service.drill_abort_before_epoch_event`): aborts the process once the
+/// checkpoint that holds epoch `at` is stored and that epoch's event is still to be published,
+/// as a worker killed at that moment would die.
+fn drill_abort_before_epoch_event(
+    at: Option<u32>,
+    pending: &std::collections::VecDeque<EpochProgress>,
+    stored_epoch: usize,
+) {
+    let Some(at) = at.map(|a| a as usize) else {
+        return;
+    };
+    if stored_epoch >= at && pending.iter().any(|e| e.epoch == at) {
+        tracing::error!(
+            "drill: the checkpoint of epoch {at} is stored; this trainer aborts before telling the epoch"
+        );
+        std::process::abort();
+    }
 }
 
 /// Publishes the pending epochs up to `up_to` (their checkpoint is stored), in order.

@@ -200,6 +200,11 @@ pub struct ServiceConfig {
     /// Lets a drill (and the tests) show that such a job is dead-lettered while the jobs next
     /// to it complete. Unset in any real deployment.
     pub drill_abort_job: Option<String>,
+    /// Fire drills only: a trainer aborts its whole process once the checkpoint that holds
+    /// epoch N of a training job is stored, before it publishes that epoch's event, as a
+    /// worker killed at that moment would. Lets a drill (and the tests) show that the attempt
+    /// that resumes from that checkpoint tells the epoch. Unset in any real deployment.
+    pub drill_abort_before_epoch_event: Option<u32>,
     /// Interval of the metrics reports on `lexmesh.metrics.<service>.<instance>`.
     #[serde(with = "humantime_serde")]
     pub metrics_interval: Duration,
@@ -224,6 +229,7 @@ impl Default for ServiceConfig {
             progress_interval: Duration::from_millis(250),
             drill_stall_after_batches: None,
             drill_abort_job: None,
+            drill_abort_before_epoch_event: None,
             checkpoint_interval: Duration::from_secs(30),
             metrics_interval: Duration::from_secs(2),
             metrics_window: Duration::from_secs(60),

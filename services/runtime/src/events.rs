@@ -64,10 +64,18 @@ pub fn is_stored(event: &JobEvent) -> bool {
 /// identified by its job and kind alone: a job ends once, and the same ending rebuilt from the
 /// job record by another instance (a duplicate delivery that finds the record final before the
 /// owner's event is stored, `publish_missing_final_event`) carries another timestamp but is
-/// still that one event, which the stream then drops.
+/// still that one event, which the stream then drops. An epoch's `progress` event is identified
+/// by its job and epoch: a resumed attempt tells again the last epochs of its checkpoint (their
+/// events may have died with the process that stored the checkpoint), and the copy of one that
+/// was stored is dropped.
 pub fn event_id(event: &JobEvent) -> String {
     if event.is_final() {
         return format!("{}:{}:final", event.job_id(), event.kind().name());
+    }
+    if let JobEvent::Progress(p) = event
+        && p.phase == ProgressPhase::Epoch
+    {
+        return format!("{}:progress:epoch:{}", p.job_id, p.epoch);
     }
     format!(
         "{}:{}:{:x}",
@@ -150,4 +158,55 @@ pub(crate) async fn within_attempt<T>(
                 after: STORE_ATTEMPT,
             })
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lexmesh_protocol::event::Progress;
+
+    fn progress(job_id: &str, phase: ProgressPhase, epoch: u32, attempt: u32, at: f64) -> JobEvent {
+        JobEvent::Progress(Progress {
+            job_id: job_id.into(),
+            model_id: job_id.into(),
+            session_id: job_id.into(),
+            attempt,
+            instance: format!("trainer-{attempt}"),
+            phase,
+            epoch,
+            total_epochs: 3,
+            batch: 4,
+            total_batches: 4,
+            loss: 1.0,
+            accuracy: 0.5,
+            validation_loss: Some(0.9),
+            validation_accuracy: Some(0.6),
+            validation_macro_f1: Some(0.55),
+            completion_percentage: 10.0,
+            estimated_time_remaining_s: 1.0,
+            examples_per_sec: 100.0,
+            resumed_from_epoch: None,
+            resumed_from_batch: None,
+            timestamp_ms: at,
+        })
+    }
+
+    #[test]
+    fn an_epoch_told_again_by_another_attempt_has_the_id_of_its_first_telling() {
+        let first = progress("j", ProgressPhase::Epoch, 2, 1, 1000.0);
+        let again = progress("j", ProgressPhase::Epoch, 2, 2, 9000.0);
+        assert_eq!(event_id(&first), event_id(&again));
+        assert_ne!(
+            event_id(&first),
+            event_id(&progress("j", ProgressPhase::Epoch, 3, 1, 1000.0))
+        );
+        assert_ne!(
+            event_id(&first),
+            event_id(&progress("k", ProgressPhase::Epoch, 2, 1, 1000.0))
+        );
+        // Other progress events stay told apart by their time.
+        let started = |at| event_id(&progress("j", ProgressPhase::Started, 2, 2, at));
+        assert_ne!(started(1000.0), started(1000.5));
+        assert_ne!(started(1000.0), event_id(&first));
+    }
 }

@@ -33,6 +33,10 @@ pub struct TrainingStarted {
     pub validation_examples: usize,
     /// Trainable parameters.
     pub parameters: usize,
+    /// The epochs a resumed run restored from its checkpoint (empty for a fresh run): a
+    /// reporter can tell again an epoch whose report the stopped process never sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restored: Vec<EpochProgress>,
 }
 
 /// Sent after every batch.

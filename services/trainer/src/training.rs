@@ -260,6 +260,7 @@ pub fn train(
         train_examples: n_train,
         validation_examples: data.validation.len(),
         parameters: model.num_params(),
+        restored: state.history.clone(),
     });
 
     let mut writer = run

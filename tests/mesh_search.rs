@@ -183,11 +183,23 @@ fn assert_accounted(job_id: &str, trials: &[Value], events: &[Value]) -> BTreeMa
         let ends = own("trial_completed", id) + own("trial_stopped", id) + own("trial_failed", id);
         assert_eq!(ends, 1, "end events of {id}");
     }
-    // Each trial's train job ended exactly once, and at most CONCURRENCY ran at once.
+    // Each trial's train job ended exactly once, and at most CONCURRENCY ran at once. A trial
+    // stops holding its slot when the search tells its end: the search may have seen the end in
+    // the train job's record and started the next trial before the job's own final event was
+    // stored, but never before its own end event (published before the next trial's submit).
     let mut running = BTreeSet::new();
     let mut ended = BTreeMap::<String, usize>::new();
     let mut most = 0;
     for event in events {
+        if event["job_id"] == job_id
+            && ["trial_completed", "trial_stopped", "trial_failed"]
+                .iter()
+                .any(|kind| event["event"] == *kind)
+            && let Some(trial) = event["trial_id"].as_str()
+        {
+            running.remove(trial);
+            continue;
+        }
         let Some(id) = event["job_id"].as_str() else {
             continue;
         };

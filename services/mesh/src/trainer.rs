@@ -390,10 +390,6 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
             TrainingEvent::Started(s) => {
                 batches_per_epoch = s.batches_per_epoch as u32;
                 epochs_done = s.start_epoch.saturating_sub(1) as u32;
-                if resume {
-                    let template = progress(ProgressPhase::Epoch);
-                    tell_restored_epochs(&ctx, &template, &s.restored, batches_per_epoch).await;
-                }
                 let total = s.total_epochs as u32;
                 let mut p = progress(ProgressPhase::Started);
                 p.epoch = s.start_epoch.clamp(1, s.total_epochs.max(1)) as u32;
@@ -410,6 +406,12 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
                 ctx.worker
                     .record_progress(&job.job_id, p.epoch, total, p.completion_percentage);
                 ctx.publish(&JobEvent::Progress(p)).await;
+                if resume {
+                    // After `started`, which says where this attempt resumed: the epochs it
+                    // tells again are the ones it starts from.
+                    let template = progress(ProgressPhase::Epoch);
+                    tell_restored_epochs(&ctx, &template, &s.restored, batches_per_epoch).await;
+                }
             }
             TrainingEvent::Batch(b) => {
                 last_eta_s = b.eta_secs;

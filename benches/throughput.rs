@@ -126,6 +126,10 @@ fn lexmesh_examples_per_sec(kind: ModelKind, o: &Options) -> f64 {
     t.batch_size = BATCH;
     t.learning_rate = 1e-3;
     t.adam_epsilon = 1e-8;
+    // As in the reference's `torch.optim.Adam` (the kinds' defaults may set them: the bow
+    // default's L2 penalty would add a pass over every parameter that PyTorch does not make).
+    t.weight_decay = 0.0;
+    t.gradient_clip = 0.0;
     t.patience = 0;
     t.class_weights = ClassWeighting::None;
     t.threads = o.threads;

@@ -317,28 +317,8 @@ async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, Protoco
     let mut last_eta_s = f64::INFINITY;
     let mut last_batch_event: Option<Instant> = None;
     let mut epochs_done = 0u32;
-    let progress = |phase: ProgressPhase| Progress {
-        job_id: job.job_id.clone(),
-        model_id: model_id.clone(),
-        session_id: job.job_id.clone(),
-        attempt: ctx.attempt,
-        instance: ctx.instance().to_string(),
-        phase,
-        epoch: 0,
-        total_epochs: 0,
-        batch: 0,
-        total_batches: 0,
-        loss: 0.0,
-        accuracy: 0.0,
-        validation_loss: None,
-        validation_accuracy: None,
-        validation_macro_f1: None,
-        completion_percentage: 0.0,
-        estimated_time_remaining_s: 0.0,
-        examples_per_sec: 0.0,
-        resumed_from_epoch: None,
-        resumed_from_batch: None,
-        timestamp_ms: 0.0,
+    let progress = |phase: ProgressPhase| {
+        Progress::new(&job.job_id, &model_id, ctx.attempt, ctx.instance(), phase)
     };
     let mut batches_per_epoch = 0u32;
     let mut pending_epochs: std::collections::VecDeque<EpochProgress> =

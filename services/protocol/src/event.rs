@@ -262,6 +262,43 @@ pub struct Progress {
     pub timestamp_ms: f64,
 }
 
+impl Progress {
+    /// A progress event of `job_id`'s attempt `attempt` on `instance`, in `phase`, with every
+    /// figure still zero, no validation figures, not resumed and no timestamp: what a reporter
+    /// fills in. Its session is the job (one session per job, shared by its attempts).
+    pub fn new(
+        job_id: &str,
+        model_id: &str,
+        attempt: u32,
+        instance: &str,
+        phase: ProgressPhase,
+    ) -> Self {
+        Self {
+            job_id: job_id.to_string(),
+            model_id: model_id.to_string(),
+            session_id: job_id.to_string(),
+            attempt,
+            instance: instance.to_string(),
+            phase,
+            epoch: 0,
+            total_epochs: 0,
+            batch: 0,
+            total_batches: 0,
+            loss: 0.0,
+            accuracy: 0.0,
+            validation_loss: None,
+            validation_accuracy: None,
+            validation_macro_f1: None,
+            completion_percentage: 0.0,
+            estimated_time_remaining_s: 0.0,
+            examples_per_sec: 0.0,
+            resumed_from_epoch: None,
+            resumed_from_batch: None,
+            timestamp_ms: 0.0,
+        }
+    }
+}
+
 /// Per-class scores of an evaluation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

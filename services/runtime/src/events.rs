@@ -166,28 +166,11 @@ mod tests {
     use lexmesh_protocol::event::Progress;
 
     fn progress(job_id: &str, phase: ProgressPhase, epoch: u32, attempt: u32, at: f64) -> JobEvent {
+        let instance = format!("trainer-{attempt}");
         JobEvent::Progress(Progress {
-            job_id: job_id.into(),
-            model_id: job_id.into(),
-            session_id: job_id.into(),
-            attempt,
-            instance: format!("trainer-{attempt}"),
-            phase,
             epoch,
-            total_epochs: 3,
-            batch: 4,
-            total_batches: 4,
-            loss: 1.0,
-            accuracy: 0.5,
-            validation_loss: Some(0.9),
-            validation_accuracy: Some(0.6),
-            validation_macro_f1: Some(0.55),
-            completion_percentage: 10.0,
-            estimated_time_remaining_s: 1.0,
-            examples_per_sec: 100.0,
-            resumed_from_epoch: None,
-            resumed_from_batch: None,
             timestamp_ms: at,
+            ..Progress::new(job_id, job_id, attempt, &instance, phase)
         })
     }
 

@@ -258,12 +258,6 @@ mod tests {
 
     fn progress(job_id: &str, phase: ProgressPhase, epoch: u32) -> JobEvent {
         JobEvent::Progress(Progress {
-            job_id: job_id.into(),
-            model_id: job_id.into(),
-            session_id: job_id.into(),
-            attempt: 1,
-            instance: "trainer-a".into(),
-            phase,
             epoch,
             total_epochs: 3,
             batch: 1,
@@ -276,9 +270,7 @@ mod tests {
             completion_percentage: 10.0,
             estimated_time_remaining_s: 1.0,
             examples_per_sec: 100.0,
-            resumed_from_epoch: None,
-            resumed_from_batch: None,
-            timestamp_ms: 0.0,
+            ..Progress::new(job_id, job_id, 1, "trainer-a", phase)
         })
     }
 

@@ -56,7 +56,9 @@ Training step (after `warmup` untimed ones, `windows` timed windows of `steps` s
   optimizer.step()
 Optimizer: torch.optim.Adam(model.parameters(), lr=1e-3), defaults otherwise
 (betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False). Gradients are
-dense (the whole vocab x dim embedding is updated by Adam every step).
+dense (the whole vocab x dim embedding is updated by Adam every step). On CPU the
+default step is the single-tensor loop of in-place operations; `--fused` asks
+for libtorch's fused kernel (fused=True), the step lexmesh's trainer takes.
 
 Output
 ------
@@ -122,6 +124,11 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=16, help="steps per timed window")
     p.add_argument("--windows", type=int, default=4, help="timed windows (median reported)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--fused",
+        action="store_true",
+        help="Adam's fused step (fused=True: one kernel per parameter, as lexmesh's step)",
+    )
     a = p.parse_args(argv)
     if a.vocab < 2:
         p.error("--vocab must be >= 2 (id 0 is padding)")
@@ -148,7 +155,7 @@ def main(argv=None) -> int:
     else:
         model = KimCnnClassifier(a.vocab, a.dim, a.classes)
     model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=a.fused or None)
 
     n_batches = min(16, a.warmup + a.steps)
     batches = [
@@ -201,6 +208,7 @@ def main(argv=None) -> int:
         "steps": a.steps,
         "windows": a.windows,
         "warmup": a.warmup,
+        "fused": a.fused,
         "window_examples_per_sec": window_rates,
         "examples_per_sec": statistics.median(window_rates),
         "seconds": seconds,

@@ -22,6 +22,7 @@ pub mod device;
 pub mod error;
 pub mod inference;
 pub mod model;
+pub mod optimizer;
 pub mod overrides;
 pub mod progress;
 pub mod training;

@@ -9,11 +9,9 @@
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use burn::grad_clipping::GradientClippingConfig;
 use burn::module::Module;
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::GradientsParams;
 use burn::tensor::Device;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -89,6 +87,8 @@ pub fn spawn(
     mut sink: Box<dyn ProgressSink>,
     cancel: CancelToken,
 ) -> Result<JoinHandle<Result<TrainingOutcome, TrainError>>, TrainError> {
+    // Before the thread exists: glibc gives a thread its heap at its first allocation.
+    tune_allocator();
     std::thread::Builder::new()
         .name("lexmesh-train".into())
         .spawn(move || train(&run, sink.as_mut(), &cancel))
@@ -142,18 +142,6 @@ pub fn class_weights(
     }
 }
 
-fn build_optimizer(config: &ExperimentConfig) -> ModuleOptimizer {
-    let t = &config.training;
-    let mut adam = AdamConfig::new().with_epsilon(t.adam_epsilon);
-    if t.weight_decay > 0.0 {
-        adam = adam.with_weight_decay(Some(WeightDecayConfig::new(t.weight_decay)));
-    }
-    if t.gradient_clip > 0.0 {
-        adam = adam.with_grad_clipping(Some(GradientClippingConfig::Norm(t.gradient_clip)));
-    }
-    adam.init()
-}
-
 /// Trains on the calling thread. See the module doc for what is reproducible.
 pub fn train(
     run: &TrainingRun,
@@ -194,7 +182,7 @@ pub fn train(
     };
 
     let mut model = fresh(&device);
-    let mut optimizer = build_optimizer(config);
+    let mut optimizer = crate::optimizer::build(&config.training);
     let mut best = model.valid();
     let mut state = LoopState {
         fingerprint: run.fingerprint.clone(),

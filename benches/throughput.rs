@@ -6,12 +6,13 @@
 //! `benches/reference/pytorch_reference.py`: batch 64, length 128, vocabulary 20,000, embedding
 //! 128, 10 classes; `bow` with an MLP of 256, `cnn` with kernels 3/4/5 × 100 filters and dropout
 //! 0.5; Adam lr 1e-3, eps 1e-8.
-//! lexmesh runs its real training loop ([`lexmesh_trainer::training::train`]) on 16 distinct
-//! synthetic batches per epoch; the first epoch is warm-up, the median of the rest is reported.
+//! lexmesh runs its real training loop ([`lexmesh_trainer::training::train`]), on a thread of
+//! its own as the product runs it, on 16 distinct synthetic batches per epoch; the first epoch is warm-up, the median of the rest is reported.
 //! PyTorch gets the same: 16 warm-up steps, then one timed window of 16 steps per lexmesh epoch
 //! after the first, the median window reported. A run that fails counts as a failure on its
-//! side and gives no figure; the rounds interleave lexmesh, PyTorch and PyTorch with lexmesh's
-//! allocator setting.
+//! side and gives no figure; the rounds interleave lexmesh, PyTorch, PyTorch with lexmesh's
+//! allocator setting, and PyTorch with that setting and Adam's fused step (`fused=True`, the step
+//! lexmesh's trainer takes: `services/trainer/src/optimizer.rs`).
 //!
 //! Options (after `--`): `--threads N` (2), `--epochs N` (5), `--rounds N` (3), `--preprocessing-only`, `--data FILE` (the rulings train
 //! split), `--python PATH` (`.tools/bench-venv/bin/python`), `--skip-reference`.
@@ -153,7 +154,18 @@ fn lexmesh_examples_per_sec(kind: ModelKind, o: &Options) -> f64 {
         checkpoint_interval: None,
     };
     let mut sink = RecordingSink::default();
-    if let Err(e) = train(&run, &mut sink, &CancelToken::new()) {
+    // On a thread of its own, as `lexmesh train` and the trainer service run a job
+    // (`training::spawn`): the allocator serves a thread from other heaps than the main one.
+    let trained = std::thread::scope(|scope| {
+        scope
+            .spawn(|| train(&run, &mut sink, &CancelToken::new()))
+            .join()
+    });
+    let Ok(trained) = trained else {
+        eprintln!("lexmesh {kind:?} panicked");
+        return f64::NAN;
+    };
+    if let Err(e) = trained {
         eprintln!("lexmesh {kind:?} failed: {e}");
         return f64::NAN;
     }
@@ -168,7 +180,12 @@ fn lexmesh_examples_per_sec(kind: ModelKind, o: &Options) -> f64 {
     median(per_epoch)
 }
 
-fn reference(o: &Options, script: &str, args: &[&str], top_pad: bool) -> Option<serde_json::Value> {
+fn reference(
+    o: &Options,
+    script: &str,
+    args: &[&str],
+    same_allocator: bool,
+) -> Option<serde_json::Value> {
     if !o.reference {
         return None;
     }
@@ -183,13 +200,10 @@ fn reference(o: &Options, script: &str, args: &[&str], top_pad: bool) -> Option<
         .join("benches/reference")
         .join(script);
     let mut cmd = Command::new(&o.python);
-    if top_pad {
+    if same_allocator {
         // The allocator setting lexmesh applies to itself (device::tune_allocator), given to
         // PyTorch too, so that comparison is like for like.
-        cmd.env(
-            "MALLOC_TOP_PAD_",
-            lexmesh_trainer::device::ALLOCATOR_TOP_PAD.to_string(),
-        );
+        cmd.envs(lexmesh_trainer::device::allocator_environment());
     }
     let out = cmd.arg(script).args(args).output().ok()?;
     if !out.status.success() {
@@ -227,6 +241,8 @@ fn preprocessing_mb_per_sec(data: &Path) -> Option<(f64, f64, f64)> {
 
 fn main() {
     let o = options();
+    // As the product does before it starts the thread that trains.
+    lexmesh_trainer::device::tune_allocator();
     println!(
         "lexmesh throughput benchmark (threads {}, epochs {} of {} batches, first is warm-up)",
         o.threads, o.epochs, BATCHES_PER_EPOCH
@@ -236,8 +252,16 @@ fn main() {
     );
     println!();
     println!(
-        "{:<6} {:>13} {:>13} {:>7} {:>16} {:>7}   (medians of {} interleaved rounds)",
-        "model", "lexmesh ex/s", "pytorch ex/s", "ratio", "pytorch+top-pad", "ratio", o.rounds
+        "{:<6} {:>13} {:>13} {:>7} {:>16} {:>7} {:>16} {:>7}   (medians of {} interleaved rounds)",
+        "model",
+        "lexmesh ex/s",
+        "pytorch ex/s",
+        "ratio",
+        "pytorch+alloc",
+        "ratio",
+        "pytorch fused",
+        "ratio",
+        o.rounds
     );
     let threads = o.threads.to_string();
     let kinds = if o.training {
@@ -263,30 +287,47 @@ fn main() {
             "--windows",
             &windows,
         ];
-        let mut failed = [0usize; 3];
-        let (mut ours, mut plain, mut padded) = (Vec::new(), Vec::new(), Vec::new());
+        let fused_args: Vec<&str> = args.iter().copied().chain(["--fused"]).collect();
+        // The PyTorch sides: stock (its own allocator defaults, its default Adam step), with
+        // lexmesh's allocator setting, and with that setting and Adam's fused step (the step
+        // lexmesh takes).
+        let sides: [(&str, &[&str], bool); 3] = [
+            ("pytorch", &args, false),
+            ("pytorch+alloc", &args, true),
+            ("pytorch fused", &fused_args, true),
+        ];
+        let mut failed = [0usize; 4];
+        let mut ours = Vec::new();
+        let mut theirs: [Vec<f64>; 3] = Default::default();
         for _ in 0..o.rounds {
             // A failed run counts on its side and gives no figure.
             match lexmesh_examples_per_sec(kind, &o) {
                 v if v.is_finite() => ours.push(v),
                 _ => failed[0] += 1,
             }
-            for (side, top_pad, into) in [(1, false, &mut plain), (2, true, &mut padded)] {
+            for (side, &(_, side_args, same_allocator)) in sides.iter().enumerate() {
                 let reference = o.reference.then(|| {
-                    reference(&o, "pytorch_reference.py", &args, top_pad)
+                    reference(&o, "pytorch_reference.py", side_args, same_allocator)
                         .and_then(|v| v["examples_per_sec"].as_f64())
                 });
                 match reference {
-                    Some(Some(v)) => into.push(v),
-                    Some(None) if o.python.exists() => failed[side] += 1,
+                    Some(Some(v)) => theirs[side].push(v),
+                    Some(None) if o.python.exists() => failed[side + 1] += 1,
                     _ => {}
                 }
             }
         }
         if failed.iter().any(|&f| f > 0) {
             println!(
-                "{name}: failed runs: lexmesh {}, pytorch {}, pytorch+top-pad {} (of {})",
-                failed[0], failed[1], failed[2], o.rounds
+                "{name}: failed runs: lexmesh {}, {} {}, {} {}, {} {} (of {})",
+                failed[0],
+                sides[0].0,
+                failed[1],
+                sides[1].0,
+                failed[2],
+                sides[2].0,
+                failed[3],
+                o.rounds
             );
         }
         let ours = if ours.is_empty() {
@@ -301,8 +342,9 @@ fn main() {
             }
             true => ("-".to_string(), "-".to_string()),
         };
-        let ((p1, r1), (p2, r2)) = (cell(plain), cell(padded));
-        println!("{name:<6} {ours:>13.0} {p1:>13} {r1:>7} {p2:>16} {r2:>7}");
+        let [plain, padded, fused] = theirs;
+        let ((p1, r1), (p2, r2), (p3, r3)) = (cell(plain), cell(padded), cell(fused));
+        println!("{name:<6} {ours:>13.0} {p1:>13} {r1:>7} {p2:>16} {r2:>7} {p3:>16} {r3:>7}");
     }
     println!();
     match preprocessing_mb_per_sec(&o.data) {

@@ -17,6 +17,20 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    // The allocator settings of the processes that train or run models, before any thread
+    // exists (`device::tune_allocator`: one heap for every thread, freed memory kept for the
+    // next batch); the other services and `up` (which only starts processes) keep glibc's.
+    let computes = match &cli.command {
+        cli::Command::Serve(args) => matches!(
+            args.service,
+            cli_mesh::ServiceArg::Trainer | cli_mesh::ServiceArg::Evaluator
+        ),
+        cli::Command::Up(_) => false,
+        _ => true,
+    };
+    if computes {
+        lexmesh_trainer::device::tune_allocator();
+    }
     let result = match cli.command {
         cli::Command::Train(args) => commands::train::run(*args),
         cli::Command::Evaluate(args) => commands::evaluate::run(args),

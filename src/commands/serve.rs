@@ -30,8 +30,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .init();
     if matches!(service, Service::Trainer | Service::Evaluator) {
         // Once per process, before any compute thread exists: the default every libtorch
-        // thread starts with (each training job sets its own share again on its thread).
-        lexmesh_trainer::device::tune_allocator();
+        // thread starts with (each training job sets its own share again on its thread). The
+        // allocator is tuned in `main`, before the telemetry's threads.
         lexmesh_trainer::device::set_compute_threads(config.threads_per_job());
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()

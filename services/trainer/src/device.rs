@@ -76,25 +76,53 @@ pub fn set_compute_threads(threads: usize) {
 /// Heap growth kept beyond each request (glibc `M_TOP_PAD`), see [`tune_allocator`].
 pub const ALLOCATOR_TOP_PAD: usize = 256 << 20;
 
-/// Makes glibc keep freed heap memory instead of returning it to the kernel after every step.
+/// Heaps ("arenas") glibc keeps, see [`tune_allocator`].
+pub const ALLOCATOR_ARENAS: usize = 1;
+
+/// The environment that gives another process the allocator settings [`tune_allocator`] gives
+/// this one (glibc reads these at start-up): what the throughput benchmark hands PyTorch.
+pub fn allocator_environment() -> [(&'static str, String); 2] {
+    [
+        ("MALLOC_TOP_PAD_", ALLOCATOR_TOP_PAD.to_string()),
+        ("MALLOC_ARENA_MAX", ALLOCATOR_ARENAS.to_string()),
+    ]
+}
+
+/// Makes glibc keep freed heap memory for the next batch, in one heap for the whole process.
 ///
-/// Training allocates and frees the same large buffers (gradients, optimizer temporaries: tens
-/// of MB each) every batch. With glibc's defaults the top of the heap is trimmed and regrown
-/// each time, and every regrowth page-faults the memory in again: measured on the bow benchmark
+/// Training allocates and frees the same large buffers (gradients, activations: tens of MB
+/// each) every batch. With glibc's defaults the top of the heap is trimmed and regrown each
+/// time, and every regrowth page-faults the memory in again: measured on the bow benchmark
 /// model, the optimizer step took 7.4–9.7 ms instead of 3.7 ms. Keeping 256 MB of top pad
-/// removes that churn; the pad is address space, resident only once used. Called once per
-/// process; a `MALLOC_TOP_PAD_` set in the environment wins.
+/// removes that churn; the pad is address space, resident only once used.
+///
+/// The pad works on the main heap only. A thread that is not the main one (every training job
+/// runs on its own, [`crate::training::spawn`]) gets a heap of its own ("arena") of at most
+/// 64 MB, where a buffer of 128 KB or more that does not fit is mapped from the kernel and
+/// unmapped when freed (the same page faults, every batch), and where the pad keeps each heap
+/// ever grown for good, so each job's peak stays resident after it. With one arena every thread
+/// allocates from the main heap: the pad serves every job, and what one job frees the next
+/// batch of any job reuses.
+///
+/// Called once per process, before the threads that train are started; a `MALLOC_TOP_PAD_` or
+/// `MALLOC_ARENA_MAX` set in the environment wins.
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         static TUNED: std::sync::Once = std::sync::Once::new();
         TUNED.call_once(|| {
-            if std::env::var_os("MALLOC_TOP_PAD_").is_none() {
-                // SAFETY: mallopt only changes allocator parameters; it is thread-safe in glibc
-                // and takes no pointers.
-                #[allow(unsafe_code)]
-                unsafe {
-                    libc::mallopt(libc::M_TOP_PAD, ALLOCATOR_TOP_PAD as libc::c_int);
+            let settings = [
+                ("MALLOC_TOP_PAD_", libc::M_TOP_PAD, ALLOCATOR_TOP_PAD),
+                ("MALLOC_ARENA_MAX", libc::M_ARENA_MAX, ALLOCATOR_ARENAS),
+            ];
+            for (variable, parameter, value) in settings {
+                if std::env::var_os(variable).is_none() {
+                    // SAFETY: mallopt only changes allocator parameters; it is thread-safe in
+                    // glibc and takes no pointers.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        libc::mallopt(parameter, value as libc::c_int);
+                    }
                 }
             }
         });

@@ -713,7 +713,7 @@ fn the_trainer_has_room_to_checkpoint_and_no_second_autoscaler() {
     assert_eq!(pod["terminationGracePeriodSeconds"], 40);
     let resources = &pod["containers"][0]["resources"];
     assert_eq!(resources["limits"]["memory"], "768Mi");
-    assert_eq!(resources["requests"]["memory"], "448Mi");
+    assert_eq!(resources["requests"]["memory"], "512Mi");
     assert_eq!(resources["requests"]["cpu"], "2");
     // The old system's budget, checked by the health service, stays under the limit.
     let budget: u64 = env(&pod["containers"][0], "LEXMESH_SERVICE__MEMORY_BUDGET_MB")["value"]

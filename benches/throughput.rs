@@ -7,7 +7,8 @@
 //! 128, 10 classes; `bow` with an MLP of 256, `cnn` with kernels 3/4/5 × 100 filters and dropout
 //! 0.5; Adam lr 1e-3, eps 1e-8.
 //! lexmesh runs its real training loop ([`lexmesh_trainer::training::train`]), on a thread of
-//! its own as the product runs it, on 16 distinct synthetic batches per epoch; the first epoch is warm-up, the median of the rest is reported.
+//! its own as the product runs it, on 16 distinct synthetic batches per epoch; the first epoch
+//! is warm-up, the median of the rest is reported.
 //! PyTorch gets the same: 16 warm-up steps, then one timed window of 16 steps per lexmesh epoch
 //! after the first, the median window reported. A run that fails counts as a failure on its
 //! side and gives no figure; the rounds interleave lexmesh, PyTorch, PyTorch with lexmesh's

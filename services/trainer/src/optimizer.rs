@@ -188,7 +188,7 @@ mod fused {
             Ok(g) => return Err(Box::new((wrap(param), wrap(g), restore(time, moments)))),
             Err(grad) => return Err(Box::new((wrap(param), grad, restore(time, moments)))),
         };
-        let (m, v) = match moments {
+        let (mut m, mut v) = match moments {
             None => (
                 TchTensor::new(param.tensor.zeros_like()),
                 TchTensor::new(param.tensor.zeros_like()),
@@ -208,7 +208,6 @@ mod fused {
         };
         let mut param = owned(param);
         let mut grad = owned(grad);
-        let (mut m, mut v) = (m, v);
         let time = time + 1;
         // The kernel reads the step count from a float tensor (what `torch.optim.Adam` keeps).
         let mut count = tch::Tensor::from(time as f32);

@@ -423,6 +423,32 @@ async fn an_unknown_configuration_key_ends_serve_with_the_configuration_exit_cod
     assert!(stderr.contains("colour"), "{stderr}");
 }
 
+/// `lexmesh serve` with an instance id that cannot be a subject token exits with the
+/// configuration exit code too, against a reachable server: starting again would fail the same
+/// way, unlike a scratch folder that cannot be created yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_instance_id_ends_serve_with_the_configuration_exit_code() {
+    let mesh = TestMesh::start(LEXMESH).await;
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(LEXMESH)
+            .args(["serve", "trainer"])
+            .current_dir(mesh.dir())
+            .env("NATS_URL", mesh.server.url())
+            .env("LEXMESH_SERVICE__INSTANCE", "trainer.one")
+            .output(),
+    )
+    .await
+    .expect("lexmesh serve trainer ends by itself")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("service.instance") && stderr.contains("trainer.one"),
+        "{stderr}"
+    );
+}
+
 /// `lexmesh submit --json` reads the server's `max_payload` and says what to do instead of
 /// failing with the client's bare error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

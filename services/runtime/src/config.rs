@@ -370,10 +370,21 @@ impl Config {
     }
 
     /// Defaults < `file` (or `./lexmesh.toml` when it exists) < `NATS_URL` < `LEXMESH_*__*`.
+    /// Values no start could ever use (an instance id that is not a subject token) are refused
+    /// here, with the configuration's other errors.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::figment(file)
+        let config: Self = Self::figment(file)
             .extract()
-            .map_err(|e| ConfigError(Box::new(e)))
+            .map_err(|e| ConfigError(Box::new(e)))?;
+        if let Some(id) = &config.service.instance
+            && !lexmesh_protocol::valid_id(id)
+        {
+            let error = figment::Error::from(format!(
+                "service.instance `{id}` must be 1 to 64 of A-Z a-z 0-9 _ -"
+            ));
+            return Err(ConfigError(Box::new(error)));
+        }
+        Ok(config)
     }
 
     /// The layered sources.
@@ -397,6 +408,24 @@ impl Config {
 #[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_instance_id_that_is_not_a_subject_token_is_a_configuration_error() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("LEXMESH_SERVICE__INSTANCE", "trainer.one");
+            let error = Config::load(None).unwrap_err().to_string();
+            assert!(
+                error.contains("service.instance") && error.contains("trainer.one"),
+                "{error}"
+            );
+            jail.set_env("LEXMESH_SERVICE__INSTANCE", "trainer-one_2");
+            assert_eq!(
+                Config::load(None).unwrap().service.instance.as_deref(),
+                Some("trainer-one_2")
+            );
+            Ok(())
+        });
+    }
 
     #[test]
     fn defaults_then_file_then_environment() {

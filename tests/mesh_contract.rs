@@ -367,6 +367,31 @@ async fn a_publisher_that_trusts_the_schemas_on_a_default_server() {
     mesh.assert_all_serving().await;
 }
 
+/// Runs `lexmesh <args>` against `mesh`'s server with `env` on top, until it ends by itself
+/// (at most a minute): its exit code and standard error.
+async fn serve_until_it_ends(
+    mesh: &TestMesh,
+    args: &[&std::ffi::OsStr],
+    env: &[(&str, &str)],
+) -> (Option<i32>, String) {
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(LEXMESH)
+            .args(args)
+            .current_dir(mesh.dir())
+            .env("NATS_URL", mesh.server.url())
+            .envs(env.iter().copied())
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("lexmesh {args:?} ends by itself"))
+    .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// `lexmesh serve metrics` on a port something else holds: one clear error and the exit code
 /// that tells `lexmesh up` not to restart it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -374,21 +399,16 @@ async fn a_taken_metrics_port_is_one_clear_error() {
     let mesh = TestMesh::start(LEXMESH).await;
     let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = holder.local_addr().unwrap().to_string();
-    let output = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new(LEXMESH)
-            .args(["serve", "metrics"])
-            .current_dir(mesh.dir())
-            .env("NATS_URL", mesh.server.url())
-            .env("LEXMESH_METRICS__LISTEN", &address)
-            .env("LEXMESH_SERVICE__INSTANCE", "metrics-taken")
-            .output(),
+    let (code, stderr) = serve_until_it_ends(
+        &mesh,
+        &["serve".as_ref(), "metrics".as_ref()],
+        &[
+            ("LEXMESH_METRICS__LISTEN", &address),
+            ("LEXMESH_SERVICE__INSTANCE", "metrics-taken"),
+        ],
     )
-    .await
-    .expect("lexmesh serve metrics ends by itself")
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    .await;
+    assert_eq!(code, Some(78), "{stderr}");
     assert!(
         stderr.contains(&address) && stderr.contains("already in use"),
         "{stderr}"
@@ -405,21 +425,18 @@ async fn an_unknown_configuration_key_ends_serve_with_the_configuration_exit_cod
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("lexmesh.toml");
     std::fs::write(&config, "[jobs]\ncolour = \"red\"\n").unwrap();
-    let output = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new(LEXMESH)
-            .args(["serve", "trainer", "--config"])
-            .arg(&config)
-            .current_dir(mesh.dir())
-            .env("NATS_URL", mesh.server.url())
-            .env("LEXMESH_SERVICE__INSTANCE", "trainer-unusable")
-            .output(),
+    let (code, stderr) = serve_until_it_ends(
+        &mesh,
+        &[
+            "serve".as_ref(),
+            "trainer".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+        ],
+        &[("LEXMESH_SERVICE__INSTANCE", "trainer-unusable")],
     )
-    .await
-    .expect("lexmesh serve trainer ends by itself")
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    .await;
+    assert_eq!(code, Some(78), "{stderr}");
     assert!(stderr.contains("colour"), "{stderr}");
 }
 
@@ -429,20 +446,13 @@ async fn an_unknown_configuration_key_ends_serve_with_the_configuration_exit_cod
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_instance_id_ends_serve_with_the_configuration_exit_code() {
     let mesh = TestMesh::start(LEXMESH).await;
-    let output = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new(LEXMESH)
-            .args(["serve", "trainer"])
-            .current_dir(mesh.dir())
-            .env("NATS_URL", mesh.server.url())
-            .env("LEXMESH_SERVICE__INSTANCE", "trainer.one")
-            .output(),
+    let (code, stderr) = serve_until_it_ends(
+        &mesh,
+        &["serve".as_ref(), "trainer".as_ref()],
+        &[("LEXMESH_SERVICE__INSTANCE", "trainer.one")],
     )
-    .await
-    .expect("lexmesh serve trainer ends by itself")
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    .await;
+    assert_eq!(code, Some(78), "{stderr}");
     assert!(
         stderr.contains("service.instance") && stderr.contains("trainer.one"),
         "{stderr}"

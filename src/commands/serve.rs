@@ -64,8 +64,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
 /// A configuration that cannot be read (an unknown key, a value out of range, an instance id
 /// that is not a subject token) ends with [`lexmesh_mesh::Unusable::EXIT_CODE`]: a supervisor
-/// that starts the service again gets the same error. A machine that does not allow a setting (a scratch folder that cannot be created
-/// yet, say a volume still being mounted) exits 1 and is restarted with backoff.
+/// that starts the service again gets the same error. A machine that does not allow a setting
+/// (a scratch folder that cannot be created yet, say a volume still being mounted) exits 1 and
+/// is restarted with backoff.
 fn unusable_settings(error: RuntimeError) -> anyhow::Error {
     match error {
         RuntimeError::Config(_) => lexmesh_mesh::Unusable(error.to_string()).into(),

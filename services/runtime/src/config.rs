@@ -238,6 +238,16 @@ impl Default for ServiceConfig {
     }
 }
 
+impl ServiceConfig {
+    /// Why `instance` cannot name this instance (it must be a subject token), when it cannot.
+    pub fn invalid_instance(&self) -> Option<String> {
+        self.instance
+            .as_deref()
+            .filter(|id| !lexmesh_protocol::valid_id(id))
+            .map(|id| format!("`{id}` must be 1 to 64 of A-Z a-z 0-9 _ -"))
+    }
+}
+
 /// How an instance that stopped working is replaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -376,12 +386,8 @@ impl Config {
         let config: Self = Self::figment(file)
             .extract()
             .map_err(|e| ConfigError(Box::new(e)))?;
-        if let Some(id) = &config.service.instance
-            && !lexmesh_protocol::valid_id(id)
-        {
-            let error = figment::Error::from(format!(
-                "service.instance `{id}` must be 1 to 64 of A-Z a-z 0-9 _ -"
-            ));
+        if let Some(reason) = config.service.invalid_instance() {
+            let error = figment::Error::from(format!("service.instance {reason}"));
             return Err(ConfigError(Box::new(error)));
         }
         Ok(config)

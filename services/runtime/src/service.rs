@@ -37,16 +37,18 @@ impl ServiceRuntime {
     /// Connects, opens the mesh, registers with the service API and starts heartbeats, the
     /// status endpoints, the cancel listener and the signal handler.
     pub async fn start(kind: Service, config: Config) -> Result<Self, RuntimeError> {
-        let instance = match &config.service.instance {
-            Some(id) if lexmesh_protocol::valid_id(id) => id.clone(),
-            Some(id) => {
-                return Err(RuntimeError::Unusable {
-                    setting: "service.instance".into(),
-                    reason: format!("`{id}` must be 1 to 64 of A-Z a-z 0-9 _ -"),
-                });
-            }
-            None => default_instance_id(kind),
-        };
+        // `Config::load` refuses it already; a configuration built in code is checked here.
+        if let Some(reason) = config.service.invalid_instance() {
+            return Err(RuntimeError::Unusable {
+                setting: "service.instance".into(),
+                reason,
+            });
+        }
+        let instance = config
+            .service
+            .instance
+            .clone()
+            .unwrap_or_else(|| default_instance_id(kind));
         if let Some(dir) = &config.service.work_dir {
             check_work_dir(dir)?;
         }

@@ -1341,7 +1341,7 @@ async fn run(o: Options) -> Result<()> {
         })
         .unwrap_or_default();
     r.row(&[
-        "bow, default settings (char_buckets 200,000, embedding_dim 128), rulings".into(),
+        "bow, default settings (the linear bag), rulings".into(),
         format!("{:.0}", mib(idle_rss_t1)),
         format!("{:.0}{first_note}", mib(peak_default)),
         verdict(mib(peak_default) <= MEMORY_TARGET_MIB).into(),

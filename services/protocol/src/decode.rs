@@ -60,14 +60,17 @@ pub fn check(name: &str, value: &serde_json::Value) -> Result<(), ProtocolError>
     let mut broken: Vec<(ErrorCode, String)> = validator
         .iter_errors(value)
         .map(|e| {
-            let path = e.instance_path.as_str();
-            let code = code_of(&e.kind, path);
+            let path = e.instance_path().as_str();
+            let code = code_of(e.kind(), path);
             let place = if path.is_empty() {
                 "the message".to_string()
             } else {
                 format!("`{}`", brief_str(path, 120))
             };
-            (code, format!("{place} {}", describe(&e.kind, &e.instance)))
+            (
+                code,
+                format!("{place} {}", describe(e.kind(), e.instance())),
+            )
         })
         .collect();
     if broken.is_empty() {
@@ -173,9 +176,9 @@ fn describe(kind: &ValidationErrorKind, instance: &serde_json::Value) -> String 
             match context
                 .iter()
                 .flatten()
-                .find(|e| matches!(e.kind, K::Enum { .. }))
+                .find(|e| matches!(e.kind(), K::Enum { .. }))
             {
-                Some(inner) => describe(&inner.kind, instance),
+                Some(inner) => describe(inner.kind(), instance),
                 None => "matches none of its forms".to_string(),
             }
         }

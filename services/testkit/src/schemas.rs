@@ -62,7 +62,7 @@ impl Schemas {
             .unwrap_or_else(|| panic!("no schema `{name}` in schemas/"));
         validator
             .iter_errors(value)
-            .map(|e| format!("at `{}`: {e}", e.instance_path))
+            .map(|e| format!("at `{}`: {e}", e.instance_path()))
             .collect()
     }
 

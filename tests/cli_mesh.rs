@@ -18,7 +18,8 @@ use futures::StreamExt;
 use lexmesh_runtime::nats_server::{self, ServerFlavor};
 use lexmesh_testkit::cli::Ran;
 use lexmesh_testkit::{
-    Schemas, TestMesh, inline, sample_path, sample_records, short, small_settings, try_send_signal,
+    Schemas, TestMesh, inline, is_final, sample_path, sample_records, short, small_settings,
+    try_send_signal,
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -1118,9 +1119,11 @@ fn up_with_auth_runs_the_services_as_their_user_and_lets_a_publisher_only_submit
         tokio::time::timeout(JOB, async {
             while let Some(message) = events.next().await {
                 let event: Value = serde_json::from_slice(&message.payload).unwrap();
-                let last = event["event"].as_str().unwrap_or_default().to_string();
+                // A failed attempt that will be retried is not the end: the trainer may take the
+                // job before the preprocessor answers (no responders) and run it again.
+                let done = is_final(&event);
                 seen.push(event);
-                if ["completed", "failed", "cancelled"].contains(&last.as_str()) {
+                if done {
                     break;
                 }
             }

@@ -1180,6 +1180,35 @@ fn up_with_auth_runs_the_services_as_their_user_and_lets_a_publisher_only_submit
         without.describe()
     );
 
+    // The same login written in the URL instead (NATS_URL=nats://lexmesh:<password>@host:port,
+    // no --config): lexmesh reads the credentials from it (async-nats alone sends none).
+    let services_toml: toml::Table = std::fs::read_to_string(services_config)
+        .expect("services.toml")
+        .parse()
+        .expect("services.toml is TOML");
+    let services_password = services_toml["nats"]["password"].as_str().expect("password");
+    let login_url = |password: &str| format!("nats://lexmesh:{password}@{address}");
+    let jobs = User::new(&user.dir, login_url(services_password))
+        .run(&["jobs", "--format", "json"], QUICK)
+        .success();
+    assert!(
+        jobs.json()
+            .as_array()
+            .is_some_and(|jobs| jobs.iter().any(|j| j["job_id"] == "auth-1")),
+        "{}",
+        jobs.describe()
+    );
+    // A wrong password in the URL is refused, and the message shows the URL without it.
+    let refused = User::new(&user.dir, login_url("wr0ngpassw0rd")).run(&["jobs"], QUICK);
+    assert_ne!(refused.code, Some(0), "{}", refused.describe());
+    assert!(
+        refused.stderr.contains("lexmesh:***@")
+            && refused.stderr.contains("password of nats.url")
+            && !refused.stderr.contains("wr0ngpassw0rd"),
+        "{}",
+        refused.describe()
+    );
+
     let (status, _) = up.terminate(STOP);
     assert!(status.success(), "{status:?}\n{}", up.logs());
 }

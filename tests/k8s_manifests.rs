@@ -33,8 +33,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lexmesh_protocol::names::{self, Service};
-use lexmesh_runtime::connection::server_addresses;
 use lexmesh_runtime::nats_server::{self, ServerFlavor};
+use lexmesh_runtime::nats_url::server_addresses;
 use lexmesh_testkit::k8s::{k8s_dir, manifests, object, read_yaml, resources, secret_value};
 use lexmesh_testkit::{ChildProcess, TRAIN, eventually};
 use serde_json::Value;

@@ -22,6 +22,7 @@ use lexmesh_protocol::names::Service;
 use lexmesh_protocol::record::InstanceExit;
 use lexmesh_runtime::Config;
 use lexmesh_runtime::nats_server::{self, LocalServer, LocalServerOptions, ServerFlavor};
+use lexmesh_runtime::nats_url::redacted;
 use tokio::process::Child;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -68,17 +69,17 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 "--auth sets up the users of a nats-server that `up` starts, but a server \
                  already answers at {}: give that server the users and permissions of \
                  k8s/nats-permissions.conf, and the services' credentials through --config",
-                config.nats.url
+                redacted(&config.nats.url)
             );
         }
-        eprintln!("using the NATS server at {}", config.nats.url);
+        eprintln!("using the NATS server at {}", redacted(&config.nats.url));
         config.nats.url.clone()
     } else {
         let Some(bind) = local_bind_address(&host) else {
             bail!(
                 "nothing answers at {} and {host} is not this machine; start that server or \
                  point NATS_URL / --config at one",
-                config.nats.url
+                redacted(&config.nats.url)
             );
         };
         let binary = match nats_server::locate(ServerFlavor::Current) {
@@ -86,7 +87,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             Err(e) => {
                 eprintln!(
                     "error: nothing answers at {} and no nats-server to start: {e}",
-                    config.nats.url
+                    redacted(&config.nats.url)
                 );
                 return Ok(ExitCode::FAILURE);
             }
@@ -206,7 +207,7 @@ fn server_address(urls: &str) -> anyhow::Result<(String, u16)> {
     let authority = rest.split('/').next().unwrap_or_default();
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
         let Some((host, after)) = v6.split_once(']') else {
-            bail!("cannot read a host in the NATS URL `{first}`");
+            bail!("cannot read a host in the NATS URL `{}`", redacted(first));
         };
         (host, after.strip_prefix(':'))
     } else {
@@ -216,12 +217,12 @@ fn server_address(urls: &str) -> anyhow::Result<(String, u16)> {
         }
     };
     if host.is_empty() {
-        bail!("cannot read a host in the NATS URL `{first}`");
+        bail!("cannot read a host in the NATS URL `{}`", redacted(first));
     }
     let port = match port {
         Some(p) => p
             .parse()
-            .with_context(|| format!("bad port `{p}` in the NATS URL `{first}`"))?,
+            .with_context(|| format!("bad port `{p}` in the NATS URL `{}`", redacted(first)))?,
         None => DEFAULT_PORT,
     };
     Ok((host.to_string(), port))
@@ -401,7 +402,7 @@ async fn supervise(plan: Supervision) -> anyhow::Result<ExitCode> {
             tasks.spawn(run_replica(replica, stop_rx.clone()));
         }
     }
-    eprintln!("mesh is up at {}; Ctrl-C stops it", plan.url);
+    eprintln!("mesh is up at {}; Ctrl-C stops it", redacted(&plan.url));
     let mut signals = Signals::new()?;
     let mut interrupted = false;
     loop {

@@ -11,8 +11,8 @@
 //! - `services.toml`: a lexmesh configuration file with the server's URL and the `lexmesh`
 //!   user, for the command line (`lexmesh jobs --config <data dir>/users/services.toml`);
 //! - `publisher.url`: `nats://publisher:<password>@<host>:<port>`, the URL another system
-//!   connects with (the Go, Python and JavaScript NATS clients read credentials from the URL;
-//!   async-nats takes them as user and password).
+//!   connects with (the NATS clients of Go, Python and JavaScript, the `nats` CLI and lexmesh's
+//!   command line read credentials from the URL; async-nats takes them as user and password).
 
 use std::fs;
 use std::io::Write;

@@ -2,9 +2,11 @@
 //!
 //! The settings are checked before the first attempt: a client certificate without its key (or
 //! the reverse), a CA, certificate, key or creds file that cannot be read or holds nothing
-//! usable, a key that is not the certificate's, an nkey seed that is not a user's. Each is a
-//! [`RuntimeError::Unusable`] naming the setting; async-nats would ignore some of them and
-//! report the others only as a failed connection.
+//! usable, a key that is not the certificate's, an nkey seed that is not a user's, credentials
+//! in `nats.url` beside another login. Each is a [`RuntimeError::Unusable`] naming the setting;
+//! async-nats would ignore some of them and report the others only as a failed connection.
+//! Credentials in `nats.url` are used ([`crate::nats_url`]), and the URLs in messages show
+//! neither password nor token.
 //!
 //! A server that answers but refuses this client (a certificate one side does not trust,
 //! credentials it does not accept) is a [`RuntimeError::Refused`] that says what was refused,
@@ -27,6 +29,7 @@ use async_nats::{Client, ClientError, ConnectErrorKind, ConnectOptions, Event, S
 
 use crate::config::NatsConfig;
 use crate::error::{Refusal, RuntimeError};
+use crate::nats_url::{UrlCredentials, redacted, server_addresses, url_credentials};
 
 /// Pause after the first failed first connection of a service; doubled after each further
 /// failure up to [`RETRY_MAX_DELAY`].
@@ -42,32 +45,6 @@ pub enum Patience {
     FailFast,
     /// Keep retrying until the server comes (services: NATS may start after them).
     Retry,
-}
-
-/// The servers of `nats.url`: one URL, or several separated by commas (the nodes of a
-/// cluster; the client picks one and fails over to the others).
-pub fn server_addresses(url: &str) -> Result<Vec<async_nats::ServerAddr>, RuntimeError> {
-    url.split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .map(|u| {
-            u.parse::<async_nats::ServerAddr>()
-                .map_err(|e| RuntimeError::Unusable {
-                    setting: "nats.url".into(),
-                    reason: format!("`{u}` is not a NATS server URL: {e}"),
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .and_then(|servers| {
-            if servers.is_empty() {
-                Err(RuntimeError::Unusable {
-                    setting: "nats.url".into(),
-                    reason: "no server URL".into(),
-                })
-            } else {
-                Ok(servers)
-            }
-        })
 }
 
 /// Connects with the configured authentication and TLS. The client reconnects on its own
@@ -161,6 +138,14 @@ fn options(
     if let (Some(user), Some(password)) = (&config.user, &config.password) {
         options = options.user_and_password(user.clone(), password.clone());
     }
+    // async-nats sends none of the credentials a URL carries.
+    match url_credentials(&config.url)? {
+        Some(UrlCredentials::UserPassword { user, password }) => {
+            options = options.user_and_password(user, password);
+        }
+        Some(UrlCredentials::Token(token)) => options = options.token(token),
+        None => {}
+    }
     if let Some(token) = &config.token {
         options = options.token(token.clone());
     }
@@ -214,6 +199,21 @@ fn unusable(setting: &str, reason: impl Into<String>) -> RuntimeError {
 /// Checks the authentication and TLS settings that async-nats would take on trust; returns the
 /// text of the creds file, read once for every attempt.
 fn check_settings(config: &NatsConfig) -> Result<Option<String>, RuntimeError> {
+    if url_credentials(&config.url)?.is_some() {
+        let others = [
+            ("nats.user", config.user.is_some()),
+            ("nats.password", config.password.is_some()),
+            ("nats.token", config.token.is_some()),
+            ("nats.nkey_seed", config.nkey_seed.is_some()),
+            ("nats.creds_file", config.creds_file.is_some()),
+        ];
+        if let Some((setting, _)) = others.iter().find(|(_, set)| *set) {
+            return Err(unusable(
+                "nats.url",
+                format!("it carries credentials and {setting} is set too: give the login one way"),
+            ));
+        }
+    }
     let tls = &config.tls;
     match (&tls.cert_file, &tls.key_file) {
         (Some(cert), None) => {
@@ -342,13 +342,13 @@ fn check_client_certificate(cert: &Path, key: &Path) -> Result<(), RuntimeError>
 fn connect_error(config: &NatsConfig, error: async_nats::ConnectError) -> RuntimeError {
     match refusal(&error) {
         Some((refusal, detail)) => RuntimeError::Refused {
-            url: config.url.clone(),
+            url: redacted(&config.url),
             refusal,
             reason: refusal_reason(config, refusal, &detail),
             error,
         },
         None => RuntimeError::Connect {
-            url: config.url.clone(),
+            url: redacted(&config.url),
             source: error,
         },
     }
@@ -437,8 +437,13 @@ fn refusal_reason(config: &NatsConfig, refusal: Refusal, detail: &str) -> String
                 format!("user `{user}` with nats.password")
             } else if config.token.is_some() {
                 "nats.token".into()
-            } else if config.url.contains('@') {
-                "the credentials of nats.url".into()
+            } else if let Ok(Some(from_url)) = url_credentials(&config.url) {
+                match from_url {
+                    UrlCredentials::UserPassword { user, .. } => {
+                        format!("user `{user}` with the password of nats.url")
+                    }
+                    UrlCredentials::Token(_) => "the token of nats.url".into(),
+                }
             } else {
                 "a client without credentials (set nats.user and nats.password, nats.token, \
                  nats.nkey_seed or nats.creds_file)"
@@ -651,16 +656,5 @@ mod tests {
         let delays: Vec<u128> = (1..=8).map(|n| retry_delay(n).as_millis()).collect();
         assert_eq!(delays, [100, 200, 400, 800, 1600, 2000, 2000, 2000]);
         assert_eq!(retry_delay(u32::MAX), RETRY_MAX_DELAY);
-    }
-
-    #[test]
-    fn a_comma_separated_url_names_every_server() {
-        let servers =
-            server_addresses("nats://127.0.0.1:4222, nats://10.0.0.2:4223,tls://n3:4224").unwrap();
-        let ports: Vec<u16> = servers.iter().map(async_nats::ServerAddr::port).collect();
-        assert_eq!(ports, [4222, 4223, 4224]);
-        assert!(servers[2].tls_required());
-        assert!(server_addresses("nats://a:4222,nats://b:port").is_err());
-        assert!(server_addresses(" , ").is_err());
     }
 }

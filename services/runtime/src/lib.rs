@@ -3,6 +3,7 @@
 //! - [`compute`]: a job's CPU work on a named compute thread, off the async runtime.
 //! - [`config`]: figment configuration (defaults < `lexmesh.toml` < `LEXMESH_*__*`).
 //! - [`connection`]: NATS connection with auth, TLS and reconnects.
+//! - [`nats_url`]: the servers of `nats.url`, the credentials it carries, and how it is shown.
 //! - [`mesh`]: streams, consumers, the jobs bucket and object stores (created when missing).
 //! - [`records`]: job records with compare-and-set, cancel markers.
 //! - [`cancel`]: cancelling a job from outside (the running instance, else a marker).
@@ -33,6 +34,7 @@ pub mod lost;
 pub mod mesh;
 pub mod metrics;
 pub mod nats_server;
+pub mod nats_url;
 pub mod objects;
 pub mod records;
 pub mod service;

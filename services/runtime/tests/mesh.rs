@@ -99,6 +99,17 @@ async fn exercise(server: &NatsServer) {
             .unwrap()
             .is_none()
     );
+    // An object of several chunks is read into a buffer of its own size, not one grown by
+    // doubling (which would hold up to twice its bytes while copying).
+    let bytes: Vec<u8> = (0..1_000_003u32).map(|i| (i % 251) as u8).collect();
+    objects::put_bytes(&a.models, "big", &bytes).await.unwrap();
+    let read = objects::get_bytes(&a.models, "big").await.unwrap().unwrap();
+    assert!(read == bytes, "the object's bytes changed on the way");
+    assert_eq!(
+        read.capacity(),
+        bytes.len(),
+        "the buffer was not sized from the object"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,6 +168,74 @@ async fn user_password_and_token_authentication_are_used() {
     assert!(!connects(&config).await, "connected without the token");
     config.nats.token = Some("t0ken".into());
     assert!(connects(&config).await);
+}
+
+/// `connect`'s error, as the user reads it.
+async fn refusal(config: &Config) -> String {
+    connect(&config.nats, "test", Patience::FailFast)
+        .await
+        .map(|_| ())
+        .expect_err("connected")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_in_the_url_are_used_and_never_shown() {
+    // A password with characters a URL must percent-encode.
+    let server = NatsServer::builder()
+        .extra_config("authorization { user: lexmesh, password: \"s3/cr@t\" }")
+        .start()
+        .expect("nats-server (run scripts/setup-nats)");
+    let with_login = |login: &str| {
+        server
+            .url()
+            .replacen("nats://", &format!("nats://{login}@"), 1)
+    };
+    let mut config = Config::default();
+    config.nats.connect_timeout = std::time::Duration::from_secs(2);
+    config.nats.url = with_login("lexmesh:s3%2Fcr%40t");
+    assert!(
+        connects(&config).await,
+        "the URL's user and password are not used"
+    );
+    // Every node of a cluster URL carries the same login.
+    config.nats.url = format!("{}, {}", with_login("lexmesh:s3%2Fcr%40t"), config.nats.url);
+    assert!(connects(&config).await);
+
+    config.nats.url = with_login("lexmesh:wr0ng");
+    let error = refusal(&config).await;
+    assert!(
+        error.contains("lexmesh:***@")
+            && error.contains("user `lexmesh` with the password of nats.url")
+            && !error.contains("wr0ng"),
+        "{error}"
+    );
+    // Two logins at once: which one was meant?
+    config.nats.url = with_login("lexmesh:s3%2Fcr%40t");
+    config.nats.user = Some("lexmesh".into());
+    config.nats.password = Some("s3/cr@t".into());
+    let error = refusal(&config).await;
+    assert!(
+        error.contains("nats.url") && error.contains("nats.user is set too"),
+        "{error}"
+    );
+
+    let server = NatsServer::builder()
+        .extra_config("authorization { token: t0ken }")
+        .start()
+        .expect("nats-server");
+    let mut config = Config::default();
+    config.nats.connect_timeout = std::time::Duration::from_secs(2);
+    config.nats.url = server.url().replacen("nats://", "nats://t0ken@", 1);
+    assert!(connects(&config).await, "the URL's token is not used");
+    config.nats.url = server.url().replacen("nats://", "nats://n0tthet0ken@", 1);
+    let error = refusal(&config).await;
+    assert!(
+        error.contains("nats://***@")
+            && error.contains("the token of nats.url")
+            && !error.contains("n0tthet0ken"),
+        "{error}"
+    );
 }
 
 /// How many messages the events stream holds on `subject`.

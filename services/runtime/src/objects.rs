@@ -127,12 +127,18 @@ pub async fn get_file(store: &ObjectStore, name: &str, path: &Path) -> Result<bo
     Ok(true)
 }
 
-/// Reads object `name`; None when there is none.
+/// The most [`get_bytes`] reserves up front from an object's recorded size; a larger object
+/// (or a size that lies) grows its buffer as it arrives.
+const MAX_RESERVE: usize = 256 * 1024 * 1024;
+
+/// Reads object `name`; None when there is none. The buffer is sized from the object's info,
+/// so reading it holds one copy of its bytes, not the up to twice as many a buffer that grows
+/// by doubling holds while it copies.
 pub async fn get_bytes(store: &ObjectStore, name: &str) -> Result<Option<Vec<u8>>, RuntimeError> {
     let Some(mut object) = open(store, name).await? else {
         return Ok(None);
     };
-    let mut bytes = Vec::new();
+    let mut bytes = Vec::with_capacity(object.info.size.min(MAX_RESERVE));
     within(
         transfer_deadline(object.info.size as u64),
         || format!("reading object {name}"),

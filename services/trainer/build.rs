@@ -1,29 +1,21 @@
-//! The trainer crate's build script: with the `tch` feature, compiles the fused Adam step
-//! (`native/fused_adam.cpp`) against the libtorch headers that torch-sys builds against, and
-//! records libtorch's library folder as the run path of the crate's tests (as the binary's build
-//! script does, `build/libtorch_rpath.rs`).
+//! The trainer crate's build script: with the `tch` feature, records libtorch's library folder
+//! as the run path of the crate's tests (`build/libtorch.rs`, shared with the binary's build
+//! script) and compiles the fused Adam step (`native/fused_adam.cpp`) against the libtorch
+//! headers that torch-sys builds against.
 
-use std::path::PathBuf;
+include!("../../build/libtorch.rs");
 
 fn main() {
-    println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     println!("cargo:rerun-if-changed=native/fused_adam.cpp");
-    if std::env::var_os("CARGO_FEATURE_TCH").is_none() {
-        return;
-    }
-    let Some(libtorch) = std::env::var_os("LIBTORCH").map(PathBuf::from) else {
-        // torch-sys fails with its own message when it finds no libtorch.
+    let Some(Libtorch { root, lib }) = libtorch_with_rpath() else {
         return;
     };
-    let lib = libtorch.join("lib");
-    let lib = lib.canonicalize().unwrap_or(lib);
-    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
     let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_owned());
     cc::Build::new()
         .cpp(true)
         .file("native/fused_adam.cpp")
-        .include(libtorch.join("include"))
+        .include(root.join("include"))
         .flag("-std=c++17")
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
         .flag("-DGLOG_USE_GLOG_EXPORT")

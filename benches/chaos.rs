@@ -24,6 +24,9 @@ use std::time::{Duration, Instant};
 use lexmesh_testkit::{TestMesh, is_final, try_send_signal};
 use rand::{RngExt, SeedableRng};
 use serde_json::Value;
+#[path = "common/stats.rs"]
+mod stats;
+use stats::median;
 
 struct Options {
     data: PathBuf,
@@ -87,14 +90,6 @@ fn options() -> Options {
 
 /// The `lexmesh` binary under test (the release build under `cargo bench`).
 const LEXMESH: &str = env!("CARGO_BIN_EXE_lexmesh");
-
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn max(v: &[f64]) -> f64 {
     v.iter().copied().fold(f64::NAN, f64::max)

@@ -32,6 +32,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures::StreamExt;
 use lexmesh_testkit::{TRAIN, TestMesh, eventually, is_final, no_early_stop_job};
 use serde_json::{Value, json};
+#[path = "common/stats.rs"]
+mod stats;
+use stats::quantile;
 
 /// The `lexmesh` binary the benchmark runs.
 const LEXMESH: &str = env!("CARGO_BIN_EXE_lexmesh");
@@ -88,17 +91,6 @@ fn now_ms() -> f64 {
         .unwrap()
         .as_secs_f64()
         * 1000.0
-}
-
-/// The `q`-quantile (nearest rank) of `values`; NaN when there are none.
-fn quantile(values: &[f64], q: f64) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
 }
 
 /// A job event as a live subscriber received it.
@@ -221,10 +213,10 @@ async fn throughput(run: &Running, tag: &str, jobs: usize, epochs: u32) -> Value
     let summary = |values: Vec<f64>| {
         json!({
             "events": values.len(),
-            "p50_ms": quantile(&values, 0.5),
-            "p95_ms": quantile(&values, 0.95),
-            "p99_ms": quantile(&values, 0.99),
-            "max_ms": quantile(&values, 1.0),
+            "p50_ms": quantile(values.iter().copied(), 0.5),
+            "p95_ms": quantile(values.iter().copied(), 0.95),
+            "p99_ms": quantile(values.iter().copied(), 0.99),
+            "max_ms": quantile(values.iter().copied(), 1.0),
         })
     };
     json!({
@@ -356,8 +348,8 @@ async fn kill_round(
         "killed": leader,
         "running_at_kill": unfinished.len(),
         "kill_to_first_progress_s": first_after,
-        "median_s": quantile(&first_after, 0.5),
-        "max_s": quantile(&first_after, 1.0),
+        "median_s": quantile(first_after.iter().copied(), 0.5),
+        "max_s": quantile(first_after.iter().copied(), 1.0),
         "restart_to_caught_up_s": catch_up,
     })
 }
@@ -407,7 +399,7 @@ fn report(o: &Options, runs: &[Value], kills: &[Value]) {
             .filter(|r| r["topology"] == topology)
             .filter_map(pick)
             .collect();
-        quantile(&values, 0.5)
+        quantile(values.iter().copied(), 0.5)
     };
     println!(
         "cluster benchmark: {} jobs of {} epochs (sample data, 2 trainers x 2 jobs), {} round(s)",

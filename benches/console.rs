@@ -18,7 +18,10 @@
 use std::time::Duration;
 
 use lexmesh_testkit::{Browser, TRAIN, TestMesh, eventually, no_early_stop_job};
+#[path = "common/stats.rs"]
+mod stats;
 use serde_json::Value;
+use stats::{median, quantile};
 
 /// The `lexmesh` binary under test.
 const LEXMESH: &str = env!("CARGO_BIN_EXE_lexmesh");
@@ -56,14 +59,6 @@ fn options() -> Options {
         }
     }
     o
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -121,13 +116,12 @@ async fn main() {
         }
     }
     let latencies = page.eval("() => window.lexmeshLatencies.slice()").await;
-    let mut ms: Vec<f64> = latencies
+    let ms: Vec<f64> = latencies
         .as_array()
         .unwrap()
         .iter()
         .filter_map(Value::as_f64)
         .collect();
-    ms.sort_by(f64::total_cmp);
     let points = page
         .eval("() => Number(document.querySelector('#loss-chart').dataset.points)")
         .await;
@@ -138,9 +132,9 @@ async fn main() {
     println!(
         "  events {}  median {:.1} ms  p95 {:.1} ms  max {:.1} ms",
         ms.len(),
-        percentile(&ms, 50.0),
-        percentile(&ms, 95.0),
-        ms.last().copied().unwrap_or(f64::NAN)
+        median(ms.iter().copied()),
+        quantile(ms.iter().copied(), 0.95),
+        quantile(ms.iter().copied(), 1.0)
     );
     println!(
         "  trainers' mean CPU over the run {:.0} % of their cores; the selected curve has {points} points",

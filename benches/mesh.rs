@@ -66,6 +66,9 @@ use futures::StreamExt;
 use lexmesh_protocol::time::now_ms;
 use lexmesh_testkit::{ChildProcess, TestMesh, is_final, status_subject};
 use serde_json::{Value, json};
+#[path = "common/stats.rs"]
+mod stats;
+use stats::{median, quantile};
 
 /// Subject the floor responder answers on.
 const FLOOR_ECHO: &str = "bench.floor.echo";
@@ -212,20 +215,11 @@ struct Stats {
 
 /// Nearest-rank percentiles.
 fn stats(values: &[f64]) -> Stats {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let rank = |p: f64| -> f64 {
-        if v.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((p / 100.0) * v.len() as f64).ceil() as usize;
-        v[i.clamp(1, v.len()) - 1]
-    };
     Stats {
-        n: v.len(),
-        p50: rank(50.0),
-        p99: rank(99.0),
-        max: v.last().copied().unwrap_or(f64::NAN),
+        n: values.len(),
+        p50: quantile(values.iter().copied(), 0.5),
+        p99: quantile(values.iter().copied(), 0.99),
+        max: quantile(values.iter().copied(), 1.0),
     }
 }
 
@@ -1573,20 +1567,14 @@ async fn observed_run(
         .wait(&[job_id.to_string()], Duration::from_secs(1800), ())
         .await?;
     stop_service(mesh, instance).await;
-    let mut rates = rates.lock().unwrap().clone();
+    let rates = rates.lock().unwrap().clone();
     if rates.is_empty() {
         bail!("{job_id}: no epoch after the first reported examples/s (--epochs 2 or more)");
     }
-    rates.sort_by(f64::total_cmp);
     Ok(ObservedRun {
-        examples_per_sec: rates[rates.len() / 2],
+        examples_per_sec: median(rates),
         status: stats(&latencies),
     })
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 async fn observability(mut o: Options) -> Result<()> {
@@ -1669,16 +1657,17 @@ async fn observability(mut o: Options) -> Result<()> {
             .collect()
     };
     let summary = |runs: &[&ObservedRun]| {
-        let mut rate: Vec<f64> = runs.iter().map(|r| r.examples_per_sec).collect();
-        let mut p50: Vec<f64> = runs.iter().map(|r| r.status.p50).collect();
-        let mut p99: Vec<f64> = runs.iter().map(|r| r.status.p99).collect();
-        (median(&mut rate), median(&mut p50), median(&mut p99))
+        (
+            median(runs.iter().map(|r| r.examples_per_sec)),
+            median(runs.iter().map(|r| r.status.p50)),
+            median(runs.iter().map(|r| r.status.p99)),
+        )
     };
     let (off_rate, off_p50, off_p99) = summary(&pick(false));
     let (on_rate, on_p50, on_p99) = summary(&pick(true));
     // The machine drifts between rounds (other tenants): compare each round's pair, which ran
     // back to back, and take the median of the rounds' costs.
-    let mut costs: Vec<f64> = pick(false)
+    let costs: Vec<f64> = pick(false)
         .iter()
         .zip(pick(true))
         .map(|(off, on)| {
@@ -1690,7 +1679,7 @@ async fn observability(mut o: Options) -> Result<()> {
         .map(|c| format!("{c:+.2} %"))
         .collect::<Vec<_>>()
         .join(", ");
-    let cost = median(&mut costs);
+    let cost = median(costs.iter().copied());
     println!();
     println!(
         "| figure (median of {} rounds) | off | on | on vs off |",

@@ -20,6 +20,10 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+#[path = "common/stats.rs"]
+mod stats;
+use stats::median;
+
 /// The system allocator, counting the bytes held and their high-water mark.
 struct Counting;
 
@@ -109,7 +113,7 @@ fn main() {
 
     let job = br#"{"job_id":"bench-1","dataset":{"object":{"key":"uploads/rulings.jsonl"}},
         "settings":{"model":"bow","epochs":30,"learning_rate":0.02,"patience":10}}"#;
-    let mut times: Vec<Duration> = (0..1000)
+    let times: Vec<Duration> = (0..1000)
         .map(|_| {
             let started = Instant::now();
             lexmesh_protocol::decode::decode::<lexmesh_protocol::TrainJob>(job)
@@ -117,9 +121,8 @@ fn main() {
             started.elapsed()
         })
         .collect();
-    times.sort();
     println!(
         "Decoding and checking one valid train job: median {:.1} µs (1,000 runs).",
-        times[times.len() / 2].as_secs_f64() * 1e6
+        median(times.iter().map(|t| t.as_secs_f64() * 1e6))
     );
 }

@@ -41,6 +41,9 @@ use lexmesh_testkit::{EventLog, TestMesh, is_final};
 #[path = "search/replay.rs"]
 mod replay;
 use serde_json::Value;
+#[path = "common/stats.rs"]
+mod stats;
+use stats::median;
 
 struct Options {
     data: PathBuf,
@@ -316,19 +319,6 @@ fn reached(curve: &[(f64, f64)], target: f64) -> Option<f64> {
         .map(|(t, _)| *t)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 fn check_data(dir: &Path) {
     for file in ["train.jsonl", "validation.jsonl"] {
         assert!(
@@ -441,20 +431,12 @@ async fn main() {
     println!();
     println!("best-so-far at fractions of random's wall-clock (median over seeds):");
     for fraction in [0.1, 0.25, 0.5, 1.0] {
-        let r = median(
-            rows.iter()
-                .map(|(_, r, _)| r.best_at(fraction * r.wall))
-                .collect(),
-        );
-        let a = median(
-            rows.iter()
-                .map(|(_, r, a)| a.best_at(fraction * r.wall))
-                .collect(),
-        );
+        let r = median(rows.iter().map(|(_, r, _)| r.best_at(fraction * r.wall)));
+        let a = median(rows.iter().map(|(_, r, a)| a.best_at(fraction * r.wall)));
         println!("  {:>4.0}%: random {r:.4}, ASHA {a:.4}", fraction * 100.0);
     }
     let reached_all = ratios.iter().all(|r| r.is_finite() && *r <= 0.5);
-    let median_best = median(rows.iter().map(|(_, r, _)| r.best).collect());
+    let median_best = median(rows.iter().map(|(_, r, _)| r.best));
     println!();
     println!(
         "random's median final best {median_best:.4}; ASHA reached each seed's random best in \
@@ -469,14 +451,14 @@ async fn main() {
             .iter()
             .map(|r| (r * 100.0).round() / 100.0)
             .collect::<Vec<_>>(),
-        median(rows.iter().map(|(_, r, _)| r.wall).collect()),
-        median(rows.iter().map(|(_, _, a)| a.wall).collect()),
-        median(rows.iter().map(|(_, r, _)| r.trial_epochs as f64).collect()),
-        median(rows.iter().map(|(_, _, a)| a.trial_epochs as f64).collect()),
+        median(rows.iter().map(|(_, r, _)| r.wall)),
+        median(rows.iter().map(|(_, _, a)| a.wall)),
+        median(rows.iter().map(|(_, r, _)| r.trial_epochs as f64)),
+        median(rows.iter().map(|(_, _, a)| a.trial_epochs as f64)),
     );
     if let Some(default) = default {
         let best_asha = rows.iter().map(|(_, _, a)| a.best).fold(f64::NAN, f64::max);
-        let median_asha = median(rows.iter().map(|(_, _, a)| a.best).collect());
+        let median_asha = median(rows.iter().map(|(_, _, a)| a.best));
         println!(
             "default settings {default:.4}; ASHA's best per seed: median {median_asha:.4}, max \
              {best_asha:.4}"

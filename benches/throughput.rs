@@ -29,6 +29,9 @@ use lexmesh_trainer::progress::{ProgressEvent, RecordingSink};
 use lexmesh_trainer::training::{TrainingData, TrainingRun, train};
 use lexmesh_trainer::{CancelToken, ClassWeighting, ExperimentConfig, ModelKind};
 use rand::{RngExt, SeedableRng};
+#[path = "common/stats.rs"]
+mod stats;
+use stats::median;
 
 const BATCH: usize = 64;
 const LENGTH: usize = 128;
@@ -84,15 +87,6 @@ fn options() -> Options {
         }
     }
     o
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        f64::NAN
-    } else {
-        v[v.len() / 2]
-    }
 }
 
 /// Synthetic examples: ids uniform in [1, VOCAB), labels uniform, as the reference draws them.

@@ -20,6 +20,8 @@ use std::path::Path;
 use lexmesh_search::{Asha, AshaConfig, Decision, Judge};
 use serde_json::Value;
 
+use super::stats::median;
+
 /// One trial's epochs: (duration s, macro-F1), in order.
 type Curve = Vec<(f64, f64)>;
 
@@ -175,7 +177,7 @@ pub fn run(file: &Path, o: &super::Options) {
         .collect();
     println!(
         "| random | | | | 1.00 | 1.00 | {} |",
-        median(randoms.values().map(|r| r.2 as f64).collect())
+        median(randoms.values().map(|r| r.2 as f64)),
     );
     for grace in [1, 2, 3, 5, 9] {
         for rf in [2.0, 3.0, 4.0] {
@@ -219,8 +221,4 @@ pub fn run(file: &Path, o: &super::Options) {
             }
         }
     }
-}
-
-fn median(values: Vec<f64>) -> f64 {
-    super::median(values)
 }

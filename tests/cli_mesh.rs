@@ -1186,7 +1186,9 @@ fn up_with_auth_runs_the_services_as_their_user_and_lets_a_publisher_only_submit
         .expect("services.toml")
         .parse()
         .expect("services.toml is TOML");
-    let services_password = services_toml["nats"]["password"].as_str().expect("password");
+    let services_password = services_toml["nats"]["password"]
+        .as_str()
+        .expect("password");
     let login_url = |password: &str| format!("nats://lexmesh:{password}@{address}");
     let jobs = User::new(&user.dir, login_url(services_password))
         .run(&["jobs", "--format", "json"], QUICK)

@@ -5,7 +5,9 @@
 //! a stored checkpoint that cannot be used is set aside and the job trains from the start; a
 //! job killed in the middle of an epoch resumes at the batch of its last checkpoint by time; an
 //! epoch whose event died with its trainer is told by the attempt that resumes; a checkpoint
-//! whose upload was cut is skipped for the previous, complete one.
+//! whose upload was cut is skipped for the previous, complete one; a train job waits for a
+//! preprocessor that starts late without spending its retries, can be cancelled while it
+//! waits, and fails as `unavailable` when none comes within `jobs.wait_for_service`.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a test stops at its first failed step
 
 use std::time::{Duration, Instant};
@@ -341,6 +343,93 @@ async fn deliveries_that_run_out_while_no_trainer_runs_are_dead_lettered_by_the_
     })
     .await;
     assert!(dead.next_within(Duration::from_secs(1)).await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_train_job_waits_for_a_preprocessor_that_starts_late_without_spending_its_retries() {
+    // max_failures 1: a failed attempt would end the job. The trainer runs alone: its
+    // prepare requests have no responders until the preprocessor starts.
+    let env = [("LEXMESH_JOBS__MAX_FAILURES", "1")];
+    let mut mesh = TestMesh::start(LEXMESH).await;
+    let mut watch = mesh.watch("late-prep").await;
+    mesh.start_service("trainer", "trainer-a", &env).await;
+    mesh.submit(TRAIN, &no_early_stop_job("late-prep", 2)).await;
+    eventually("the trainer to wait for a preprocessor", RECOVERY, || {
+        let log = mesh.process("trainer-a").log_text();
+        async move {
+            log.contains("no preprocessor is running; waiting")
+                .then_some(())
+        }
+    })
+    .await;
+    mesh.start_service("preprocessor", "preprocessor-a", &[])
+        .await;
+    let last = watch.until_final(JOB_TIMEOUT).await;
+    assert_eq!(last["event"], "completed", "{}", watch.summary());
+    assert_eq!(last["attempt"], 1, "{}", watch.summary());
+    assert!(
+        watch.events.iter().all(|e| e["event"] != "failed"),
+        "{}",
+        watch.summary()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_train_job_cancelled_while_it_waits_for_a_preprocessor_ends_cancelled() {
+    let mut mesh = TestMesh::start(LEXMESH).await;
+    let mut watch = mesh.watch("wait-cancel").await;
+    mesh.start_service("trainer", "trainer-a", &[]).await;
+    mesh.submit(TRAIN, &no_early_stop_job("wait-cancel", 2))
+        .await;
+    eventually("the trainer to wait for a preprocessor", RECOVERY, || {
+        let log = mesh.process("trainer-a").log_text();
+        async move {
+            log.contains("no preprocessor is running; waiting")
+                .then_some(())
+        }
+    })
+    .await;
+    let reply = mesh
+        .client
+        .request(
+            "lexmesh.control.wait-cancel.cancel",
+            serde_json::to_vec(&json!({"job_id": "wait-cancel"}))
+                .unwrap()
+                .into(),
+        )
+        .await
+        .unwrap();
+    let reply: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(reply["outcome"], "cancelling", "{reply}");
+    // Well within the 2 min the job would otherwise wait.
+    let last = watch.until_final(RECOVERY).await;
+    assert_eq!(last["event"], "cancelled", "{}", watch.summary());
+    assert_eq!(last["attempt"], 1, "{}", watch.summary());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_train_job_fails_as_unavailable_when_no_preprocessor_comes_within_the_wait() {
+    let env = [
+        ("LEXMESH_JOBS__MAX_FAILURES", "1"),
+        ("LEXMESH_JOBS__WAIT_FOR_SERVICE", "2s"),
+    ];
+    let mut mesh = TestMesh::start(LEXMESH).await;
+    let mut watch = mesh.watch("no-prep").await;
+    mesh.start_service("trainer", "trainer-a", &env).await;
+    let submitted = Instant::now();
+    mesh.submit(TRAIN, &no_early_stop_job("no-prep", 2)).await;
+    let failed = watch.until_final(RECOVERY).await;
+    assert_eq!(failed["event"], "failed", "{}", watch.summary());
+    assert_eq!(failed["code"], "unavailable", "{}", short(&failed));
+    assert_eq!(failed["retrying"], false, "{}", short(&failed));
+    let reason = failed["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("no preprocessor is running") && reason.contains("waited 2s"),
+        "{reason}"
+    );
+    // It waited the 2 s before failing, in its one attempt.
+    assert!(submitted.elapsed() >= Duration::from_secs(2));
+    assert_eq!(failed["attempt"], 1, "{}", watch.summary());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -201,13 +201,29 @@ pub async fn store_prepared(mesh: &Mesh, data: &PreparedData) -> Result<(), Prot
     .map_err(runtime_error)
 }
 
+/// Why a prepare request got no summary.
+#[derive(Debug)]
+enum PrepareFailure {
+    /// No preprocessor is subscribed (none started yet, or all being replaced): the request
+    /// may be sent again later.
+    NoPreprocessor(ProtocolError),
+    /// Any other failure (timed out, refused, the preprocessor's own error).
+    Failed(ProtocolError),
+}
+
+impl From<ProtocolError> for PrepareFailure {
+    fn from(error: ProtocolError) -> Self {
+        Self::Failed(error)
+    }
+}
+
 /// Asks a preprocessor to prepare `request`'s dataset with its settings (`prepare`: answered
 /// from the datasets store when the same records and settings were prepared before), with the
 /// job's trace.
-pub async fn request_prepare(
+async fn request_prepare(
     ctx: &JobContext,
     request: &PreprocessJob,
-) -> Result<PreparedSummary, ProtocolError> {
+) -> Result<PreparedSummary, PrepareFailure> {
     let body =
         serde_json::to_vec(request).map_err(|e| internal("encoding a prepare request", e))?;
     let timeout = ctx.worker.config.nats.request_timeout;
@@ -220,17 +236,72 @@ pub async fn request_prepare(
     )
     .await
     .map_err(|_| {
-        ProtocolError::new(
+        PrepareFailure::Failed(ProtocolError::new(
             ErrorCode::Unavailable,
             format!("no preprocessor answered within {timeout:?}"),
-        )
+        ))
     })?
-    .map_err(|e| ProtocolError::new(ErrorCode::Unavailable, format!("prepare request: {e}")))?;
+    .map_err(|e| {
+        if e.kind() == async_nats::RequestErrorKind::NoResponders {
+            PrepareFailure::NoPreprocessor(ProtocolError::new(
+                ErrorCode::Unavailable,
+                "no preprocessor is running to prepare the data",
+            ))
+        } else {
+            PrepareFailure::Failed(ProtocolError::new(
+                ErrorCode::Unavailable,
+                format!("prepare request: {e}"),
+            ))
+        }
+    })?;
     if let Ok(error) = serde_json::from_slice::<ErrorReply>(&reply.payload) {
-        return Err(error.into());
+        return Err(PrepareFailure::Failed(error.into()));
     }
-    serde_json::from_slice(&reply.payload)
-        .map_err(|e| internal("the preprocessor's reply is unreadable", e))
+    Ok(serde_json::from_slice(&reply.payload)
+        .map_err(|e| internal("the preprocessor's reply is unreadable", e))?)
+}
+
+/// Sends the prepare request; while no preprocessor is running (none started yet, or the only
+/// one being replaced) sends it again, with pauses from 0.25 s doubling up to 5 s, for up to
+/// `jobs.wait_for_service`. Waiting is no failed attempt: the job's retries are kept for
+/// failures. None when the job is cancelled or the instance shuts down meanwhile.
+pub async fn prepare_when_a_preprocessor_answers(
+    ctx: &JobContext,
+    request: &PreprocessJob,
+) -> Result<Option<PreparedSummary>, ProtocolError> {
+    let patience = ctx.worker.config.jobs.wait_for_service;
+    let started = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(250);
+    let mut waiting = false;
+    loop {
+        match request_prepare(ctx, request).await {
+            Ok(summary) => {
+                if waiting {
+                    tracing::info!(job = %ctx.job_id, "a preprocessor answered after {:.1?}", started.elapsed());
+                }
+                return Ok(Some(summary));
+            }
+            Err(PrepareFailure::Failed(error)) => return Err(error),
+            Err(PrepareFailure::NoPreprocessor(error)) => {
+                if started.elapsed() >= patience {
+                    return Err(ProtocolError::new(
+                        error.code,
+                        format!("{} (waited {patience:?} for one)", error.reason),
+                    ));
+                }
+                if !waiting {
+                    tracing::warn!(job = %ctx.job_id, "no preprocessor is running; waiting up to {patience:?} for one");
+                    waiting = true;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = ctx.cancel.cancelled() => return Ok(None),
+                    () = ctx.shutdown().cancelled() => return Ok(None),
+                }
+                pause = (pause * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use lexmesh_trainer::{CancelToken, ModelDir, ProgressSink, StopReason, TrainErro
 use tokio::sync::mpsc;
 
 use super::convert::{self, Stage, evaluation_summary};
-use super::data::{PreparedData, fetch_prepared, request_prepare};
+use super::data::{PreparedData, fetch_prepared, prepare_when_a_preprocessor_answers};
 use super::preprocessor::scratch;
 use super::{internal, models, runtime_error, settings};
 
@@ -53,8 +53,12 @@ pub fn start(runtime: &mut ServiceRuntime) {
 }
 
 /// Asks a preprocessor to prepare the job's data (or names an existing prepared dataset) and
-/// reads the prepared dataset from the object store.
-async fn prepared_data(job: &TrainJob, ctx: &JobContext) -> Result<PreparedData, ProtocolError> {
+/// reads the prepared dataset from the object store. None when the job was cancelled or the
+/// instance began to shut down while it waited for a preprocessor.
+async fn prepared_data(
+    job: &TrainJob,
+    ctx: &JobContext,
+) -> Result<Option<PreparedData>, ProtocolError> {
     let (id, just_stored) = match &job.dataset {
         DatasetSource::Prepared { dataset_id } => (dataset_id.clone(), false),
         _ => {
@@ -63,7 +67,10 @@ async fn prepared_data(job: &TrainJob, ctx: &JobContext) -> Result<PreparedData,
                 dataset: job.dataset.clone(),
                 settings: job.settings.clone(),
             };
-            (request_prepare(ctx, &request).await?.dataset_id, true)
+            match prepare_when_a_preprocessor_answers(ctx, &request).await? {
+                Some(summary) => (summary.dataset_id, true),
+                None => return Ok(None),
+            }
         }
     };
     // A dataset the preprocessor that answered has just stored may not be on the copy of a
@@ -77,7 +84,7 @@ async fn prepared_data(job: &TrainJob, ctx: &JobContext) -> Result<PreparedData,
             pause = (pause * 2).min(std::time::Duration::from_secs(1));
         }
         if let Some(data) = fetch_prepared(ctx.mesh(), &id).await? {
-            return Ok(data);
+            return Ok(Some(data));
         }
     }
     Err(ProtocolError::new(
@@ -215,7 +222,17 @@ fn new_epoch_span(job_span: &tracing::Span, epoch: u32, total_epochs: u32) -> tr
 
 async fn train_job(job: TrainJob, ctx: JobContext) -> Result<JobOutcome, ProtocolError> {
     let experiment = settings::experiment(&job.settings)?;
-    let prepared = prepared_data(&job, &ctx).await?;
+    let Some(prepared) = prepared_data(&job, &ctx).await? else {
+        // Cancelled, or shutting down (the job goes back to the stream for another replica),
+        // while it waited for a preprocessor: nothing was trained.
+        return Ok(if ctx.cancel.is_cancelled() {
+            JobOutcome::Cancelled {
+                epochs_completed: 0,
+            }
+        } else {
+            JobOutcome::Interrupted
+        });
+    };
     if prepared.features != experiment.features || prepared.normalizer != experiment.normalizer {
         return Err(ProtocolError::new(
             ErrorCode::InvalidDataset,

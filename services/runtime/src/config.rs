@@ -127,6 +127,11 @@ pub struct JobsConfig {
     /// handed back; one still running after twice this long is handed back all the same.
     #[serde(with = "humantime_serde")]
     pub finish_within: Duration,
+    /// How long an attempt waits for a service it needs that nobody answers for (a trainer
+    /// for a preprocessor that is starting or being replaced) before it fails as
+    /// `unavailable`; the wait is no failed attempt.
+    #[serde(with = "humantime_serde")]
+    pub wait_for_service: Duration,
 }
 
 impl Default for JobsConfig {
@@ -141,6 +146,7 @@ impl Default for JobsConfig {
             retry_factor: 2.0,
             retry_max_delay: Duration::from_secs(60),
             finish_within: Duration::from_secs(10),
+            wait_for_service: Duration::from_secs(120),
         }
     }
 }

@@ -26,7 +26,7 @@ use lexmesh_runtime::{JobContext, records};
 use lexmesh_search::{Configuration, Experiment, Observation, TrialStatus};
 
 use super::plan::SearchPlan;
-use crate::data::request_prepare;
+use crate::data::prepare_when_a_preprocessor_answers;
 use crate::{internal, models, runtime_error, settings};
 
 /// Starts and stops a search's trials and publishes its events.
@@ -98,7 +98,16 @@ impl<'a> Trials<'a> {
             dataset: self.job.dataset.clone(),
             settings: settings.clone(),
         };
-        let id = request_prepare(self.ctx, &request).await?.dataset_id;
+        // Like a train job, the search waits for a preprocessor that is not running yet. A
+        // cancel or shutdown during that wait ends this attempt as `unavailable` (retried), as
+        // a failed prepare request always did.
+        let Some(summary) = prepare_when_a_preprocessor_answers(self.ctx, &request).await? else {
+            return Err(ProtocolError::new(
+                ErrorCode::Unavailable,
+                "stopped while waiting for a preprocessor",
+            ));
+        };
+        let id = summary.dataset_id;
         self.prepared.insert(key, id.clone());
         Ok(id)
     }

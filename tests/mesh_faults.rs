@@ -345,15 +345,16 @@ async fn deliveries_that_run_out_while_no_trainer_runs_are_dead_lettered_by_the_
     assert!(dead.next_within(Duration::from_secs(1)).await.is_none());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_train_job_waits_for_a_preprocessor_that_starts_late_without_spending_its_retries() {
-    // max_failures 1: a failed attempt would end the job. The trainer runs alone: its
-    // prepare requests have no responders until the preprocessor starts.
-    let env = [("LEXMESH_JOBS__MAX_FAILURES", "1")];
+/// A mesh with a trainer (`trainer-a`, with `env`) and no preprocessor, and job `job_id`
+/// submitted to it, once the trainer says it waits for a preprocessor; with the job's watch.
+async fn trainer_waiting_for_a_preprocessor(
+    job_id: &str,
+    env: &[(&str, &str)],
+) -> (TestMesh, lexmesh_testkit::EventWatch) {
     let mut mesh = TestMesh::start(LEXMESH).await;
-    let mut watch = mesh.watch("late-prep").await;
-    mesh.start_service("trainer", "trainer-a", &env).await;
-    mesh.submit(TRAIN, &no_early_stop_job("late-prep", 2)).await;
+    let watch = mesh.watch(job_id).await;
+    mesh.start_service("trainer", "trainer-a", env).await;
+    mesh.submit(TRAIN, &no_early_stop_job(job_id, 2)).await;
     eventually("the trainer to wait for a preprocessor", RECOVERY, || {
         let log = mesh.process("trainer-a").log_text();
         async move {
@@ -362,6 +363,15 @@ async fn a_train_job_waits_for_a_preprocessor_that_starts_late_without_spending_
         }
     })
     .await;
+    (mesh, watch)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_train_job_waits_for_a_preprocessor_that_starts_late_without_spending_its_retries() {
+    // max_failures 1: a failed attempt would end the job.
+    let (mut mesh, mut watch) =
+        trainer_waiting_for_a_preprocessor("late-prep", &[("LEXMESH_JOBS__MAX_FAILURES", "1")])
+            .await;
     mesh.start_service("preprocessor", "preprocessor-a", &[])
         .await;
     let last = watch.until_final(JOB_TIMEOUT).await;
@@ -376,19 +386,7 @@ async fn a_train_job_waits_for_a_preprocessor_that_starts_late_without_spending_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_train_job_cancelled_while_it_waits_for_a_preprocessor_ends_cancelled() {
-    let mut mesh = TestMesh::start(LEXMESH).await;
-    let mut watch = mesh.watch("wait-cancel").await;
-    mesh.start_service("trainer", "trainer-a", &[]).await;
-    mesh.submit(TRAIN, &no_early_stop_job("wait-cancel", 2))
-        .await;
-    eventually("the trainer to wait for a preprocessor", RECOVERY, || {
-        let log = mesh.process("trainer-a").log_text();
-        async move {
-            log.contains("no preprocessor is running; waiting")
-                .then_some(())
-        }
-    })
-    .await;
+    let (mesh, mut watch) = trainer_waiting_for_a_preprocessor("wait-cancel", &[]).await;
     let reply = mesh
         .client
         .request(

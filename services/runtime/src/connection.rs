@@ -153,9 +153,9 @@ fn options(
         options = options.nkey(seed.clone());
     }
     if let (Some(creds), Some(path)) = (creds, &config.creds_file) {
-        options = options
-            .credentials(creds)
-            .map_err(|e| unusable("nats.creds_file", format!("{}: {e}", path.display())))?;
+        options = options.credentials(creds).map_err(|e| {
+            RuntimeError::unusable("nats.creds_file", format!("{}: {e}", path.display()))
+        })?;
     }
     if let Some(ca) = &config.tls.ca_file {
         options = options.add_root_certificates(ca.clone());
@@ -189,13 +189,6 @@ fn log_event(event: Event) {
     }
 }
 
-fn unusable(setting: &str, reason: impl Into<String>) -> RuntimeError {
-    RuntimeError::Unusable {
-        setting: setting.into(),
-        reason: reason.into(),
-    }
-}
-
 /// Checks the authentication and TLS settings that async-nats would take on trust; returns the
 /// text of the creds file, read once for every attempt.
 fn check_settings(config: &NatsConfig) -> Result<Option<String>, RuntimeError> {
@@ -208,7 +201,7 @@ fn check_settings(config: &NatsConfig) -> Result<Option<String>, RuntimeError> {
             ("nats.creds_file", config.creds_file.is_some()),
         ];
         if let Some((setting, _)) = others.iter().find(|(_, set)| *set) {
-            return Err(unusable(
+            return Err(RuntimeError::unusable(
                 "nats.url",
                 format!("it carries credentials and {setting} is set too: give the login one way"),
             ));
@@ -217,7 +210,7 @@ fn check_settings(config: &NatsConfig) -> Result<Option<String>, RuntimeError> {
     let tls = &config.tls;
     match (&tls.cert_file, &tls.key_file) {
         (Some(cert), None) => {
-            return Err(unusable(
+            return Err(RuntimeError::unusable(
                 "nats.tls.key_file",
                 format!(
                     "not set, but nats.tls.cert_file ({}) is: a client certificate needs its \
@@ -227,7 +220,7 @@ fn check_settings(config: &NatsConfig) -> Result<Option<String>, RuntimeError> {
             ));
         }
         (None, Some(key)) => {
-            return Err(unusable(
+            return Err(RuntimeError::unusable(
                 "nats.tls.cert_file",
                 format!(
                     "not set, but nats.tls.key_file ({}) is: a private key needs its client \
@@ -245,13 +238,13 @@ fn check_settings(config: &NatsConfig) -> Result<Option<String>, RuntimeError> {
     if let Some(seed) = &config.nkey_seed {
         // The seed is a secret: the messages never show it.
         let key = nkeys::KeyPair::from_seed(seed.trim()).map_err(|e| {
-            unusable(
+            RuntimeError::unusable(
                 "nats.nkey_seed",
                 format!("not an nkey seed (a user's starts with SU): {e}"),
             )
         })?;
         if key.key_pair_type() != nkeys::KeyPairType::User {
-            return Err(unusable(
+            return Err(RuntimeError::unusable(
                 "nats.nkey_seed",
                 format!(
                     "the seed of {:?} key, not of a user (a user's starts with SU)",
@@ -265,15 +258,15 @@ fn check_settings(config: &NatsConfig) -> Result<Option<String>, RuntimeError> {
         .as_deref()
         .map(|path| {
             let creds = std::fs::read_to_string(path).map_err(|e| {
-                unusable(
+                RuntimeError::unusable(
                     "nats.creds_file",
                     format!("cannot read {}: {e}", path.display()),
                 )
             })?;
             // Parses the JWT and the seed the way every attempt will.
-            ConnectOptions::new()
-                .credentials(&creds)
-                .map_err(|e| unusable("nats.creds_file", format!("{}: {e}", path.display())))?;
+            ConnectOptions::new().credentials(&creds).map_err(|e| {
+                RuntimeError::unusable("nats.creds_file", format!("{}: {e}", path.display()))
+            })?;
             Ok(creds)
         })
         .transpose()
@@ -286,9 +279,9 @@ fn read_certificates(
 ) -> Result<Vec<CertificateDer<'static>>, RuntimeError> {
     let certificates = CertificateDer::pem_file_iter(path)
         .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| unusable(setting, pem_problem(path, &e)))?;
+        .map_err(|e| RuntimeError::unusable(setting, pem_problem(path, &e)))?;
     if certificates.is_empty() {
-        return Err(unusable(
+        return Err(RuntimeError::unusable(
             setting,
             format!("{} holds no PEM certificate", path.display()),
         ));
@@ -308,16 +301,16 @@ fn pem_problem(path: &Path, error: &pem::Error) -> String {
 fn check_client_certificate(cert: &Path, key: &Path) -> Result<(), RuntimeError> {
     let chain = read_certificates("nats.tls.cert_file", cert)?;
     let private_key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| unusable("nats.tls.key_file", pem_problem(key, &e)))?;
+        .map_err(|e| RuntimeError::unusable("nats.tls.key_file", pem_problem(key, &e)))?;
     // The provider async-nats itself uses (its default feature `ring`).
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| unusable("nats.tls", format!("no TLS version to offer: {e}")))?
+        .map_err(|e| RuntimeError::unusable("nats.tls", format!("no TLS version to offer: {e}")))?
         .with_root_certificates(rustls::RootCertStore::empty())
         .with_client_auth_cert(chain, private_key)
         .map_err(|e| match e {
-            rustls::Error::InconsistentKeys(_) => unusable(
+            rustls::Error::InconsistentKeys(_) => RuntimeError::unusable(
                 "nats.tls.key_file",
                 format!(
                     "{} is not the private key of the certificate in nats.tls.cert_file ({}): {e}",
@@ -325,7 +318,7 @@ fn check_client_certificate(cert: &Path, key: &Path) -> Result<(), RuntimeError>
                     cert.display()
                 ),
             ),
-            other => unusable(
+            other => RuntimeError::unusable(
                 "nats.tls.key_file",
                 format!(
                     "{} with the certificate of {} cannot be used: {other}",

@@ -124,6 +124,14 @@ pub enum RuntimeErrorKind {
 }
 
 impl RuntimeError {
+    /// [`RuntimeError::Unusable`]: `setting` cannot work, for `reason`.
+    pub(crate) fn unusable(setting: &str, reason: impl Into<String>) -> Self {
+        Self::Unusable {
+            setting: setting.into(),
+            reason: reason.into(),
+        }
+    }
+
     /// What kind of failure this is.
     pub fn kind(&self) -> RuntimeErrorKind {
         match self {

@@ -35,10 +35,7 @@ impl std::fmt::Debug for UrlCredentials {
 }
 
 fn unusable(reason: impl Into<String>) -> RuntimeError {
-    RuntimeError::Unusable {
-        setting: "nats.url".into(),
-        reason: reason.into(),
-    }
+    RuntimeError::unusable("nats.url", reason)
 }
 
 /// The servers of `nats.url`: one URL, or several separated by commas (the nodes of a
